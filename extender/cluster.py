@@ -1,0 +1,332 @@
+"""The cluster-state cache: per-node totals kept current as events arrive.
+
+Every scheduling request asks about a few hundred to a few thousand nodes, for every pod.
+So the per-node facts it needs live in numpy arrays indexed through a name -> slot map,
+and pod events update the totals incrementally: a request never iterates over pods.
+
+Feeders (:mod:`extender.snapshot`, :mod:`extender.watching`) call :meth:`ClusterState.replace`
+with a full list (atomically: a relist is never half-applied) and :meth:`ClusterState.apply`
+for each watch event. Readers call :meth:`ClusterState.view` and compute outside the lock.
+
+A node's family is stored as an integer (its index in the catalog) and recomputed for all
+nodes when the catalog changes, under the same lock, so a view's families and its catalog
+always belong to one catalog version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from machine_catalog.catalog import Catalog
+from machine_catalog.matching import NodeMatch
+from machine_catalog.quantities import QuantityError, to_millis
+from machine_catalog.resources import holds_resources, pod_cpu_request_millis
+
+log = logging.getLogger(__name__)
+
+FAMILY_ANNOTATION = "machine-catalog.io/family"
+
+#: Values of :attr:`ClusterState.family` that are not a catalog index.
+UNKNOWN = -1
+AMBIGUOUS = -2
+ABSENT = -3  # the name is not a node the cache knows (used in views only)
+
+
+@dataclass(frozen=True, slots=True)
+class PodEntry:
+    """What one pod contributes: CPU on a node, or a pending reservation on a family."""
+
+    node: str | None  # set while the pod holds resources on that node
+    pending_family: str | None  # set while the pod is pinned to a family but not yet bound
+    cpu_millis: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """Facts about the nodes of one request, copied out under the lock.
+
+    ``slots[i]`` is -1 for a name the cache does not know; its other fields are then 0
+    and ``family[i]`` is :data:`ABSENT`.
+    """
+
+    catalog: Catalog
+    names: Sequence[str]
+    slots: np.ndarray  # int64
+    allocatable: np.ndarray  # int64 physical millicores
+    requested: np.ndarray  # int64 physical millicores held by bound, non-terminal pods
+    family: np.ndarray  # int16: catalog family index, UNKNOWN, AMBIGUOUS or ABSENT
+    unschedulable: np.ndarray  # bool: cordoned (spec.unschedulable)
+    #: Labels of the known nodes that matched no family or several (position -> labels),
+    #: so a reason can say why without the hot path touching every node's labels.
+    unmatched_labels: Mapping[int, Mapping[str, str]]
+
+    def match(self, position: int) -> NodeMatch | None:
+        """The catalog's verdict for an unknown/ambiguous node of this view, for reasons."""
+        labels = self.unmatched_labels.get(position)
+        return None if labels is None else self.catalog.match(labels)
+
+
+def _node_allocatable_millis(node: Mapping[str, Any]) -> int:
+    status = node.get("status") or {}
+    value = (status.get("allocatable") or {}).get("cpu")
+    if value is None:
+        value = (status.get("capacity") or {}).get("cpu", 0)
+    try:
+        return to_millis(value)
+    except QuantityError:
+        log.warning("node %s has an unparsable cpu allocatable %r", _name(node), value)
+        return 0
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("name") or ""
+
+
+def _pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def pod_entry(pod: Mapping[str, Any]) -> PodEntry | None:
+    """The pod's contribution to the totals, or None when it contributes nothing."""
+    try:
+        cpu = pod_cpu_request_millis(pod)
+    except QuantityError:
+        log.warning("pod %s has an unparsable cpu request; counting 0", _pod_key(pod))
+        cpu = 0
+    if holds_resources(pod):
+        return PodEntry(node=pod["spec"]["nodeName"], pending_family=None, cpu_millis=cpu)
+    phase = (pod.get("status") or {}).get("phase")
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    family = annotations.get(FAMILY_ANNOTATION)
+    if family and not (pod.get("spec") or {}).get("nodeName") and phase not in ("Succeeded", "Failed"):
+        return PodEntry(node=None, pending_family=family, cpu_millis=cpu)
+    return None
+
+
+class _Tables:
+    """The arrays and maps of one consistent state; replaced whole on a relist."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str | None] = [None] * capacity
+        self.labels: list[Mapping[str, str]] = [{}] * capacity
+        self.allocatable = np.zeros(capacity, dtype=np.int64)
+        self.requested = np.zeros(capacity, dtype=np.int64)
+        self.family = np.full(capacity, ABSENT, dtype=np.int16)
+        self.unschedulable = np.zeros(capacity, dtype=bool)
+        self.free_slots: list[int] = []
+        self.size = 0  # slots in use or freed: [0, size)
+        self.pods: dict[str, PodEntry] = {}
+        self.requested_by_node: dict[str, int] = {}
+        self.pending_by_family: dict[str, int] = {}
+
+    def _grow(self) -> None:
+        capacity = len(self.names) * 2
+        extra = capacity - len(self.names)
+        self.names.extend([None] * extra)
+        self.labels.extend([{}] * extra)
+        self.allocatable = np.concatenate([self.allocatable, np.zeros(extra, np.int64)])
+        self.requested = np.concatenate([self.requested, np.zeros(extra, np.int64)])
+        self.family = np.concatenate([self.family, np.full(extra, ABSENT, np.int16)])
+        self.unschedulable = np.concatenate([self.unschedulable, np.zeros(extra, bool)])
+
+    def set_node(self, node: Mapping[str, Any], catalog: Catalog) -> None:
+        name = _name(node)
+        if not name:
+            return
+        slot = self.index.get(name)
+        if slot is None:
+            if self.free_slots:
+                slot = self.free_slots.pop()
+            else:
+                if self.size == len(self.names):
+                    self._grow()
+                slot = self.size
+                self.size += 1
+            self.index[name] = slot
+            self.names[slot] = name
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        self.labels[slot] = labels
+        self.allocatable[slot] = _node_allocatable_millis(node)
+        self.unschedulable[slot] = bool((node.get("spec") or {}).get("unschedulable"))
+        self.requested[slot] = self.requested_by_node.get(name, 0)
+        self._match(slot, catalog)
+
+    def _match(self, slot: int, catalog: Catalog) -> None:
+        match = catalog.match(self.labels[slot])
+        if match.status == "matched":
+            self.family[slot] = catalog.family_index[match.families[0].name]
+        else:
+            self.family[slot] = UNKNOWN if match.status == "unknown" else AMBIGUOUS
+
+    def delete_node(self, name: str) -> None:
+        slot = self.index.pop(name, None)
+        if slot is None:
+            return
+        self.names[slot] = None
+        self.labels[slot] = {}
+        self.allocatable[slot] = 0
+        self.requested[slot] = 0
+        self.family[slot] = ABSENT
+        self.unschedulable[slot] = False
+        self.free_slots.append(slot)
+
+    def rematch(self, catalog: Catalog) -> None:
+        for slot in self.index.values():
+            self._match(slot, catalog)
+
+    def _add(self, entry: PodEntry, sign: int) -> None:
+        if entry.node is not None:
+            total = self.requested_by_node.get(entry.node, 0) + sign * entry.cpu_millis
+            if total:
+                self.requested_by_node[entry.node] = total
+            else:
+                self.requested_by_node.pop(entry.node, None)
+            slot = self.index.get(entry.node)
+            if slot is not None:
+                self.requested[slot] = total
+        elif entry.pending_family is not None:
+            fam = entry.pending_family
+            total = self.pending_by_family.get(fam, 0) + sign * entry.cpu_millis
+            if total:
+                self.pending_by_family[fam] = total
+            else:
+                self.pending_by_family.pop(fam, None)
+
+    def set_pod(self, key: str, entry: PodEntry | None) -> None:
+        old = self.pods.pop(key, None)
+        if old is not None:
+            self._add(old, -1)
+        if entry is not None:
+            self.pods[key] = entry
+            self._add(entry, +1)
+
+
+class ClusterState:
+    """Nodes and pods of one process, with the totals the scheduling path needs."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._lock = threading.Lock()
+        self._catalog = catalog
+        self._t = _Tables()
+        self.synced = False
+        self.resource_version: str | None = None
+        #: time.monotonic() of the last sign of life from the source (event, bookmark, list).
+        self.last_activity: float | None = None
+        self.source = "none"
+        self.generation = 0  # bumped on every change; lets readers cache derived data
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def replace(
+        self,
+        nodes: Iterable[Mapping[str, Any]],
+        pods: Iterable[Mapping[str, Any]],
+        resource_version: str | None = None,
+    ) -> None:
+        """Swap in a full list: built aside, then swapped, so no reader sees half of it."""
+        with self._lock:
+            catalog = self._catalog
+        tables = _Tables(capacity=64)
+        for pod in pods:
+            tables.set_pod(_pod_key(pod), pod_entry(pod))
+        for node in nodes:
+            tables.set_node(node, catalog)
+        with self._lock:
+            if catalog is not self._catalog:  # a reload raced the build: re-match first
+                tables.rematch(self._catalog)
+            self._t = tables
+            self.resource_version = resource_version
+            self.synced = True
+            self.last_activity = time.monotonic()
+            self.generation += 1
+
+    def apply(self, kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
+        """One watch event (``ADDED``/``MODIFIED``/``DELETED``) for a Node or a Pod."""
+        with self._lock:
+            t = self._t
+            if kind == "Node":
+                if event_type == "DELETED":
+                    t.delete_node(_name(obj))
+                else:
+                    t.set_node(obj, self._catalog)
+            elif kind == "Pod":
+                entry = None if event_type == "DELETED" else pod_entry(obj)
+                t.set_pod(_pod_key(obj), entry)
+            else:
+                raise ValueError(f"unexpected kind {kind!r}")
+            self.last_activity = time.monotonic()
+            self.generation += 1
+
+    def touch(self, resource_version: str | None = None) -> None:
+        """The source is alive (a bookmark, a quiet but open watch)."""
+        with self._lock:
+            if resource_version:
+                self.resource_version = resource_version
+            self.last_activity = time.monotonic()
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Re-match every node against a new catalog version (on hot reload)."""
+        with self._lock:
+            self._catalog = catalog
+            self._t.rematch(catalog)
+            self.generation += 1
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def view(self, names: Sequence[str]) -> NodeView:
+        """Copy out the facts for ``names`` (in order); unknown names get slot -1."""
+        with self._lock:
+            t = self._t
+            get = t.index.get
+            slots = np.array([get(n, -1) for n in names], dtype=np.int64)
+            known = slots >= 0
+            safe = np.where(known, slots, 0)
+            family = np.where(known, t.family[safe], ABSENT).astype(np.int16)
+            odd = np.flatnonzero((family == UNKNOWN) | (family == AMBIGUOUS))
+            return NodeView(
+                catalog=self._catalog,
+                names=names,
+                slots=slots,
+                allocatable=np.where(known, t.allocatable[safe], 0),
+                requested=np.where(known, t.requested[safe], 0),
+                family=family,
+                unschedulable=np.where(known, t.unschedulable[safe], False),
+                unmatched_labels={int(i): t.labels[slots[i]] for i in odd},
+            )
+
+    def all_nodes(self) -> NodeView:
+        """Every node the cache knows (for the webhook's per-family totals and metrics)."""
+        with self._lock:
+            names = [n for n in self._t.names[: self._t.size] if n is not None]
+        return self.view(names)
+
+    def node_labels(self, name: str) -> Mapping[str, str] | None:
+        with self._lock:
+            slot = self._t.index.get(name)
+            return None if slot is None else self._t.labels[slot]
+
+    def pending_millis(self) -> dict[str, int]:
+        """Physical millicores of pods pinned to each family and not yet bound."""
+        with self._lock:
+            return dict(self._t.pending_by_family)
+
+    def age(self) -> float | None:
+        """Seconds since the source last showed it is alive; None before the first sync."""
+        return None if self.last_activity is None else time.monotonic() - self.last_activity
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"nodes": len(self._t.index), "pods": len(self._t.pods)}

@@ -1,0 +1,112 @@
+"""Node -> family matching, and the same rules as Kubernetes node-affinity terms.
+
+A node matches a family when its instance-type label is one the family lists, or when the
+family's ``nodeSelector`` selects it. Matching never picks silently: a node that two
+families claim is *ambiguous*, and the caller must treat it as such.
+
+:func:`family_selector_terms` expresses a family's rules as ``nodeSelectorTerms`` for the
+webhook's pinning affinity; it is kept next to :func:`match_families` so both change
+together (the tests check they select the same nodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from machine_catalog.model import Family
+from machine_catalog.selectors import selector_matches
+
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+BETA_INSTANCE_TYPE_LABEL = "beta.kubernetes.io/instance-type"
+
+MatchStatus = Literal["matched", "unknown", "ambiguous"]
+
+
+def instance_type_of(labels: Mapping[str, str]) -> str | None:
+    """The node's instance type: the GA label, else the deprecated beta one.
+
+    The cloud-controller-manager sets both; bare metal and kind set neither.
+    """
+    if INSTANCE_TYPE_LABEL in labels:
+        return labels[INSTANCE_TYPE_LABEL]
+    return labels.get(BETA_INSTANCE_TYPE_LABEL)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMatch:
+    """What the catalog says about one node: exactly one family, none, or several."""
+
+    instance_type: str | None
+    families: tuple[Family, ...]
+
+    @property
+    def status(self) -> MatchStatus:
+        if not self.families:
+            return "unknown"
+        return "matched" if len(self.families) == 1 else "ambiguous"
+
+    @property
+    def family(self) -> Family | None:
+        """The family, only when the match is unambiguous."""
+        return self.families[0] if len(self.families) == 1 else None
+
+    def describe(self) -> str:
+        """One line a person can act on, for CLI output and rejection reasons."""
+        it = f"instance type {self.instance_type}" if self.instance_type else "no instance-type label"
+        if self.status == "matched":
+            return f"{it}: family {self.families[0].name}"
+        if self.status == "unknown":
+            return f"{it}: matches no family of the catalog"
+        names = ", ".join(f.name for f in self.families)
+        return f"{it}: ambiguous, matches families {names}"
+
+
+def match_families(
+    families: Sequence[Family],
+    by_instance_type: Mapping[str, Family],
+    labels: Mapping[str, str],
+) -> NodeMatch:
+    """Every family that claims a node with these labels, in catalog order."""
+    instance_type = instance_type_of(labels)
+    matched: list[Family] = []
+    by_type = by_instance_type.get(instance_type) if instance_type else None
+    for family in families:
+        if family is by_type or (
+            family.node_selector is not None and selector_matches(family.node_selector, labels)
+        ):
+            matched.append(family)
+    return NodeMatch(instance_type=instance_type, families=tuple(matched))
+
+
+def _requirement(key: str, operator: str, values: Sequence[str] = ()) -> dict[str, Any]:
+    req: dict[str, Any] = {"key": key, "operator": operator}
+    if values:
+        req["values"] = list(values)
+    return req
+
+
+def family_selector_terms(family: Family) -> list[list[dict[str, Any]]]:
+    """The family's match rules as ORed ``nodeSelectorTerms`` (each a list of ANDed rules).
+
+    Instance types give two terms, because matching prefers the GA label and falls back to
+    the beta one: ``GA In types`` OR ``GA DoesNotExist AND beta In types``. A nodeSelector
+    gives one term: ``matchLabels`` become ``In [value]`` rules.
+    """
+    terms: list[list[dict[str, Any]]] = []
+    if family.instance_types:
+        types = sorted(family.instance_types)
+        terms.append([_requirement(INSTANCE_TYPE_LABEL, "In", types)])
+        terms.append(
+            [
+                _requirement(INSTANCE_TYPE_LABEL, "DoesNotExist"),
+                _requirement(BETA_INSTANCE_TYPE_LABEL, "In", types),
+            ]
+        )
+    if family.node_selector is not None:
+        sel = family.node_selector
+        term = [_requirement(k, "In", [v]) for k, v in sorted(sel.match_labels.items())]
+        term += [_requirement(r.key, r.operator, r.values) for r in sel.match_expressions]
+        terms.append(term)
+    return terms

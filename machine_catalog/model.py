@@ -1,0 +1,227 @@
+"""The catalog file format (``machine-catalog.io/v1alpha1``, kind ``MachineCatalog``).
+
+The pydantic models here check *shape*: every field, its type and range, and that no
+unknown key slips through (``extra="forbid"``: a typo such as ``scuPerCor`` must be an
+error, not a silently ignored field that leaves a family at a default). Rules that span
+several fields or families (unique names, the baseline, instance types owned by one
+family) live in :mod:`machine_catalog.validation`, which reports all of them at once.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from fractions import Fraction
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "machine-catalog.io/v1alpha1"
+KIND = "MachineCatalog"
+
+#: Upper bound of ``scuPerCore``: no vCPU is sixteen times a baseline vCPU; a larger value
+#: is a unit mistake (millicores typed as cores) that would starve every pod on the family.
+MAX_SCU_PER_CORE = Decimal(16)
+
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_INTEGER = re.compile(r"^-?[0-9]+$")
+
+
+def check_label_key(key: str) -> str:
+    """Kubernetes qualified-name rules for label keys: ``[prefix/]name``."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(
+            f"label key {key!r}: name must be 1-63 alphanumeric characters, '-', '_' or '.', "
+            "starting and ending with an alphanumeric character"
+        )
+    return key
+
+
+def check_label_value(value: str) -> str:
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(
+            f"label value {value!r} must be at most 63 alphanumeric characters, '-', '_' or '.', "
+            "starting and ending with an alphanumeric character"
+        )
+    return value
+
+
+def _to_decimal(value: Any) -> Any:
+    """Accept a number or a Kubernetes quantity string (``1.18``, ``"1180m"``).
+
+    Floats go through ``repr`` so ``1.18`` becomes exactly ``Decimal("1.18")``, not the
+    binary approximation: the arithmetic downstream is exact and must start exact.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        from machine_catalog.quantities import parse_quantity
+
+        return parse_quantity(value)
+    return value
+
+
+class _Model(BaseModel):
+    """Catalog objects are camelCase on the wire, snake_case in Python, and immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=False,
+    )
+
+
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+
+
+class LabelSelectorRequirement(_Model):
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        return check_label_key(key)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        op, values = self.operator, self.values
+        if op in ("In", "NotIn") and not values:
+            raise ValueError(f"operator {op} needs at least one value")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise ValueError(f"operator {op} takes no values")
+        if op in ("Gt", "Lt") and (len(values) != 1 or not _INTEGER.match(values[0])):
+            raise ValueError(f"operator {op} needs exactly one integer value")
+        for value in values:
+            check_label_value(value)
+        return self
+
+
+class LabelSelector(_Model):
+    """``metav1.LabelSelector``: all of ``matchLabels`` and ``matchExpressions`` must hold."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    @field_validator("match_labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            check_label_key(key)
+            check_label_value(value)
+        return labels
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LabelSelector:
+        # An empty selector matches every node; as a family's nodeSelector that would claim
+        # the whole fleet, which is never what an infra team means.
+        if not self.match_labels and not self.match_expressions:
+            raise ValueError("an empty nodeSelector would match every node; give at least one rule")
+        return self
+
+
+ScuPerCore = Annotated[Decimal, BeforeValidator(_to_decimal)]
+
+
+class Family(_Model):
+    name: str = Field(min_length=1, max_length=63)
+    description: str = ""
+    scu_per_core: ScuPerCore
+    generation: int | None = None
+    schedulable: bool = True
+    instance_types: tuple[str, ...] = ()
+    node_selector: LabelSelector | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        # Family names end up in pod annotations and affinity terms: keep them label-safe.
+        check_label_value(name)
+        return name
+
+    @field_validator("scu_per_core")
+    @classmethod
+    def _range(cls, value: Decimal) -> Decimal:
+        if not value.is_finite() or value <= 0 or value > MAX_SCU_PER_CORE:
+            raise ValueError(f"must be in (0, {MAX_SCU_PER_CORE}], got {value}")
+        return value.normalize() if value == value.to_integral_value() else value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _instance_types(cls, types: tuple[str, ...]) -> tuple[str, ...]:
+        for value in types:
+            check_label_value(value)
+        return types
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Family:
+        if not self.instance_types and self.node_selector is None:
+            raise ValueError("a family needs instanceTypes or a nodeSelector, or no node matches it")
+        return self
+
+    @property
+    def factor(self) -> Fraction:
+        """``scuPerCore`` as an exact fraction, for arithmetic without float drift."""
+        return Fraction(self.scu_per_core)
+
+
+class Scoring(_Model):
+    strategy: Literal["balanced", "binpack"] = "balanced"
+
+
+class CatalogSpec(_Model):
+    baseline: str
+    unknown_nodes: Literal["reject", "allow"] = "reject"
+    scoring: Scoring = Field(default_factory=Scoring)
+    families: tuple[Family, ...] = Field(min_length=1)
+
+
+class Metadata(_Model):
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class MachineCatalogDocument(_Model):
+    """One catalog file, exactly as written by an infra team."""
+
+    api_version: Literal["machine-catalog.io/v1alpha1"]
+    kind: Literal["MachineCatalog"]
+    metadata: Metadata
+    spec: CatalogSpec
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the catalog file, for editors and CI (``machine-catalog schema``)."""
+    schema = MachineCatalogDocument.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "MachineCatalog"
+    return schema
+
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "MAX_SCU_PER_CORE",
+    "CatalogSpec",
+    "Family",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "MachineCatalogDocument",
+    "Metadata",
+    "Scoring",
+    "json_schema",
+]
