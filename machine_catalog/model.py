@@ -29,6 +29,10 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _INTEGER = re.compile(r"^-?[0-9]+$")
 
+#: Also checked by :mod:`machine_catalog.validation` on the raw mapping: pydantic skips
+#: this model-level rule when a field of the same family already failed.
+NO_MATCH_RULES = "a family needs instanceTypes or a nodeSelector, or no node matches it"
+
 
 def check_label_key(key: str) -> str:
     """Kubernetes qualified-name rules for label keys: ``[prefix/]name``."""
@@ -157,7 +161,11 @@ class Family(_Model):
     def _range(cls, value: Decimal) -> Decimal:
         if not value.is_finite() or value <= 0 or value > MAX_SCU_PER_CORE:
             raise ValueError(f"must be in (0, {MAX_SCU_PER_CORE}], got {value}")
-        return value.normalize() if value == value.to_integral_value() else value
+        # One spelling per value (1.18 == "1180m" == 1.180), so the content hash and every
+        # printed factor do not depend on how the infra team typed it; never exponent form
+        # ("1E+1"), which reads badly and is ambiguous in quantity syntax (E = exa).
+        value = value.normalize()
+        return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value
 
     @field_validator("instance_types")
     @classmethod
@@ -169,7 +177,7 @@ class Family(_Model):
     @model_validator(mode="after")
     def _matches_something(self) -> Family:
         if not self.instance_types and self.node_selector is None:
-            raise ValueError("a family needs instanceTypes or a nodeSelector, or no node matches it")
+            raise ValueError(NO_MATCH_RULES)
         return self
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from machine_catalog.model import MachineCatalogDocument
+from machine_catalog.model import NO_MATCH_RULES, MachineCatalogDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,8 @@ def _cross_family_errors(data: Any) -> list[CatalogError]:
     first_by_name: dict[str, int] = {}
     owner_of_type: dict[str, tuple[str, int]] = {}
     for i, fam in families:
+        if not fam.get("instanceTypes") and fam.get("nodeSelector") is None:
+            errors.append(CatalogError(f"spec.families[{i}]", NO_MATCH_RULES))
         name = fam.get("name")
         if isinstance(name, str):
             if name in first_by_name:
@@ -153,5 +155,8 @@ def validate_document(data: Any) -> tuple[MachineCatalogDocument | None, list[Ca
         document = MachineCatalogDocument.model_validate(data)
     except ValidationError as exc:
         errors.extend(_structural_errors(exc))
-    errors.extend(_cross_family_errors(data))
+    # The passes overlap on rules pydantic may skip (see NO_MATCH_RULES): report once.
+    for error in _cross_family_errors(data):
+        if error not in errors:
+            errors.append(error)
     return (document if not errors else None), errors
