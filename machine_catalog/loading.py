@@ -53,7 +53,9 @@ def parse_document(text: bytes | str, source: str = "") -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise CatalogInvalid([CatalogError("", f"not valid YAML/JSON{where}: {problem}")], source) from exc
+        raise CatalogInvalid(
+            [CatalogError("", f"not valid YAML/JSON{where}: {problem}")], source
+        ) from exc
 
 
 def parse_catalog(text: bytes | str, source: str = "") -> Catalog:
@@ -66,7 +68,9 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise CatalogInvalid([CatalogError("", f"cannot read: {exc.strerror or exc}")], str(path)) from exc
+        raise CatalogInvalid(
+            [CatalogError("", f"cannot read: {exc.strerror or exc}")], str(path)
+        ) from exc
     return parse_catalog(text, str(path))
 
 
@@ -146,7 +150,9 @@ class CatalogSource:
             if fallback is None or not fallback.exists():
                 raise
             self._record_failure(exc)
-            log.error("catalog %s is invalid; starting on the last good catalog %s", self.path, fallback)
+            log.error(
+                "catalog %s is invalid; starting on the last good catalog %s", self.path, fallback
+            )
             catalog = load_catalog(fallback)
             return catalog
         self._persist(catalog)
@@ -169,7 +175,9 @@ class CatalogSource:
     def _record_failure(self, exc: CatalogInvalid) -> None:
         import time
 
-        failure = ReloadFailure(source=exc.source or str(self.path), errors=exc.errors, at=time.time())
+        failure = ReloadFailure(
+            source=exc.source or str(self.path), errors=exc.errors, at=time.time()
+        )
         self.last_failure = failure
         self.reload_failures += 1
         for err in exc.errors:

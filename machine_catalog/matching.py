@@ -54,7 +54,11 @@ class NodeMatch:
 
     def describe(self) -> str:
         """One line a person can act on, for CLI output and rejection reasons."""
-        it = f"instance type {self.instance_type}" if self.instance_type else "no instance-type label"
+        it = (
+            f"instance type {self.instance_type}"
+            if self.instance_type
+            else "no instance-type label"
+        )
         if self.status == "matched":
             return f"{it}: family {self.families[0].name}"
         if self.status == "unknown":

@@ -6,9 +6,22 @@ from them can never disagree about which nodes they select.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from machine_catalog.model import LabelSelector
+
+_INT64 = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _int64(value: str | None) -> int | None:
+    """``strconv.ParseInt(value, 10, 64)``: stricter than ``int()``, which also takes
+    ``"1_000"`` and ``" 5 "``; a label Kubernetes cannot parse must not match here either,
+    or a family's rules and the affinity built from them would disagree."""
+    if value is None or not _INT64.match(value):
+        return None
+    number = int(value)
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def requirement_matches(
@@ -28,11 +41,8 @@ def requirement_matches(
     if operator == "DoesNotExist":
         return key not in labels
     if operator in ("Gt", "Lt"):
-        if key not in labels:
-            return False
-        try:
-            have, want = int(labels[key]), int(next(iter(values)))
-        except (ValueError, StopIteration):
+        have, want = _int64(labels.get(key)), _int64(next(iter(values), None))
+        if have is None or want is None:
             return False
         return have > want if operator == "Gt" else have < want
     raise ValueError(f"unknown selector operator {operator!r}")

@@ -36,7 +36,9 @@ class CatalogInvalid(ValueError):
         self.errors = tuple(errors)
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}invalid catalog ({len(self.errors)} errors): " + "; ".join(map(str, errors)))
+        super().__init__(
+            f"{where}invalid catalog ({len(self.errors)} errors): " + "; ".join(map(str, errors))
+        )
 
 
 def format_path(loc: Sequence[str | int]) -> str:
@@ -86,7 +88,8 @@ def _cross_family_errors(data: Any) -> list[CatalogError]:
                 errors.append(
                     CatalogError(
                         f"spec.families[{i}].name",
-                        f"duplicate family name {name!r} (first defined at spec.families[{first_by_name[name]}])",
+                        f"duplicate family name {name!r} "
+                        f"(first defined at spec.families[{first_by_name[name]}])",
                     )
                 )
             else:
@@ -114,7 +117,9 @@ def _cross_family_errors(data: Any) -> list[CatalogError]:
         if baseline not in first_by_name:
             known = ", ".join(first_by_name) or "none"
             errors.append(
-                CatalogError("spec.baseline", f"baseline {baseline!r} is not a family (families: {known})")
+                CatalogError(
+                    "spec.baseline", f"baseline {baseline!r} is not a family (families: {known})"
+                )
             )
         else:
             i = first_by_name[baseline]
