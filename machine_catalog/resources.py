@@ -67,3 +67,17 @@ def holds_resources(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}
     phase = (pod.get("status") or {}).get("phase")
     return bool(spec.get("nodeName")) and phase not in ("Succeeded", "Failed")
+
+
+def node_allocatable_millis(node: Mapping[str, Any]) -> int:
+    """A Node's allocatable CPU in millicores (its capacity when allocatable is absent).
+
+    Allocatable, not capacity: the kubelet reserves CPU for system daemons, and the
+    scheduler only ever places pods into what is left. Raises ``QuantityError`` on a value
+    that is not a quantity; callers decide whether that is fatal.
+    """
+    status = node.get("status") or {}
+    value = (status.get("allocatable") or {}).get("cpu")
+    if value is None:
+        value = (status.get("capacity") or {}).get("cpu", 0)
+    return to_millis(value)
