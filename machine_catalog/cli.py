@@ -135,58 +135,35 @@ def _catalog_or_fail(path: str | None) -> Catalog:
         raise CliError("\n".join(f"{where}: {e}" for e in exc.errors)) from exc
 
 
-def _read_data(path: str) -> Any:
-    """A JSON or YAML file into plain data. JSON goes through orjson: a whole cluster's
-    ``kubectl get -o json`` is hundreds of MB, where a YAML parser takes minutes."""
+def _single_node(path: str) -> Mapping[str, Any] | None:
+    """The Node when ``path`` holds exactly one Node object (``kubectl get node X -o json``)."""
     try:
-        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if raw.lstrip()[:1] in (b"{", b"["):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise CliError(f"{path}: not valid JSON: {exc}") from exc
-    try:
-        return parse_document(raw, path)
-    except CatalogInvalid as exc:
-        raise CliError("\n".join(f"{path}: {e}" for e in exc.errors)) from exc
+        raw = Path(path).read_bytes()
+        data = orjson.loads(raw) if raw.lstrip()[:1] == b"{" else parse_document(raw, path)
+    except (OSError, orjson.JSONDecodeError, CatalogInvalid):
+        return None
+    return data if isinstance(data, Mapping) and data.get("kind") == "Node" else None
 
 
-def _nodes_of(data: Any, path: str) -> tuple[list[Mapping[str, Any]], bool]:
-    """The Nodes in a Node, NodeList or v1 List document; True when it was a single Node.
+def _read_nodes(path: str) -> tuple[list[Mapping[str, Any]], bool]:
+    """The Nodes of a snapshot file, and True when the file is one Node, not a list.
 
-    A ``kubectl get nodes,pods -o json`` List also holds Pods: they are skipped. A NodeList
-    straight from the API omits ``kind`` on its items, so those are taken as Nodes.
+    Lists (``kubectl get nodes,pods -A -o json``, NodeList, YAML) are read by the server's
+    own snapshot loader, so the CLI and ``serve --snapshot`` accept exactly the same files;
+    a single Node, which a cluster snapshot never is, is recognised here.
     """
-    if not isinstance(data, Mapping):
-        raise CliError(f"{path}: expected a Node or a List of Nodes, got {type(data).__name__}")
-    kind = data.get("kind")
-    if kind == "Node":
-        return [data], True
-    if kind not in ("List", "NodeList") or not isinstance(data.get("items"), list):
-        raise CliError(f"{path}: expected a Node, NodeList or v1 List, got kind {kind!r}")
-    nodes = [
-        item
-        for item in data["items"]
-        if isinstance(item, Mapping) and (item.get("kind") == "Node" or kind == "NodeList")
-    ]
-    if not nodes:
-        raise CliError(f"{path}: no Node objects in the {kind}")
-    return nodes, False
+    from extender.snapshot import SnapshotError, load_snapshot
 
-
-def _snapshot_nodes(path: str) -> list[Mapping[str, Any]]:
-    """The Nodes of a cluster snapshot (``kubectl get nodes,pods -A -o json``)."""
-    try:
-        from extender.snapshot import load_snapshot
-    except ImportError:  # until extender.snapshot lands; then this branch goes
-        return _nodes_of(_read_data(path), path)[0]
     try:
         nodes, _pods = load_snapshot(path)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"{path}: {exc}") from exc
-    return list(nodes)
+    except SnapshotError as exc:
+        node = _single_node(path)
+        if node is None:
+            raise CliError(str(exc)) from exc
+        return [node], True
+    if not nodes:
+        raise CliError(f"{path}: no Node objects in the file")
+    return nodes, False
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -379,7 +356,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     catalog = _catalog_or_fail(args.catalog)
     if labels is not None:
         return _explain_one(catalog, assess_labels(catalog, labels), args.output)
-    nodes, single = _nodes_of(_read_data(args.node), args.node)
+    nodes, single = _read_nodes(args.node)
     caps = [assess_node(catalog, node) for node in nodes]
     if single:
         return _explain_one(catalog, caps[0], args.output)
@@ -531,7 +508,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     try:
         old = _catalog_or_fail(args.old)
         new = _catalog_or_fail(args.new)
-        nodes = _snapshot_nodes(args.snapshot) if args.snapshot else None
+        nodes = _read_nodes(args.snapshot)[0] if args.snapshot else None
     except CliError as exc:
         if args.exit_code:  # 1 means "changes" here, so trouble is 2, as diff(1) does
             exc.code = EXIT_USAGE
