@@ -36,8 +36,8 @@ NO_MATCH_RULES = "a family needs instanceTypes or a nodeSelector, or no node mat
 
 def check_label_key(key: str) -> str:
     """Kubernetes qualified-name rules for label keys: ``[prefix/]name``."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _LABEL_NAME.match(name):
         raise ValueError(
