@@ -1,0 +1,74 @@
+"""The WSGI application: every route of the server, and one error policy for all of them.
+
+Callers are programs (kube-scheduler, the API server, kubelet, Prometheus), so every
+answer is JSON, including 404/405/413 and the "cannot happen" 500: a Go client that
+expects JSON and gets an HTML error page logs a decode error that hides the real one.
+A 500 never carries a traceback; the traceback goes to the server's log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from extender import admission, health, metrics, scheduling
+from extender.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _json_error(app: Flask, status: int, message: str, headers: Any = None) -> Any:
+    body = orjson.dumps({"error": message})
+    return app.response_class(body, status=status, headers=headers, content_type="application/json")
+
+
+def create_app(runtime: Runtime) -> Flask:
+    """The app of one worker process, serving from ``runtime``."""
+    app = Flask("machine-catalog")
+    max_body = runtime.settings.max_body
+    # Werkzeug enforces this on the body stream too, so a chunked body without a
+    # Content-Length is cut off at the limit instead of being read whole into memory.
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["machine_catalog_runtime"] = runtime
+
+    @app.before_request
+    def refuse_oversized_body() -> Any:
+        # Checked before any route reads: a 600 MB body is refused without reading it.
+        length = request.content_length
+        if length is not None and length > max_body:
+            raise RequestEntityTooLarge()
+        return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        if isinstance(exc, RequestEntityTooLarge):
+            message = f"request body larger than the server's limit of {max_body} bytes"
+        elif status == 404:
+            message = f"no route {request.path}"
+        elif status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        else:
+            message = exc.description or exc.name
+        headers = None
+        if status == 405:
+            allowed = exc.get_response().headers.get("Allow")
+            headers = {"Allow": allowed} if allowed else None
+        return _json_error(app, status, message, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json_error(app, 500, "internal server error (see the server log)")
+
+    scheduling.register(app, runtime)
+    admission.register(app, runtime)
+    health.register(app, runtime)
+    metrics.register(app, runtime)
+    metrics.instrument(app)  # last: it needs every route registered to label them
+    return app

@@ -1,0 +1,286 @@
+"""Which nodes can take a pod, and why the others cannot: the ``/scheduler/filter`` logic.
+
+Pure: a :class:`~extender.cluster.NodeView` (one catalog version, the node facts of one
+request) in, a :class:`FilterOutcome` out. The verdict for every node is one numpy
+expression; text is built only for the rejected nodes, because a request may carry
+15,000 names and most of them usually pass.
+
+Where a rejection lands decides what kube-scheduler does next:
+
+- ``FailedAndUnresolvableNodes``: no preemption can help (the node is of the wrong family,
+  retired, unknown to the catalog, ambiguous, or unknown to the cache);
+- ``FailedNodes``: the node lacks free SCU, and evicting lower-priority pods may free it.
+
+Reasons name no node (the maps are keyed by node name already): kube-scheduler counts
+identical reasons into the pod's FailedScheduling event, so "4000 instance type m5.large
+matches no family of catalog prod@ab12" stays one line instead of 4000.
+
+Cordoned nodes are not judged here: kube-scheduler's own NodeUnschedulable filter runs
+first and knows the pod's tolerations; the extender only adds what the catalog knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from extender.cluster import ABSENT, AMBIGUOUS, FAMILY_ANNOTATION, UNKNOWN, NodeView
+from machine_catalog.catalog import Catalog
+from machine_catalog.matching import instance_type_of
+from machine_catalog.quantities import QuantityError, format_scu, physical_to_scu_millis
+from machine_catalog.resources import node_allocatable_millis, pod_cpu_request_millis
+
+#: Rejection reasons, the ``reason`` label of ``machine_catalog_filter_rejections_total``.
+#: The position in this tuple is the verdict code (0 = passes).
+REASONS = (
+    "not_in_cache",
+    "unknown_node",
+    "ambiguous_node",
+    "retired_family",
+    "family_mismatch",
+    "insufficient_scu",
+    "pod_family_unknown",
+)
+_NOT_IN_CACHE, _UNKNOWN, _AMBIGUOUS, _RETIRED, _MISMATCH, _INSUFFICIENT = range(1, 7)
+#: Verdicts that preemption can resolve; everything else is unresolvable.
+_RESOLVABLE = frozenset({_INSUFFICIENT})
+
+LabelsOf = Callable[[int], Mapping[str, str] | None]
+
+
+class PodError(ValueError):
+    """The pod in the request carries something the extender cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOutcome:
+    """The verdict on one request's nodes.
+
+    ``passing`` holds positions into the request's nodes, or None when every node passed
+    (so the encoder can echo the input without touching each node).
+    """
+
+    passing: list[int] | None
+    failed: dict[str, str]
+    unresolvable: dict[str, str]
+    #: reason -> number of nodes rejected for it, for the metrics.
+    rejections: dict[str, int]
+
+
+def pinned_family(pod: Mapping[str, Any]) -> str | None:
+    """The family the webhook pinned the pod to (``machine-catalog.io/family``), if any."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise PodError("Pod.metadata.annotations must be an object")
+    family = annotations.get(FAMILY_ANNOTATION)
+    if family is None or family == "":
+        return None
+    if not isinstance(family, str):
+        raise PodError(f"annotation {FAMILY_ANNOTATION} must be a string")
+    return family.strip()
+
+
+def pod_request_millis(pod: Mapping[str, Any]) -> int:
+    """The pod's effective CPU request, or :class:`PodError` for an unreadable quantity."""
+    try:
+        return pod_cpu_request_millis(pod)
+    except (QuantityError, AttributeError, TypeError) as exc:
+        raise PodError(f"cannot read the pod's CPU request: {exc}") from None
+
+
+def _request_node_allocatable(node: Mapping[str, Any]) -> int:
+    """A node object's allocatable CPU; 0 when the request's object is unreadable.
+
+    The request is untrusted input (unlike the API server's objects in the cache), so any
+    shape problem means "no capacity" rather than an exception.
+    """
+    try:
+        return node_allocatable_millis(node)
+    except (QuantityError, AttributeError, TypeError):
+        return 0
+
+
+def complete_view(
+    view: NodeView, nodes: Sequence[Mapping[str, Any]]
+) -> tuple[NodeView, np.ndarray]:
+    """Fill in, from the node objects of a full-``Nodes`` request, the nodes the cache lacks.
+
+    The cache still decides for the nodes it knows (it alone knows what their pods
+    request). A node it does not know yet (a watch event in flight) is judged from the
+    object kube-scheduler sent: its labels and allocatable, with nothing requested.
+    Returns the completed view and a mask of the positions judged that way.
+    """
+    from_request = view.family == ABSENT
+    if not from_request.any():
+        return view, from_request
+    catalog = view.catalog
+    family = view.family.copy()
+    allocatable = view.allocatable.copy()
+    unmatched = dict(view.unmatched_labels)
+    for i in np.flatnonzero(from_request).tolist():
+        node = nodes[i]
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        if not isinstance(labels, dict):
+            labels = {}
+        labels = {k: v for k, v in labels.items() if isinstance(v, str)}
+        match = catalog.match(labels)
+        if match.status == "matched":
+            family[i] = catalog.family_index[match.families[0].name]
+        else:
+            family[i] = UNKNOWN if match.status == "unknown" else AMBIGUOUS
+            unmatched[i] = labels
+        allocatable[i] = _request_node_allocatable(node)
+    completed = replace(view, family=family, allocatable=allocatable, unmatched_labels=unmatched)
+    return completed, from_request
+
+
+def _all_unresolvable(names: Sequence[str], reason: str, code: str) -> FilterOutcome:
+    return FilterOutcome(
+        passing=[],
+        failed={},
+        unresolvable=dict.fromkeys(names, reason),
+        rejections={code: len(names)} if names else {},
+    )
+
+
+def filter_nodes(
+    view: NodeView,
+    pod_millis: int,
+    pinned: str | None,
+    *,
+    labels_of: LabelsOf,
+    cache_age: float | None = None,
+    from_request: np.ndarray | None = None,
+) -> FilterOutcome:
+    """Judge every node of ``view`` for a pod requesting ``pod_millis`` physical millicores.
+
+    ``labels_of(position)`` gives a rejected node's labels (for the instance type in a
+    reason); ``from_request`` marks nodes judged from the request's object rather than the
+    cache (see :func:`complete_view`), whose reasons then say so.
+    """
+    catalog = view.catalog
+    names = view.names
+    if pinned is not None and pinned not in catalog.by_name:
+        reason = (
+            f"pod is pinned to family {pinned} which the catalog ({catalog.version}) does not have"
+        )
+        return _all_unresolvable(names, reason, "pod_family_unknown")
+
+    family = view.family
+    known = family >= 0
+    safe = np.where(known, family, 0)
+    retired_by_index = np.array([not f.schedulable for f in catalog.families], dtype=bool)
+    unknown = family == UNKNOWN
+    allow_unknown = catalog.unknown_nodes == "allow" and pinned is None
+    free = view.allocatable - view.requested
+    conditions = [
+        family == ABSENT,
+        unknown if not allow_unknown else np.zeros(len(names), dtype=bool),
+        family == AMBIGUOUS,
+        known & retired_by_index[safe],
+        known & (family != catalog.family_index[pinned]) if pinned is not None else known & False,
+        # kube-scheduler's resource fit skips a resource the pod does not request at all.
+        (free < pod_millis) if pod_millis > 0 else np.zeros(len(names), dtype=bool),
+    ]
+    verdict = np.select(conditions, list(range(1, len(conditions) + 1)), default=0)
+    rejected = np.flatnonzero(verdict)
+    if rejected.size == 0:
+        return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
+
+    reasons = _Reasons(view, pod_millis, pinned, labels_of, cache_age)
+    failed: dict[str, str] = {}
+    unresolvable: dict[str, str] = {}
+    codes = verdict[rejected].tolist()
+    marks = from_request[rejected].tolist() if from_request is not None else None
+    for n, (i, code) in enumerate(zip(rejected.tolist(), codes, strict=True)):
+        text = reasons.text(i, code)
+        if marks is not None and marks[n]:
+            text += "; node not in the extender's cache yet, its pods' CPU counted as 0"
+        (failed if code in _RESOLVABLE else unresolvable)[names[i]] = text
+    counts = np.bincount(verdict, minlength=len(REASONS) + 1)
+    rejections = {REASONS[c - 1]: int(counts[c]) for c in range(1, len(counts)) if counts[c]}
+    return FilterOutcome(
+        passing=np.flatnonzero(verdict == 0).tolist(),
+        failed=failed,
+        unresolvable=unresolvable,
+        rejections=rejections,
+    )
+
+
+class _Reasons:
+    """The text for a rejected node, built on demand (only rejected nodes pay for it)."""
+
+    def __init__(
+        self,
+        view: NodeView,
+        pod_millis: int,
+        pinned: str | None,
+        labels_of: LabelsOf,
+        cache_age: float | None,
+    ) -> None:
+        self.view = view
+        self.catalog: Catalog = view.catalog
+        self.pod_millis = pod_millis
+        self.pinned = pinned
+        self.labels_of = labels_of
+        self.cache_age = cache_age
+
+    def _instance_type(self, i: int) -> str:
+        labels = self.view.unmatched_labels.get(i)
+        if labels is None:
+            labels = self.labels_of(i) or {}
+        it = instance_type_of(labels)
+        return f"instance type {it}" if it else "no instance-type label"
+
+    def text(self, i: int, code: int) -> str:
+        catalog = self.catalog
+        if code == _NOT_IN_CACHE:
+            age = "never synced" if self.cache_age is None else f"cache age {self.cache_age:.1f}s"
+            return f"node is not in the extender's cluster cache ({age})"
+        if code == _UNKNOWN:
+            text = f"{self._instance_type(i)} matches no family of catalog {catalog.version}"
+            if catalog.unknown_nodes == "allow":
+                text += (
+                    f" (unknownNodes: allow admits only pods not pinned to a family;"
+                    f" this pod is pinned to {self.pinned})"
+                )
+            return text
+        if code == _AMBIGUOUS:
+            match = self.view.match(i)
+            families = ", ".join(f.name for f in match.families) if match else "several"
+            return (
+                f"{self._instance_type(i)} matches several families of catalog"
+                f" {catalog.version} ({families}); the catalog must say which"
+            )
+        family = self._family(i)
+        if code == _RETIRED:
+            return f"family {family.name} is retired (schedulable: false)"
+        if code == _MISMATCH:
+            return (
+                f"node is family {family.name} ({self._instance_type(i)}),"
+                f" pod is pinned to family {self.pinned}"
+            )
+        return self._insufficient(i)
+
+    def _family(self, i: int) -> Any:
+        index = int(self.view.family[i])
+        return self.catalog.families[index] if index >= 0 else self.catalog.baseline
+
+    def _insufficient(self, i: int) -> str:
+        index = int(self.view.family[i])
+        family = self._family(i)
+        factor: Fraction = family.factor
+        if index >= 0:
+            where = f"on family {family.name} at {family.scu_per_core} SCU/core"
+        else:
+            where = f"on a node of no family, counted as baseline {family.name} at 1 SCU/core"
+        allocatable = int(self.view.allocatable[i])
+        free = max(0, allocatable - int(self.view.requested[i]))
+        need = format_scu(physical_to_scu_millis(self.pod_millis, factor))
+        have = format_scu(physical_to_scu_millis(free, factor))
+        total = format_scu(physical_to_scu_millis(allocatable, factor))
+        return f"needs {need} ({self.pod_millis}m {where}), {have} free of {total}"

@@ -1,0 +1,150 @@
+"""``POST /scheduler/filter`` and ``POST /scheduler/prioritize``: the extender's routes.
+
+Each request takes one :class:`~extender.cluster.NodeView` from the cache, and with it one
+catalog version (``view.catalog``): a reload between two lines of a request cannot mix two
+catalogs in one answer.
+
+What each failure becomes, given how kube-scheduler reacts (see the wire-protocol notes):
+
+- a body that is not an ``ExtenderArgs`` -> HTTP 400 ``{"error": ...}``. The scheduler
+  counts any non-200 as the extender failing; a malformed request is its bug, not a
+  scheduling decision, and a 400 shows up as such in our request metrics.
+- filter while the cache is not synced -> HTTP 200 with ``Error: "cluster cache not
+  synced"`` and null lists. The scheduler fails the cycle (or skips the extender if
+  ``ignorable``) and retries the pod with backoff; it does not mark nodes unschedulable
+  or preempt on the strength of data the extender does not have. The message reaches the
+  pod's events, which a bare 503 would not (the scheduler does not read a non-200 body).
+- prioritize while the cache is not synced -> HTTP 503. The scheduler ignores every
+  prioritize error (the extender just adds no score), so the code is for our metrics.
+- an unexpected exception -> logged with its traceback; filter answers 200 with a short
+  ``Error``, prioritize answers 500 JSON. Never a traceback to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from flask import request
+
+from extender import metrics
+from extender.cluster import ABSENT
+from extender.filtering import (
+    PodError,
+    complete_view,
+    filter_nodes,
+    pinned_family,
+    pod_request_millis,
+)
+from extender.scoring import node_scores
+from extender.wire import (
+    ExtenderArgs,
+    WireError,
+    decode_extender_args,
+    encode_filter_error,
+    encode_filter_result,
+    encode_host_priorities,
+)
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from extender.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+NOT_SYNCED = "cluster cache not synced"
+JSON = "application/json"
+
+
+def _read_args() -> ExtenderArgs:
+    # get_data goes through werkzeug's stream, bounded by MAX_CONTENT_LENGTH (413 beyond).
+    return decode_extender_args(request.get_data(cache=False))
+
+
+def filter_response(
+    runtime: Runtime, args: ExtenderArgs, pod_millis: int, pinned: str | None
+) -> bytes:
+    """The ``ExtenderFilterResult`` bytes for one decoded request."""
+    cluster = runtime.cluster
+    if not cluster.synced:
+        return encode_filter_error(NOT_SYNCED)
+    view = cluster.view(args.names)
+    names = args.names
+    from_request = None
+    if args.nodes is not None:
+        nodes = args.nodes
+        view, from_request = complete_view(view, nodes)
+
+        def labels_of(i: int) -> Any:
+            labels = cluster.node_labels(names[i])
+            return labels if labels is not None else (nodes[i].get("metadata") or {}).get("labels")
+
+    else:
+
+        def labels_of(i: int) -> Any:
+            return cluster.node_labels(names[i])
+
+    outcome = filter_nodes(
+        view,
+        pod_millis,
+        pinned,
+        labels_of=labels_of,
+        cache_age=cluster.age(),
+        from_request=from_request,
+    )
+    metrics.count_rejections(outcome.rejections)
+    return encode_filter_result(args, outcome.passing, outcome.failed, outcome.unresolvable)
+
+
+def priorities(runtime: Runtime, args: ExtenderArgs, pod_millis: int) -> list[int]:
+    """One score 0..10 per requested node, in order; 0 for nodes the cache does not know."""
+    view = runtime.cluster.view(args.names)
+    scores = node_scores(view.catalog.strategy, view.allocatable, view.requested, pod_millis)
+    scores = np.where(view.family == ABSENT, 0, scores)
+    return scores.tolist()
+
+
+def register(app: Flask, runtime: Runtime) -> None:
+    def error(status: int, message: str) -> Any:
+        body = orjson.dumps({"error": message})
+        return app.response_class(body, status=status, content_type=JSON)
+
+    def ok(body: bytes) -> Any:
+        return app.response_class(body, status=200, content_type=JSON)
+
+    @app.post("/scheduler/filter")
+    def scheduler_filter() -> Any:
+        try:
+            args = _read_args()
+            pod_millis = pod_request_millis(args.pod)
+            pinned = pinned_family(args.pod)
+        except (WireError, PodError) as exc:
+            return error(400, str(exc))
+        try:
+            return ok(filter_response(runtime, args, pod_millis, pinned))
+        except Exception:
+            log.exception("filter failed for pod %s", _pod_name(args))
+            return ok(encode_filter_error("machine-catalog extender internal error (see its log)"))
+
+    @app.post("/scheduler/prioritize")
+    def scheduler_prioritize() -> Any:
+        try:
+            args = _read_args()
+            pod_millis = pod_request_millis(args.pod)
+        except (WireError, PodError) as exc:
+            return error(400, str(exc))
+        if not runtime.cluster.synced:
+            return error(503, NOT_SYNCED)
+        try:
+            return ok(encode_host_priorities(args.names, priorities(runtime, args, pod_millis)))
+        except Exception:
+            log.exception("prioritize failed for pod %s", _pod_name(args))
+            return error(500, "machine-catalog extender internal error (see its log)")
+
+
+def _pod_name(args: ExtenderArgs) -> str:
+    meta = args.pod.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name') or meta.get('generateName', '')}"

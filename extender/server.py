@@ -1,0 +1,395 @@
+"""``machine-catalog serve``: the app under gunicorn, one Runtime per worker process.
+
+gunicorn runs in-process (``BaseApplication``, no shell-out) with ``gthread`` workers:
+request handling is short CPU work on numpy arrays plus JSON, so a few threads per process
+cover the I/O waits and several processes use several cores.
+
+What happens where:
+
+- the **master** validates everything once before forking (the catalog, the snapshot or
+  kubeconfig) so a bad flag or file exits 1 with every error instead of a crash loop of
+  workers, persists the last good catalog to the state directory, points
+  ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, and marks dead workers' metric files
+  (``child_exit``);
+- each **worker** builds its own Runtime in ``load()``, which gunicorn calls in the worker
+  right after the fork: catalog watcher thread, cluster cache, snapshot or API watcher.
+  Threads and sockets never cross a fork. A worker that (re)starts while the catalog file
+  is invalid boots on the last good catalog from the state directory.
+
+Nothing here imports :mod:`extender.app` (hence prometheus_client's metrics) at module
+level: the metric classes decide at import time whether to write multiprocess files, so
+that import must happen in the workers, after ``serve`` has set the directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from extender.cluster import ClusterState
+from extender.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
+from machine_catalog.loading import DEMO_SNAPSHOT, CatalogSource, packaged_file
+from machine_catalog.validation import CatalogInvalid
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Seconds a worker gets to finish in-flight requests after SIGTERM. Below the pod's
+#: default terminationGracePeriodSeconds (30) so the kubelet never has to SIGKILL.
+GRACEFUL_TIMEOUT = 25
+#: Idle keep-alive seconds. kube-scheduler's Go client keeps idle connections 90 s; a server
+#: that closes them much sooner makes it race a POST against the close (an error, as POST
+#: is not retried). Idle connections cost a poller entry in gthread, not a thread.
+KEEPALIVE = 75
+
+
+class ServeError(Exception):
+    """A configuration the server cannot start with; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``machine-catalog serve`` takes; the CLI maps its flags 1:1 onto this."""
+
+    catalog: str | None = None  # None: the packaged default catalog
+    snapshot: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    threads: int = 4
+    certfile: str | None = None
+    keyfile: str | None = None
+    scheduler_name: str | None = None
+    state_dir: str | None = None  # None: a fresh temporary directory per serve run
+    max_body: int | None = DEFAULT_MAX_BODY  # None: the default
+    max_cache_age: float = DEFAULT_MAX_CACHE_AGE
+    reload_interval: float = 1.0
+    log_level: str = "info"
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ServeError("certfile and keyfile go together (TLS needs both)")
+        if self.workers < 1 or self.threads < 1:
+            raise ServeError("workers and threads must be at least 1")
+        if self.max_body is not None and self.max_body < 1:
+            raise ServeError("max_body must be a positive number of bytes")
+        if not self.max_cache_age > 0 or not self.reload_interval > 0:
+            raise ServeError("max_cache_age and reload_interval must be positive")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            scheduler_name=self.scheduler_name,
+            max_body=self.max_body if self.max_body is not None else DEFAULT_MAX_BODY,
+            max_cache_age=self.max_cache_age,
+        )
+
+
+@dataclass(frozen=True)
+class CacheSource:
+    """Where the cluster cache comes from: ``snapshot`` (a file) or ``api`` (list+watch)."""
+
+    kind: str  # "snapshot" | "api"
+    path: str | None  # the snapshot file or the kubeconfig; None for in-cluster config
+    in_cluster: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "snapshot":
+            return f"snapshot {self.path}"
+        return "api (in-cluster config)" if self.in_cluster else f"api (kubeconfig {self.path})"
+
+
+def cache_source(config: ServeConfig) -> CacheSource:
+    """``--snapshot`` > ``--kubeconfig`` > ``--in-cluster`` > in-cluster when running in a
+    pod (``KUBERNETES_SERVICE_HOST``) > the packaged demo snapshot (runs with no cluster)."""
+    if config.snapshot:
+        return CacheSource("snapshot", str(config.snapshot))
+    if config.kubeconfig:
+        return CacheSource("api", str(config.kubeconfig))
+    if config.in_cluster or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return CacheSource("api", None, in_cluster=True)
+    return CacheSource("snapshot", str(packaged_file(DEMO_SNAPSHOT)))
+
+
+# -- one worker's runtime -------------------------------------------------------------------
+
+#: Stop functions of the runtimes this process built (``shutdown_runtime`` runs them).
+_STOPPERS: dict[int, list[Callable[[], None]]] = {}
+
+
+def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
+    """The catalog, cluster cache and settings of one worker process.
+
+    With ``start`` the catalog file watcher and (for an API source) the cluster watcher run
+    in daemon threads; :func:`shutdown_runtime` stops them. Raises :class:`CatalogInvalid`
+    for a catalog with no last good fallback, and the snapshot loader's error for a bad
+    snapshot file.
+    """
+    catalogs = CatalogSource(config.catalog, state_dir=config.state_dir)
+    cluster = ClusterState(catalogs.current)
+    catalogs.on_reload(cluster.set_catalog)
+    source = cache_source(config)
+    stoppers: list[Callable[[], None]] = []
+    if source.kind == "snapshot":
+        from extender.snapshot import feed_snapshot
+
+        feed_snapshot(cluster, source.path)
+        cluster.source = source.describe()
+    else:
+        from extender.watching import ClusterWatcher, load_api_client
+
+        client = load_api_client(source.path, in_cluster=source.in_cluster)
+        watcher = ClusterWatcher(cluster, client)
+        cluster.source = source.describe()
+        if start:
+            watcher.start()
+            stoppers.append(watcher.stop)
+    if start:
+        catalogs.start(config.reload_interval)
+        stoppers.append(catalogs.stop)
+    runtime = Runtime(catalogs=catalogs, cluster=cluster, settings=config.settings)
+    _STOPPERS[id(runtime)] = stoppers
+    return runtime
+
+
+def shutdown_runtime(runtime: Runtime) -> None:
+    """Stop the threads :func:`build_runtime` started (idempotent)."""
+    for stop in _STOPPERS.pop(id(runtime), []):
+        try:
+            stop()
+        except Exception:
+            log.exception("error while stopping %r", stop)
+
+
+# -- the master's checks ----------------------------------------------------------------------
+
+
+def preflight(config: ServeConfig) -> CatalogSource:
+    """Validate the catalog and the cache source once, before any worker exists.
+
+    Returns the CatalogSource used for the check (not started); it has persisted the last
+    good catalog to ``config.state_dir`` so workers can boot on it. Raises
+    :class:`ServeError` with a message per problem.
+    """
+    try:
+        catalogs = CatalogSource(config.catalog, state_dir=config.state_dir)
+    except CatalogInvalid as exc:
+        lines = [f"catalog {exc.source or config.catalog or 'default'} is invalid:"]
+        lines += [f"  {error}" for error in exc.errors]
+        raise ServeError("\n".join(lines)) from None
+    if catalogs.last_failure is not None:
+        log.error(
+            "catalog %s is invalid; serving the last good catalog %s from %s",
+            catalogs.path,
+            catalogs.current.version,
+            config.state_dir,
+        )
+    source = cache_source(config)
+    if source.kind == "snapshot":
+        from extender.snapshot import SnapshotError, load_snapshot
+
+        try:
+            load_snapshot(source.path)
+        except SnapshotError as exc:
+            raise ServeError(str(exc)) from None
+    else:
+        from extender.watching import load_api_client
+
+        try:
+            load_api_client(source.path, in_cluster=source.in_cluster)
+        except Exception as exc:  # the kubernetes client raises several unrelated types
+            raise ServeError(f"cannot configure the Kubernetes client: {exc}") from None
+    for path in (config.certfile, config.keyfile):
+        if path and not os.access(path, os.R_OK):
+            raise ServeError(f"cannot read TLS file {path}")
+    return catalogs
+
+
+# -- gunicorn -------------------------------------------------------------------------------
+
+
+def _ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """gunicorn's default context (cert, key, ciphers) with TLS 1.2 as the floor."""
+    context = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """In the master: drop the dead worker's live gauges from the metrics directory."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    """In the worker, on its way out: stop the watcher threads."""
+    runtime = _WORKER.get("runtime")
+    if runtime is not None:
+        shutdown_runtime(runtime)
+
+
+def _post_worker_init(worker: Any) -> None:
+    runtime = _WORKER.get("runtime")
+    if runtime is not None:
+        log.info(
+            "worker %d ready: catalog %s, cache %s",
+            os.getpid(),
+            runtime.catalogs.current.version,
+            runtime.cluster.source,
+        )
+
+
+_WORKER: dict[str, Runtime] = {}
+
+
+def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bind": [config.bind],
+        "workers": config.workers,
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "keepalive": KEEPALIVE,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "timeout": 30,
+        "accesslog": "-" if config.access_log else None,
+        "errorlog": "-",
+        "loglevel": config.log_level.lower(),
+        "proc_name": "machine-catalog",
+        "preload_app": False,  # each worker builds its own runtime after the fork
+        "child_exit": _child_exit,
+        "worker_exit": _worker_exit,
+        "post_worker_init": _post_worker_init,
+        # gunicorn >= 25.1 opens a control socket in $HOME by default: two servers on one
+        # host (or one test run beside another) would fight over it, and nothing uses it.
+        "control_socket_disable": True,
+    }
+    if config.certfile:
+        options.update(certfile=config.certfile, keyfile=config.keyfile, ssl_context=_ssl_context)
+    if os.path.isdir("/dev/shm"):
+        # Worker heartbeats are file writes; on a container's overlay fs they can stall.
+        options["worker_tmp_dir"] = "/dev/shm"
+    return options
+
+
+def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
+    from gunicorn.app.base import BaseApplication
+
+    class Application(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings and value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from extender.app import create_app
+
+            runtime = build_runtime(config)
+            _WORKER["runtime"] = runtime
+            return create_app(runtime)
+
+    return Application()
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(
+                "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                "%Y-%m-%d %H:%M:%S %z",
+            )
+        )
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def serve(config: ServeConfig) -> int:
+    """Run the server until SIGTERM/SIGINT; return the process exit code."""
+    _configure_logging(config.log_level)
+    cleanup: list[str] = []
+    previous_env = os.environ.get(MULTIPROC_ENV)
+    try:
+        if config.state_dir is None:
+            state_dir = tempfile.mkdtemp(prefix="machine-catalog-state-")
+            cleanup.append(state_dir)
+            config = replace(config, state_dir=state_dir)
+        try:
+            catalogs = preflight(config)
+        except ServeError as exc:
+            for line in str(exc).splitlines():
+                log.error("%s", line)
+            return 1
+
+        # A fresh metrics directory per run: files left by an earlier run (same pod, restarted
+        # container) would add a dead process's counters to ours. Inside the operator's
+        # directory when one is set (it may be a tmpfs chosen on purpose).
+        parent = previous_env if previous_env and os.path.isdir(previous_env) else None
+        metrics_dir = tempfile.mkdtemp(prefix="machine-catalog-metrics-", dir=parent)
+        cleanup.append(metrics_dir)
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        _reset_prometheus_value_class()
+
+        source = cache_source(config)
+        tls = "on (TLS >= 1.2)" if config.certfile else "off"
+        log.info(
+            "machine-catalog serving on %s: %d workers x %d threads, tls %s, catalog %s (%s),"
+            " cache %s",
+            config.bind,
+            config.workers,
+            config.threads,
+            tls,
+            catalogs.current.version,
+            catalogs.path,
+            source.describe(),
+        )
+        application = _application(config, gunicorn_options(config))
+        try:
+            application.run()
+        except SystemExit as exc:
+            return _exit_code(exc.code)
+        return 0
+    finally:
+        if previous_env is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous_env
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    log.error("%s", code)
+    return 1
+
+
+def _reset_prometheus_value_class() -> None:
+    """Make prometheus_client pick multiprocess values even if something imported it early."""
+    if "prometheus_client.values" in sys.modules:
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()
+    if "extender.metrics" in sys.modules:
+        log.warning(
+            "extender.metrics was imported before serve() set %s; this process's metrics"
+            " are not shared across workers",
+            MULTIPROC_ENV,
+        )

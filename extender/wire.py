@@ -1,0 +1,172 @@
+"""The scheduler extender v1 wire format (``k8s.io/kube-scheduler/extender/v1``).
+
+The Go structs carry no ``json:`` tags, so the keys are the Go field names (``Pod``,
+``NodeNames``, ``FailedNodes``...), nothing is omitted (nil is ``null``), and Go decodes
+keys case-insensitively, preferring an exact match. This module is the only place that
+knows those spellings: decoding turns a request body into :class:`ExtenderArgs` or raises
+:class:`WireError` (the route answers HTTP 400), and the encoders build the response bytes.
+
+Responses always carry explicit lists. kube-scheduler reads a filter result whose
+``NodeNames`` and ``Nodes`` are both null as "every node rejected, without a reason", which
+would hide a bug as a silent unschedulable pod; an explicit ``[]`` says the same on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class WireError(ValueError):
+    """A body that is not an ``ExtenderArgs``: the caller is broken, answer 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtenderArgs:
+    """One filter/prioritize request, in whichever mode the scheduler is configured for.
+
+    ``nodes`` is set (the ``Nodes.items`` objects) when ``nodeCacheCapable: false``;
+    otherwise ``nodes`` is None and only ``names`` arrived. ``names`` is always set.
+    """
+
+    pod: Mapping[str, Any]
+    names: Sequence[str]
+    nodes: Sequence[Mapping[str, Any]] | None
+
+    @property
+    def full_nodes(self) -> bool:
+        return self.nodes is not None
+
+
+def _field(body: Mapping[str, Any], name: str) -> Any:
+    """``body[name]`` the way Go's encoding/json finds it: exact key, else case-insensitive."""
+    if name in body:
+        return body[name]
+    lowered = name.lower()
+    for key, value in body.items():
+        if isinstance(key, str) and key.lower() == lowered:
+            return value
+    return None
+
+
+def decode_extender_args(body: bytes) -> ExtenderArgs:
+    """Parse and shape-check an ``ExtenderArgs`` body; raise :class:`WireError` if it is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireError(f"ExtenderArgs must be a JSON object, got {type(data).__name__}")
+
+    pod = _field(data, "Pod")
+    if not isinstance(pod, dict):
+        raise WireError("ExtenderArgs.Pod must be a v1.Pod object")
+    for key in ("metadata", "spec"):
+        if not isinstance(pod.get(key) or {}, dict):
+            raise WireError(f"ExtenderArgs.Pod.{key} must be an object")
+
+    node_names = _field(data, "NodeNames")
+    node_list = _field(data, "Nodes")
+    if node_names is not None and node_list is not None:
+        # kube-scheduler sends exactly one of them; with both, the answer's mode is a guess.
+        raise WireError("ExtenderArgs has both NodeNames and Nodes; exactly one must be set")
+
+    if node_names is not None:
+        if not isinstance(node_names, list) or not all(isinstance(n, str) for n in node_names):
+            raise WireError("ExtenderArgs.NodeNames must be a list of strings")
+        return ExtenderArgs(pod=pod, names=node_names, nodes=None)
+
+    if node_list is None:
+        raise WireError("ExtenderArgs needs NodeNames (nodeCacheCapable) or Nodes")
+    if not isinstance(node_list, dict):
+        raise WireError("ExtenderArgs.Nodes must be a v1.NodeList object")
+    items = node_list.get("items")
+    if items is None:
+        items = []  # Go encodes an empty slice of a NodeList as null
+    if not isinstance(items, list):
+        raise WireError("ExtenderArgs.Nodes.items must be a list")
+    names = []
+    for i, node in enumerate(items):
+        meta = node.get("metadata") if isinstance(node, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if not isinstance(name, str) or not name:
+            raise WireError(f"ExtenderArgs.Nodes.items[{i}] must be a v1.Node with metadata.name")
+        names.append(name)
+    return ExtenderArgs(pod=pod, names=names, nodes=items)
+
+
+def encode_filter_result(
+    args: ExtenderArgs,
+    passing: Sequence[int] | None,
+    failed: Mapping[str, str],
+    unresolvable: Mapping[str, str],
+) -> bytes:
+    """An ``ExtenderFilterResult`` answering in the request's mode.
+
+    ``passing`` holds positions into the request's nodes, or None for "all of them" (the
+    common case, which then needs no per-node work at all). In full-``Nodes`` mode the
+    node objects go back exactly as they came: kube-scheduler uses the returned items as
+    its feasible list, so a trimmed copy would lose the fields later plugins read.
+    """
+    if args.nodes is not None:
+        items = args.nodes if passing is None else [args.nodes[i] for i in passing]
+        nodes: Any = {"metadata": {}, "items": items}
+        names: Any = None
+    else:
+        nodes = None
+        names = args.names if passing is None else [args.names[i] for i in passing]
+    return orjson.dumps(
+        {
+            "Nodes": nodes,
+            "NodeNames": names,
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
+        }
+    )
+
+
+def encode_filter_error(message: str) -> bytes:
+    """A filter result that refuses to answer: the scheduling cycle fails and is retried.
+
+    kube-scheduler treats a non-empty ``Error`` as the extender failing: with
+    ``ignorable: true`` the nodes pass unchanged, otherwise the pod gets ``SchedulerError``
+    and is retried with backoff. Both are right when the extender cannot judge (its cache
+    is not synced). Rejecting every node instead would mark the pod unschedulable and could
+    trigger preemption on the strength of data the extender does not have.
+    """
+    return orjson.dumps(
+        {
+            "Nodes": None,
+            "NodeNames": None,
+            "FailedNodes": None,
+            "FailedAndUnresolvableNodes": None,
+            "Error": message,
+        }
+    )
+
+
+def encode_host_priorities(names: Sequence[str], scores: Sequence[int]) -> bytes:
+    """A ``HostPriorityList``: ``[{"Host": name, "Score": n}, ...]`` in request order.
+
+    Built as bytes from pieces: the names are JSON-escaped in one orjson call and the
+    scores are small integers, so no per-node dict is ever created.
+    """
+    if len(names) != len(scores):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if not names:
+        return b"[]"
+    blob = orjson.dumps(list(names))
+    if b"\\" in blob:
+        # A name needed escaping (never a valid node name): take the plain, slower road
+        # rather than split JSON text that may hold an escaped quote.
+        return orjson.dumps(
+            [{"Host": n, "Score": int(s)} for n, s in zip(names, scores, strict=True)]
+        )
+    # Without escapes no name contains a quote, so '","' occurs only between elements.
+    quoted = blob[2:-2].split(b'","')
+    parts = [b'{"Host":"%s","Score":%d}' % pair for pair in zip(quoted, scores, strict=True)]
+    return b"[" + b",".join(parts) + b"]"
