@@ -109,8 +109,9 @@ class LabelSelectorRequirement(_Model):
             raise ValueError(f"operator {op} takes no values")
         if op in ("Gt", "Lt") and (len(values) != 1 or not _INTEGER.match(values[0])):
             raise ValueError(f"operator {op} needs exactly one integer value")
-        for value in values:
-            check_label_value(value)
+        if op in ("In", "NotIn"):  # Gt/Lt take an integer (node affinity), "-1" included
+            for value in values:
+                check_label_value(value)
         return self
 
 
