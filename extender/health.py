@@ -5,9 +5,10 @@ stale would not make the cache fresher, it would only drop the in-flight request
 
 Readiness is the stricter question kube-scheduler and the API server care about: a
 catalog is loaded, the cluster cache holds a full list, and the cache heard from its
-source recently (``--max-cache-age``). When it fails, the Service takes this replica out
-of rotation and the others answer. Both answers carry the whole picture as JSON, so
-``kubectl get --raw`` on the pod tells an operator why without reading logs.
+source recently (``--max-cache-age``; a snapshot never changes, so it never goes stale).
+When it fails, the Service takes this replica out of rotation and the others answer.
+Both answers carry the whole picture as JSON, so ``kubectl get --raw`` on the pod tells an
+operator why without reading logs.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     problems = []
     if catalog is None:
         problems.append("no catalog loaded")
+    # A snapshot is read once and never changes: its age says nothing about staleness.
+    static = cluster.source.startswith("snapshot")
     if not cluster.synced:
         problems.append("cluster cache not synced")
-    elif age is None or age > runtime.settings.max_cache_age:
+    elif not static and (age is None or age > runtime.settings.max_cache_age):
         problems.append(
             f"cluster cache is stale: last heard from its source {age:.1f}s ago"
             f" (limit {runtime.settings.max_cache_age:g}s)"
