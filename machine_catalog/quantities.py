@@ -9,6 +9,7 @@ pod fits a nearly full node.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from fractions import Fraction
 
@@ -19,16 +20,34 @@ class QuantityError(ValueError):
     """A string that is not a Kubernetes quantity, or a negative one where none is allowed."""
 
 
+#: ``resource.Quantity`` grammar: sign, digits with an optional fraction, then at most one
+#: of a decimal exponent, a binary suffix or a decimal suffix. The client library's parser
+#: alone also takes ``"NaN"``, ``"inf"``, ``" 1"`` and non-ASCII digits.
+_QUANTITY = re.compile(
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
+)
+#: Far beyond any CPU or memory amount (1 Ei is about 1.2e18); refusing larger values
+#: keeps ``1e999999`` from turning into a million-digit integer or a Decimal overflow.
+_MAX_ADJUSTED_EXPONENT = 24
+
+
 def parse_quantity(value: str | int | float | Decimal) -> Decimal:
     """Parse Kubernetes quantity syntax (``"1.5"``, ``"1500m"``, ``2``) into an exact Decimal."""
     if isinstance(value, bool):
         raise QuantityError(f"{value!r} is not a quantity")
     if isinstance(value, float):
         value = Decimal(repr(value))
+    if isinstance(value, str) and not _QUANTITY.match(value):
+        raise QuantityError(f"{value!r} is not a Kubernetes quantity")
     try:
-        return _k8s_parse_quantity(value)
+        quantity = _k8s_parse_quantity(value)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise QuantityError(f"{value!r} is not a Kubernetes quantity") from exc
+    if not isinstance(quantity, Decimal) or not quantity.is_finite():
+        raise QuantityError(f"{value!r} is not a finite quantity")
+    if quantity and quantity.adjusted() > _MAX_ADJUSTED_EXPONENT:
+        raise QuantityError(f"{value!r} is out of range")
+    return quantity
 
 
 def to_millis(value: str | int | float | Decimal) -> int:

@@ -1,0 +1,147 @@
+"""SCU <-> millicore arithmetic: exact, and rounding that never shortchanges a pod."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from machine_catalog.quantities import (
+    QuantityError,
+    format_millis,
+    format_scu,
+    parse_quantity,
+    physical_to_scu_millis,
+    scu_to_physical_millis,
+    to_millis,
+)
+
+
+@pytest.mark.parametrize(
+    ("scu_millis", "factor", "physical"),
+    [
+        (2000, "1.18", 1695),  # 2000 / 1.18 = 1694.9...
+        (1500, "1.25", 1200),  # exact: no extra millicore
+        (1000, "1", 1000),
+        (2000, "0.8", 2500),  # an old family needs more physical CPU
+        (1, "16", 1),  # never rounds a request down to nothing
+        (0, "1.18", 0),
+    ],
+)
+def test_scu_to_physical_examples(scu_millis: int, factor: str, physical: int) -> None:
+    assert scu_to_physical_millis(scu_millis, Fraction(factor)) == physical
+
+
+def test_float_factor_would_drift_exact_one_does_not() -> None:
+    # 1.1 as a binary float is 1.100000000000000088817..., so 1100 * (1/1.1) lands just
+    # below 1000 and ceil() would be right by luck only; the exact fraction is exact.
+    assert scu_to_physical_millis(1100, Fraction(Decimal("1.1"))) == 1000
+
+
+# Factors as an infra team writes them: decimals with up to three places, in (0, 16].
+factors = st.integers(1, 16_000).map(lambda n: Fraction(n, 1000))
+scu = st.integers(0, 10**8)
+
+
+@given(scu_millis=scu, factor=factors)
+def test_physical_delivers_at_least_the_scu_and_not_a_millicore_more(
+    scu_millis: int, factor: Fraction
+) -> None:
+    physical = scu_to_physical_millis(scu_millis, factor)
+    assert physical * factor >= scu_millis
+    assert (physical - 1) * factor < scu_millis or physical == 0
+
+
+@given(physical=st.integers(0, 10**8), factor=factors)
+def test_scu_capacity_rounds_down(physical: int, factor: Fraction) -> None:
+    capacity = physical_to_scu_millis(physical, factor)
+    assert capacity <= physical * factor < capacity + 1
+
+
+@given(scu_millis=scu, factor=factors)
+def test_round_trip_never_loses_scu(scu_millis: int, factor: Fraction) -> None:
+    physical = scu_to_physical_millis(scu_millis, factor)
+    assert physical_to_scu_millis(physical, factor) >= scu_millis
+
+
+@pytest.mark.parametrize(
+    ("value", "millis"),
+    [
+        ("1.5", 1500),
+        ("1500m", 1500),
+        ("2", 2000),
+        (2, 2000),
+        (1.5, 1500),
+        (Decimal("0.25"), 250),
+        ("0.1m", 1),  # rounds up, like resource.Quantity.MilliValue()
+        ("100u", 1),
+        ("1001u", 2),
+        ("1k", 1_000_000),
+        ("1Ki", 1_024_000),
+        ("0", 0),
+        ("1e3", 1_000_000),
+        ("+1", 1000),
+        (".5", 500),
+        ("1.", 1000),
+    ],
+)
+def test_to_millis(value: object, millis: int) -> None:
+    assert to_millis(value) == millis  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["-1", "-100m"])
+def test_negative_cpu_is_refused(value: str) -> None:
+    with pytest.raises(QuantityError, match="negative"):
+        to_millis(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "two",
+        "1.5.0",
+        "1 m",
+        " 1",
+        "m",
+        "1e",
+        "1e3m",
+        "1ki",
+        "NaN",
+        "inf",
+        "Infinity",
+        "\u0661",
+        "1e999999",
+        float("nan"),
+        True,
+        None,
+        [1],
+    ],
+)
+def test_bad_quantities_raise_quantity_error(value: object) -> None:
+    with pytest.raises(QuantityError):
+        to_millis(value)  # type: ignore[arg-type]
+
+
+def test_parse_quantity_is_exact() -> None:
+    assert parse_quantity("1.18") == Decimal("1.18")
+    assert parse_quantity(1.18) == Decimal("1.18")  # float goes through repr, not binary
+    assert parse_quantity("1180m") == Decimal("1.18")
+
+
+@pytest.mark.parametrize(
+    ("millis", "text"), [(2000, "2"), (1695, "1695m"), (0, "0"), (500, "500m"), (12000, "12")]
+)
+def test_format_millis_is_a_kubernetes_quantity(millis: int, text: str) -> None:
+    assert format_millis(millis) == text
+    assert to_millis(text) == millis
+
+
+@pytest.mark.parametrize(
+    ("millis", "text"), [(2000, "2 SCU"), (12500, "12.5 SCU"), (1, "0.001 SCU"), (0, "0 SCU")]
+)
+def test_format_scu(millis: int, text: str) -> None:
+    assert format_scu(millis) == text
