@@ -1,5 +1,365 @@
-"""Placeholder until the admission webhook lands (POST /webhook/mutate)."""
+"""``POST /webhook/mutate``: the mutating admission webhook (``admission.k8s.io/v1``).
+
+For each pod CREATE in an opted-in namespace it chooses a family (:mod:`extender.placement`),
+rewrites the pod for it (:mod:`extender.patching`) and answers with a JSON patch. This module
+is the I/O edge: it decodes the review, reads the cluster cache, keeps the per-worker caches
+and the reservation ledger, and encodes the answer.
+
+What each situation becomes:
+
+- not a pod, not a CREATE, a pod labelled ``machine-catalog.io/normalize: disabled``, a
+  pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch.
+- a pod that cannot be placed or read (unknown names in ``machine-catalog.io/families``,
+  a CPU value that is not a quantity, no family with a node the pod allows) -> allowed:
+  false, code 403, a message that says why for every family.
+- cache not synced yet -> allowed: false, code 503: with an empty cache every family looks
+  empty and the pod would be denied (or pinned) for a wrong reason.
+- a review that is not one (not JSON, no ``request``/``uid``, a pod ``object`` that is not
+  an object) -> HTTP 400 ``{"error": ...}``: the caller is broken, there is no uid to echo.
+- an unexpected exception -> allowed: false, code 500, ``internal error: <type>``, and the
+  traceback in our log only. Not ``allowed: true`` unchanged: the webhook is installed with
+  ``failurePolicy: Fail`` because a pod admitted without normalization runs with SCU
+  misread as vCPUs, unpinned, and requests are immutable, so that is never fixed later.
+  Denying makes an internal error behave like the webhook being down, which is the
+  operator's stated choice; the owning controller retries.
+
+``dryRun`` requests get the same answer but take no reservation. Pods fixed to a node by
+name (``nodeName``, DaemonSet ``matchFields``) keep their scheduler: nothing is left to
+choose, and the extender would strand a DaemonSet pod on a retiring node.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from flask import request
+
+from extender import metrics
+from extender.cluster import ClusterState, NodeView
+from extender.patching import Op, PatchError, normalize_ops, read_cpu_values, was_normalized
+from extender.placement import (
+    Denied,
+    FamilyCapacity,
+    NodeConstraints,
+    Placement,
+    PlacementError,
+    ReservationLedger,
+    choose_family,
+    family_capacity,
+    node_mask,
+    pod_constraints,
+    requested_families,
+)
+from machine_catalog.quantities import QuantityError
+from machine_catalog.resources import pod_cpu_request_millis
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from extender.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+NORMALIZE_LABEL = "machine-catalog.io/normalize"
+JSON = "application/json"
+MAX_WARNING = 120
+WARNING_PREFIX = "machine-catalog: "
 
 
-def register(app, runtime):  # noqa: ARG001
-    pass
+class MalformedReview(ValueError):
+    """Not an AdmissionReview we can answer (no uid to echo): HTTP 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The webhook's answer for one request, before encoding."""
+
+    decision: str  # mutated | skipped | denied | error (the metric's label)
+    allowed: bool
+    patch: Sequence[Op] = ()
+    code: int = 200
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    family: str | None = None
+
+
+def _skipped(*warnings: str) -> Verdict:
+    return Verdict("skipped", True, warnings=warnings)
+
+
+def _denied(message: str, code: int = 403) -> Verdict:
+    return Verdict("denied", False, code=code, message=message)
+
+
+# -- wire ---------------------------------------------------------------------------------
+
+
+def decode_review(body: bytes) -> dict[str, Any]:
+    """The ``request`` of a review body, shape-checked; :class:`MalformedReview` if not."""
+    try:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedReview(f"body is not valid JSON: {exc}") from None
+    if not isinstance(review, dict):
+        raise MalformedReview(f"AdmissionReview must be a JSON object, got {type(review).__name__}")
+    api_version = review.get("apiVersion")
+    if api_version is not None and api_version != API_VERSION:
+        raise MalformedReview(
+            f"unsupported apiVersion {str(api_version)[:60]!r}; send {API_VERSION}"
+        )
+    req = review.get("request")
+    if not isinstance(req, dict):
+        raise MalformedReview("AdmissionReview.request must be an object")
+    uid = req.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedReview("AdmissionReview.request.uid must be a non-empty string")
+    return req
+
+
+def _warning(text: str) -> str:
+    text = WARNING_PREFIX + text
+    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 3] + "..."
+
+
+def encode_response(uid: str, verdict: Verdict) -> bytes:
+    """A full AdmissionReview; ``patch`` and ``patchType`` together or not at all."""
+    response: dict[str, Any] = {"uid": uid, "allowed": verdict.allowed}
+    if verdict.allowed and verdict.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(list(verdict.patch))).decode()
+    if not verdict.allowed:
+        response["status"] = {"code": verdict.code, "message": verdict.message}
+    if verdict.warnings:
+        response["warnings"] = [_warning(w) for w in verdict.warnings]
+    return orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": response})
+
+
+# -- per-worker caches --------------------------------------------------------------------
+
+
+@dataclass
+class FleetSnapshot:
+    """The node facts of one cache generation, and what derives from them."""
+
+    generation: int
+    node_generation: int
+    names: list[str]
+    labels: list[Mapping[str, str] | None]
+    view: NodeView
+    pending: dict[str, int]
+    #: Node masks per pod constraints; shared by snapshots of one node generation, since
+    #: they depend on names and labels only.
+    masks: OrderedDict[NodeConstraints, np.ndarray]
+    _unconstrained: FamilyCapacity | None = field(default=None, repr=False)
+
+
+class Fleet:
+    """The cluster as the webhook reads it, cached per cache generation.
+
+    Copying 5,000 nodes' arrays out of the cache costs ~0.5 ms and reading their labels
+    ~2 ms, so labels (and the masks computed from them) are kept per *node* generation,
+    which pod events do not bump, and arrays plus per-family totals per generation. The
+    cache is per worker; a stale read is at worst one generation old and harmless (the
+    extender checks capacity again at scheduling time).
+    """
+
+    MAX_MASKS = 256
+
+    def __init__(self, cluster: ClusterState) -> None:
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._snapshot: FleetSnapshot | None = None
+
+    def snapshot(self) -> FleetSnapshot:
+        cluster = self.cluster
+        # Read the generations *before* the data: a snapshot may be newer than its key
+        # (rebuilt once more next time), never older.
+        generation, node_generation = cluster.generation, cluster.node_generation
+        current = self._snapshot
+        if current is not None and current.generation == generation:
+            return current
+        if current is not None and current.node_generation == node_generation:
+            names, labels, masks = current.names, current.labels, current.masks
+        else:
+            names = list(cluster.all_nodes().names)
+            labels = cluster.labels_of(names)
+            masks = OrderedDict()
+        snapshot = FleetSnapshot(
+            generation=generation,
+            node_generation=node_generation,
+            names=names,
+            labels=labels,
+            view=cluster.view(names),
+            pending=cluster.pending_millis(),
+            masks=masks,
+        )
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
+
+    def mask(self, snapshot: FleetSnapshot, constraints: NodeConstraints) -> np.ndarray:
+        with self._lock:
+            cached = snapshot.masks.get(constraints)
+            if cached is not None:
+                snapshot.masks.move_to_end(constraints)
+                return cached
+        mask = node_mask(constraints, snapshot.names, snapshot.labels)
+        with self._lock:
+            snapshot.masks[constraints] = mask
+            while len(snapshot.masks) > self.MAX_MASKS:
+                snapshot.masks.popitem(last=False)
+        return mask
+
+    def capacity(
+        self, snapshot: FleetSnapshot, mask: np.ndarray | None, *, fixed: bool
+    ) -> FamilyCapacity:
+        if mask is not None:
+            return family_capacity(snapshot.view.catalog, snapshot.view, mask, fixed=fixed)
+        if snapshot._unconstrained is None:
+            snapshot._unconstrained = family_capacity(
+                snapshot.view.catalog, snapshot.view, None, fixed=False
+            )
+        return snapshot._unconstrained
+
+
+# -- the decision -------------------------------------------------------------------------
+
+
+def _is_pod_create(req: Mapping[str, Any]) -> bool:
+    kind = req.get("kind") if isinstance(req.get("kind"), dict) else {}
+    return (
+        req.get("operation") == "CREATE"
+        and kind.get("kind") == "Pod"
+        and kind.get("group", "") == ""
+        and not req.get("subResource")
+    )
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class Admitter:
+    """Decides one admission request; shared by the requests of one worker."""
+
+    def __init__(self, runtime: Runtime, ledger: ReservationLedger | None = None) -> None:
+        self.runtime = runtime
+        self.fleet = Fleet(runtime.cluster)
+        self.ledger = ledger if ledger is not None else ReservationLedger()
+
+    def admit(self, req: Mapping[str, Any]) -> Verdict:
+        """The verdict for a decoded request; raises :class:`MalformedReview` on a bad pod."""
+        if not _is_pod_create(req):
+            return _skipped()
+        pod = req.get("object")
+        if not isinstance(pod, dict):
+            raise MalformedReview("AdmissionReview.request.object must be a Pod object")
+        metadata = _dict(pod.get("metadata"))
+        if _dict(metadata.get("labels")).get(NORMALIZE_LABEL) == "disabled":
+            return _skipped()
+        annotations = _dict(metadata.get("annotations"))
+        if was_normalized(annotations):
+            return _skipped()
+
+        try:
+            values = read_cpu_values(pod)
+            constraints = pod_constraints(pod)
+            pod_scu = pod_cpu_request_millis(pod)
+        except (PatchError, PlacementError) as exc:
+            return _denied(str(exc))
+        except QuantityError as exc:  # spec.overhead: containers were read above
+            return _denied(f"pod spec.overhead.cpu: {exc}")
+
+        cluster = self.runtime.cluster
+        if not cluster.synced:
+            return _denied("cluster cache not synced yet; retry shortly", code=503)
+        snapshot = self.fleet.snapshot()
+        view = snapshot.view
+        catalog = view.catalog  # one catalog version for the whole admission
+        try:
+            requested, warnings = requested_families(annotations, catalog, trusted_family=False)
+        except PlacementError as exc:
+            return _denied(str(exc))
+
+        fixed = constraints.fixed_nodes is not None
+        mask = None if constraints.unconstrained else self.fleet.mask(snapshot, constraints)
+        decision = choose_family(
+            view,
+            self.fleet.capacity(snapshot, mask, fixed=fixed),
+            constraints=constraints,
+            allowed_nodes=mask,
+            requested=requested,
+            pending_physical=snapshot.pending,
+            reserved_scu=self.ledger.totals(),
+            pod_scu=pod_scu,
+        )
+        if isinstance(decision, Denied):
+            return _denied(decision.message)
+        if not isinstance(decision, Placement):
+            return _skipped(*warnings, decision.reason)
+
+        family = decision.family
+        scheduler = None if decision.fixed else self.runtime.settings.scheduler_name
+        patch = normalize_ops(pod, values, family, catalog.version, scheduler)
+        if req.get("dryRun") is not True:
+            self.ledger.reserve(family.name, pod_scu)
+        return Verdict(
+            "mutated",
+            True,
+            patch=patch,
+            warnings=(*warnings, *decision.warnings),
+            family=family.name,
+        )
+
+
+def _describe(req: Mapping[str, Any]) -> str:
+    """namespace/name (or generateName) for logs, safe on any input."""
+    obj = _dict(req.get("object"))
+    meta = _dict(obj.get("metadata"))
+    name = meta.get("name") or meta.get("generateName") or req.get("name") or "?"
+    return f"{req.get('namespace') or meta.get('namespace') or ''}/{str(name)[:100]}"
+
+
+def review(admitter: Admitter, body: bytes) -> tuple[int, bytes]:
+    """HTTP status and body for one request body: the route without Flask."""
+    try:
+        req = decode_review(body)
+        uid = req["uid"]
+        try:
+            verdict = admitter.admit(req)
+        except MalformedReview:
+            raise
+        except Exception as exc:
+            log.exception("admission of %s (uid %s) failed", _describe(req), uid)
+            verdict = Verdict(
+                "error", False, code=500, message=f"internal error: {type(exc).__name__}"
+            )
+    except MalformedReview as exc:
+        return 400, orjson.dumps({"error": str(exc)})
+    if verdict.decision == "denied":
+        log.info("denied %s (uid %s): %s", _describe(req), uid, verdict.message)
+    elif verdict.decision == "mutated":
+        log.debug("normalized %s (uid %s) for family %s", _describe(req), uid, verdict.family)
+    metrics.ADMISSIONS.labels(decision=verdict.decision).inc()
+    return 200, encode_response(uid, verdict)
+
+
+def register(app: Flask, runtime: Runtime) -> None:
+    admitter = Admitter(runtime)
+    app.extensions["machine_catalog.admitter"] = admitter  # for tests and introspection
+
+    @app.post("/webhook/mutate")
+    def webhook_mutate() -> Any:
+        # get_data goes through werkzeug's stream, bounded by MAX_CONTENT_LENGTH (413 beyond).
+        status, body = review(admitter, request.get_data(cache=False))
+        return app.response_class(body, status=status, content_type=JSON)

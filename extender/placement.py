@@ -1,0 +1,543 @@
+"""Choosing the family a new pod is normalized for: pure functions over data given to them.
+
+The webhook must answer in about a millisecond at 5,000 nodes, for every pod a controller
+creates. So the work here is proportional to nodes and families, never to pods: per-family
+free capacity is one ``np.bincount`` over the node arrays, and only a pod that restricts
+its nodes (nodeSelector, required node affinity, ``nodeName``) needs a per-node label
+evaluation, which the caller caches per node generation (:func:`node_mask` is pure, so the
+cache key is just the constraints and the node set).
+
+The rules, in the order a person reading a denial needs them:
+
+1. *Candidates* are the catalog's families minus the retired ones (``schedulable: false``),
+   minus those the pod excluded (``machine-catalog.io/families``, or a user-written
+   ``machine-catalog.io/family``), minus those with no uncordoned node that the pod's own
+   nodeSelector / required affinity allows. A family with no node in the cluster at all is
+   not a candidate either: pinning a pod to it would leave it Pending for ever (node
+   groups that scale from zero are therefore not chosen until they have one node).
+2. Among candidates the pod goes to the family with the most *free SCU*: over its
+   schedulable, uncordoned nodes that the pod allows, ``(allocatable - requested) * factor``
+   (a node never counts below zero), minus pods already pinned to the family and not yet
+   bound (the cache's pending totals), minus what this worker reserved for pods it admitted
+   seconds ago that the cache has not seen yet (:class:`ReservationLedger`).
+3. Ties go to the higher ``scuPerCore`` (the faster hardware gives the same SCU with fewer
+   physical cores), then to the name, so every worker picks the same family for the same
+   state.
+
+A pod *fixed to nodes by name* (``spec.nodeName``, or required terms that all select
+``metadata.name In [...]``, which is how the DaemonSet controller places its pods) has no
+choice to make: someone else chose the node, and the webhook's job is only to translate
+SCU for the hardware it runs on. For such a pod a retired family is still normalized (a
+log agent must run on a node that is being drained), cordoned nodes count (DaemonSet pods
+tolerate ``unschedulable``), and the scheduler is not changed (see :mod:`extender.admission`).
+A node the catalog does not know is allowed unchanged when ``unknownNodes: allow`` (SCU is
+the baseline's there: nothing to rewrite) and denied under ``reject``; an ambiguous node is
+always denied, because its factor is unknown and the catalog must be fixed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from extender.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
+from machine_catalog.catalog import Catalog
+from machine_catalog.model import Family
+from machine_catalog.quantities import physical_to_scu_millis
+from machine_catalog.selectors import requirement_matches
+
+FAMILIES_ANNOTATION = "machine-catalog.io/families"
+FAMILY_ANNOTATION = "machine-catalog.io/family"
+
+#: A families annotation longer than this is refused rather than split: a catalog has tens
+#: of families with names of at most 63 characters, so anything bigger is a mistake or an
+#: attack, and the denial must stay short.
+MAX_FAMILIES_ANNOTATION = 4096
+#: Names quoted in one denial message, each cut to a label's length.
+MAX_QUOTED_NAMES = 5
+
+_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"})
+_FIELD_OPERATORS = frozenset({"In", "NotIn"})
+NODE_NAME_FIELD = "metadata.name"
+
+
+class PlacementError(ValueError):
+    """The pod cannot be placed as written; the message is shown to the user verbatim."""
+
+
+# -- the pod's own node restrictions ----------------------------------------------------
+
+
+Requirement = tuple[str, str, tuple[str, ...]]  # key, operator, values
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One ``nodeSelectorTerm``: every expression (on labels) and field (on the name) holds."""
+
+    expressions: tuple[Requirement, ...] = ()
+    fields: tuple[Requirement, ...] = ()
+
+    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
+        # An empty term selects no node (as in Kubernetes' nodeaffinity helper).
+        if not self.expressions and not self.fields:
+            return False
+        for key, op, values in self.expressions:
+            if not requirement_matches(labels, key, op, values):
+                return False
+        fields = {NODE_NAME_FIELD: name}
+        return all(requirement_matches(fields, k, op, values) for k, op, values in self.fields)
+
+    def fixed_names(self) -> frozenset[str] | None:
+        """The node names this term is limited to, when it has a ``metadata.name In``."""
+        names: frozenset[str] | None = None
+        for _key, op, values in self.fields:
+            if op == "In":
+                names = frozenset(values) if names is None else names & frozenset(values)
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConstraints:
+    """What the pod itself says about its nodes, normalised and hashable (a cache key)."""
+
+    node_name: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    #: ORed required terms; None when the pod has no required node affinity.
+    terms: tuple[Term, ...] | None = None
+
+    @property
+    def unconstrained(self) -> bool:
+        return self.node_name is None and not self.node_selector and self.terms is None
+
+    @property
+    def fixed_nodes(self) -> frozenset[str] | None:
+        """The only nodes the pod can run on, when they are given by name; else None."""
+        if self.node_name is not None:
+            return frozenset((self.node_name,))
+        if not self.terms:
+            return None
+        names: set[str] = set()
+        for term in self.terms:
+            fixed = term.fixed_names()
+            if fixed is None:
+                return None
+            names |= fixed
+        return frozenset(names)
+
+    def allows(self, name: str, labels: Mapping[str, str]) -> bool:
+        if self.node_name is not None and name != self.node_name:
+            return False
+        for key, value in self.node_selector:
+            if labels.get(key) != value:
+                return False
+        return self.terms is None or any(t.matches(name, labels) for t in self.terms)
+
+
+def _requirements(items: Any, where: str, fields: bool) -> tuple[Requirement, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise PlacementError(f"{where} must be a list")
+    out: list[Requirement] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PlacementError(f"{where}[{i}] must be an object")
+        key, op, values = item.get("key"), item.get("operator"), item.get("values") or []
+        if not isinstance(key, str) or not key:
+            raise PlacementError(f"{where}[{i}].key must be a non-empty string")
+        allowed = _FIELD_OPERATORS if fields else _OPERATORS
+        if op not in allowed:
+            raise PlacementError(f"{where}[{i}].operator {str(op)[:20]!r} is not supported")
+        if fields and key != NODE_NAME_FIELD:
+            raise PlacementError(f"{where}[{i}].key: only {NODE_NAME_FIELD} is a node field")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise PlacementError(f"{where}[{i}].values must be a list of strings")
+        out.append((key, op, tuple(values)))
+    return tuple(out)
+
+
+def pod_constraints(pod: Mapping[str, Any]) -> NodeConstraints:
+    """Read ``nodeName``, ``nodeSelector`` and required node affinity; raise on nonsense.
+
+    The API server validates the pod only after mutating admission, so a malformed
+    affinity reaches us; it is denied with the path of the problem instead of guessed at.
+    """
+    spec = pod.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise PlacementError("spec must be an object")
+    node_name = spec.get("nodeName") or None
+    if node_name is not None and not isinstance(node_name, str):
+        raise PlacementError("spec.nodeName must be a string")
+    selector = spec.get("nodeSelector") or {}
+    if not isinstance(selector, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
+    ):
+        raise PlacementError("spec.nodeSelector must map strings to strings")
+    affinity = spec.get("affinity") or {}
+    node_affinity = affinity.get("nodeAffinity") or {} if isinstance(affinity, dict) else None
+    if not isinstance(node_affinity, dict):
+        raise PlacementError("spec.affinity.nodeAffinity must be an object")
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms: tuple[Term, ...] | None = None
+    if required is not None:
+        where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        if not isinstance(required, dict):
+            raise PlacementError(f"{where} must be an object")
+        raw_terms = required.get("nodeSelectorTerms") or []
+        if not isinstance(raw_terms, list):
+            raise PlacementError(f"{where}.nodeSelectorTerms must be a list")
+        parsed = []
+        for i, raw in enumerate(raw_terms):
+            if not isinstance(raw, dict):
+                raise PlacementError(f"{where}.nodeSelectorTerms[{i}] must be an object")
+            at = f"{where}.nodeSelectorTerms[{i}]"
+            parsed.append(
+                Term(
+                    expressions=_requirements(
+                        raw.get("matchExpressions"), f"{at}.matchExpressions", False
+                    ),
+                    fields=_requirements(raw.get("matchFields"), f"{at}.matchFields", True),
+                )
+            )
+        terms = tuple(parsed)
+    return NodeConstraints(
+        node_name=node_name, node_selector=tuple(sorted(selector.items())), terms=terms
+    )
+
+
+def node_mask(
+    constraints: NodeConstraints,
+    names: Sequence[str],
+    labels: Sequence[Mapping[str, str] | None],
+) -> np.ndarray:
+    """Which of ``names`` the pod's constraints allow (labels None = node not known).
+
+    Nodes of one node group share the label values a selector looks at, so the rules are
+    evaluated once per distinct tuple of those values, not once per node. Pods fixed to
+    nodes by name only look at those names.
+    """
+    mask = np.zeros(len(names), dtype=bool)
+    fixed = constraints.fixed_nodes
+    if fixed is not None:
+        wanted = fixed
+        for i, name in enumerate(names):
+            if name in wanted and labels[i] is not None:
+                mask[i] = constraints.allows(name, labels[i])  # type: ignore[arg-type]
+        return mask
+    if constraints.unconstrained:
+        mask[:] = [lab is not None for lab in labels]
+        return mask
+    uses_fields = any(t.fields for t in constraints.terms or ())
+    keys = sorted(
+        {k for k, _ in constraints.node_selector}
+        | {k for t in constraints.terms or () for k, _, _ in t.expressions}
+    )
+    memo: dict[tuple[str | None, ...], bool] = {}
+    for i, (name, node_labels) in enumerate(zip(names, labels, strict=True)):
+        if node_labels is None:
+            continue
+        if uses_fields:
+            mask[i] = constraints.allows(name, node_labels)
+            continue
+        signature = tuple(node_labels.get(k) for k in keys)
+        verdict = memo.get(signature)
+        if verdict is None:
+            verdict = memo[signature] = constraints.allows(name, node_labels)
+        mask[i] = verdict
+    return mask
+
+
+# -- which families the pod allows --------------------------------------------------------
+
+
+def _quote(names: Iterable[str]) -> str:
+    names = list(names)
+    shown = [repr(n[:63]) for n in names[:MAX_QUOTED_NAMES]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def requested_families(
+    annotations: Mapping[str, Any], catalog: Catalog, *, trusted_family: bool
+) -> tuple[frozenset[str] | None, list[str]]:
+    """The families the pod's annotations allow (None = no restriction), and warnings.
+
+    ``machine-catalog.io/families`` is a comma-separated list. A ``machine-catalog.io/family``
+    the webhook did not write (``trusted_family`` False) is the user's restriction to that
+    one family, never a free pass: otherwise writing it would skip normalization and land
+    a pod on a retired family. Names the catalog does not know are denied, naming them.
+    """
+    warnings: list[str] = []
+    allowed: frozenset[str] | None = None
+    raw = annotations.get(FAMILIES_ANNOTATION)
+    if raw is not None:
+        if not isinstance(raw, str):
+            raise PlacementError(f"annotation {FAMILIES_ANNOTATION} must be a string")
+        if len(raw) > MAX_FAMILIES_ANNOTATION:
+            raise PlacementError(
+                f"annotation {FAMILIES_ANNOTATION} is {len(raw)} characters long "
+                f"(at most {MAX_FAMILIES_ANNOTATION}); list family names, comma separated"
+            )
+        names = [n.strip() for n in raw.split(",")]
+        names = [n for n in names if n]
+        if names:
+            unknown = [n for n in dict.fromkeys(names) if n not in catalog.by_name]
+            if unknown:
+                raise PlacementError(
+                    f"annotation {FAMILIES_ANNOTATION} names families the catalog "
+                    f"{catalog.version} does not have: {_quote(unknown)}"
+                )
+            allowed = frozenset(names)
+        else:
+            warnings.append(f"empty {FAMILIES_ANNOTATION} annotation ignored: any family allowed")
+    family = annotations.get(FAMILY_ANNOTATION)
+    if family is not None and not trusted_family:
+        if not isinstance(family, str) or not family.strip():
+            raise PlacementError(f"annotation {FAMILY_ANNOTATION} must name one family")
+        name = family.strip()
+        if name not in catalog.by_name:
+            raise PlacementError(
+                f"annotation {FAMILY_ANNOTATION} names family {_quote([name])}, which the "
+                f"catalog {catalog.version} does not have"
+            )
+        if not catalog.by_name[name].schedulable:
+            raise PlacementError(
+                f"annotation {FAMILY_ANNOTATION} names family {name!r}, which is retired "
+                "(schedulable: false); no new pods are placed there"
+            )
+        allowed = frozenset((name,)) if allowed is None else allowed & {name}
+    return allowed, warnings
+
+
+# -- the choice ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Normalize the pod for ``family``."""
+
+    family: Family
+    free_scu: int  # millis of SCU free on the family for this pod, after the deductions
+    fixed: bool  # the pod is fixed to nodes by name: no scheduler change, retired allowed
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """Admit the pod as it is (it only fits nodes the catalog does not know, and allows them)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    message: str
+
+
+Decision = Placement | Unchanged | Denied
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyCapacity:
+    """Per-family facts over the nodes the pod allows (arrays indexed like catalog.families)."""
+
+    has_node: np.ndarray  # bool
+    free_physical: np.ndarray  # int64 physical millicores, uncordoned nodes only
+
+
+def family_capacity(
+    catalog: Catalog, view: NodeView, allowed: np.ndarray | None, *, fixed: bool
+) -> FamilyCapacity:
+    """``np.bincount`` by family over the allowed nodes: O(nodes), vectorised.
+
+    Cordoned nodes never add free capacity; they make a family compatible only for a pod
+    fixed to them by name (DaemonSet pods tolerate ``unschedulable``).
+    """
+    n = len(catalog.families)
+    family = view.family
+    known = family >= 0
+    if allowed is not None:
+        known = known & allowed
+    uncordoned = known & ~view.unschedulable
+    reachable = known if fixed else uncordoned
+    has_node = np.bincount(family[reachable], minlength=n)[:n] > 0
+    free = np.clip(view.allocatable - view.requested, 0, None)
+    free_physical = np.bincount(family[uncordoned], weights=free[uncordoned], minlength=n)[:n]
+    return FamilyCapacity(has_node=has_node, free_physical=free_physical.astype(np.int64))
+
+
+def choose_family(
+    view: NodeView,
+    capacity: FamilyCapacity,
+    *,
+    constraints: NodeConstraints,
+    allowed_nodes: np.ndarray | None,
+    requested: frozenset[str] | None,
+    pending_physical: Mapping[str, int],
+    reserved_scu: Mapping[str, int],
+    pod_scu: int,
+) -> Decision:
+    """Pick the family (see the module docstring for the rules), or say why none fits."""
+    catalog = view.catalog
+    fixed_nodes = constraints.fixed_nodes
+    fixed = fixed_nodes is not None
+    reasons: dict[str, list[str]] = {}
+    candidates: list[tuple[int, Family]] = []
+    for i, family in enumerate(catalog.families):
+        name = family.name
+        if requested is not None and name not in requested:
+            why = "not allowed by the pod's machine-catalog.io/families or /family annotation"
+        elif not family.schedulable and not fixed:
+            why = "retired (schedulable: false)"
+        elif not capacity.has_node[i]:
+            if fixed:
+                why = "not the family of the node the pod is fixed to"
+            elif constraints.unconstrained:
+                why = "no uncordoned node in the cluster"
+            else:
+                why = "no uncordoned node matches the pod's nodeSelector/required node affinity"
+        else:
+            factor = family.factor
+            free = (
+                physical_to_scu_millis(int(capacity.free_physical[i]), factor)
+                - physical_to_scu_millis(pending_physical.get(name, 0), factor)
+                - reserved_scu.get(name, 0)
+            )
+            candidates.append((free, family))
+            continue
+        reasons.setdefault(why, []).append(name)
+
+    if candidates:
+        # Most free SCU; then the faster hardware; then the name: deterministic everywhere.
+        free, family = min(candidates, key=lambda c: (-c[0], -c[1].scu_per_core, c[1].name))
+        warnings: list[str] = []
+        if fixed and not family.schedulable:
+            warnings.append(
+                f"family {family.name} is retired; normalized for it as the node is fixed"
+            )
+        if free < pod_scu:
+            warnings.append(
+                f"family {family.name} has {free / 1000:g} SCU free, the pod asks "
+                f"{pod_scu / 1000:g}: it may stay Pending"
+            )
+        return Placement(family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings))
+
+    odd = _odd_nodes(view, allowed_nodes, fixed)
+    if catalog.unknown_nodes == "allow" and requested is None and odd["unknown"]:
+        return Unchanged(
+            reason="the pod only fits nodes the catalog does not know (unknownNodes: allow)"
+        )
+    message = "no machine family can take this pod: " + "; ".join(
+        f"{why}: {', '.join(names)}" for why, names in reasons.items()
+    )
+    details = _fixed_node_details(view, fixed_nodes, allowed_nodes) if fixed_nodes else []
+    if not fixed and not constraints.unconstrained:
+        # The nodes the pod selects exist but the catalog cannot place pods there: say why.
+        for position in (odd["unknown"] + odd["ambiguous"])[:3]:
+            details.append(_describe_node(view, position))
+    if details:
+        message += ". " + "; ".join(details)
+    return Denied(message=message)
+
+
+def _describe_node(view: NodeView, position: int) -> str:
+    match = view.match(position)
+    if match is None:
+        family = view.catalog.families[int(view.family[position])]
+        return f"node {view.names[position]}: family {family.name}"
+    policy = " (spec.unknownNodes: reject)" if match.status == "unknown" else ""
+    return f"node {view.names[position]}: {match.describe()}{policy}"
+
+
+def _fixed_node_details(
+    view: NodeView, fixed_nodes: frozenset[str], allowed: np.ndarray | None
+) -> list[str]:
+    """Why each node a pod is fixed to (a few of them) cannot take it."""
+    positions = {name: i for i, name in enumerate(view.names) if name in fixed_nodes}
+    details = []
+    for name in sorted(fixed_nodes)[:3]:
+        position = positions.get(name)
+        if position is None or view.family[position] == ABSENT:
+            details.append(f"node {_quote([name])} is not in the cluster cache")
+        elif allowed is not None and not allowed[position]:
+            details.append(f"node {name} does not match the pod's nodeSelector/node affinity")
+        else:
+            details.append(_describe_node(view, position))
+    return details
+
+
+def _odd_nodes(view: NodeView, allowed: np.ndarray | None, fixed: bool) -> dict[str, list[int]]:
+    """Positions of allowed nodes that are unknown / ambiguous, for the fallback and reasons."""
+    reachable = np.ones(len(view.family), dtype=bool) if allowed is None else allowed.copy()
+    if not fixed:
+        reachable &= ~view.unschedulable
+    return {
+        "unknown": [int(i) for i in np.flatnonzero(reachable & (view.family == UNKNOWN))],
+        "ambiguous": [int(i) for i in np.flatnonzero(reachable & (view.family == AMBIGUOUS))],
+        "known": [int(i) for i in np.flatnonzero(reachable & (view.family >= 0))],
+    }
+
+
+# -- reservations -------------------------------------------------------------------------
+
+
+@dataclass
+class ReservationLedger:
+    """SCU this worker promised to families for pods the cluster cache has not seen yet.
+
+    Between the webhook's answer and the pod's ADDED event on the watch there are a few
+    hundred milliseconds in which a burst of pods (a Deployment scaled to 50) would all see
+    the same free capacity and all go to one family. Each admission reserves its SCU here
+    for ``ttl`` seconds; after that the cache's pending totals count the pod instead (the
+    overlap double-counts for at most ``ttl``, which only makes the spread more even). The
+    ledger is bounded (oldest entries dropped first) and per worker process: workers of
+    one server do not see each other's reservations. Dry-run admissions take none.
+    """
+
+    ttl: float = 5.0
+    max_entries: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _entries: deque[tuple[float, str, int]] = field(default_factory=deque, init=False)
+    _totals: dict[str, int] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def _drop_oldest(self) -> None:
+        _, family, millis = self._entries.popleft()
+        left = self._totals[family] - millis
+        if left:
+            self._totals[family] = left
+        else:
+            del self._totals[family]
+
+    def _expire(self, now: float) -> None:
+        while self._entries and self._entries[0][0] <= now:
+            self._drop_oldest()
+
+    def reserve(self, family: str, scu_millis: int) -> None:
+        if scu_millis <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            while len(self._entries) >= self.max_entries:
+                self._drop_oldest()
+            self._entries.append((now + self.ttl, family, scu_millis))
+            self._totals[family] = self._totals.get(family, 0) + scu_millis
+
+    def totals(self) -> dict[str, int]:
+        """Live reservations per family, in SCU millis."""
+        with self._lock:
+            self._expire(self.clock())
+            return dict(self._totals)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire(self.clock())
+            return len(self._entries)
