@@ -1,0 +1,144 @@
+"""A pod's effective CPU request, by kube-scheduler's rules (PodRequests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machine_catalog.quantities import QuantityError, to_millis
+from machine_catalog.resources import (
+    holds_resources,
+    is_sidecar,
+    node_allocatable_millis,
+    pod_cpu_request_millis,
+)
+
+FIXTURES = Path("/work/shared/fixtures")
+
+
+def c(cpu: str | None = None, *, limit: str | None = None, sidecar: bool = False) -> dict:
+    resources: dict[str, Any] = {}
+    if cpu is not None:
+        resources["requests"] = {"cpu": cpu, "memory": "64Mi"}
+    if limit is not None:
+        resources["limits"] = {"cpu": limit}
+    container: dict[str, Any] = {"name": "c", "image": "x", "resources": resources}
+    if sidecar:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def pod(containers=(), init=(), overhead: str | None = None, pod_cpu: str | None = None) -> dict:
+    spec: dict[str, Any] = {"containers": list(containers)}
+    if init:
+        spec["initContainers"] = list(init)
+    if overhead is not None:
+        spec["overhead"] = {"cpu": overhead}
+    if pod_cpu is not None:
+        spec["resources"] = {"requests": {"cpu": pod_cpu}}
+    return {"metadata": {"name": "p"}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "millis"),
+    [
+        (pod([c("500m"), c("1")]), 1500),  # app containers add up
+        (pod([c("500m"), c()]), 500),  # a container without CPU counts 0
+        (pod([]), 0),
+        (pod([c(limit="2")]), 2000),  # limit only: defaulting makes it the request
+        (pod([c("250m", limit="2")]), 250),  # the request, not the limit
+        # a sidecar runs beside the app for the pod's whole life
+        (pod([c("1")], init=[c("200m", sidecar=True)]), 1200),
+        # a regular init container runs alone: the larger of it and the steady state
+        (pod([c("1")], init=[c("3")]), 3000),
+        (pod([c("1")], init=[c("500m")]), 1000),
+        # an init container after a sidecar runs beside that sidecar: 2 + 0.5 > 1 + 0.5
+        (pod([c("1")], init=[c("500m", sidecar=True), c("2")]), 2500),
+        # ... but not beside a sidecar that starts after it: max(2, 1 + 0.5) = 2
+        (pod([c("1")], init=[c("2"), c("500m", sidecar=True)]), 2000),
+        # two sidecars, then an init container beside both: 0.3 + 0.4 + 1 = 1.7 > 0.5 + 0.7
+        (
+            pod(
+                [c("500m")],
+                init=[c("300m", sidecar=True), c("400m", sidecar=True), c("1")],
+            ),
+            1700,
+        ),
+        # RuntimeClass overhead is added on top
+        (pod([c("1")], overhead="250m"), 1250),
+        (pod([c("1")], init=[c("3")], overhead="100m"), 3100),
+        # pod-level resources replace the container sum; overhead still adds
+        (pod([c("1"), c("1")], pod_cpu="1500m"), 1500),
+        (pod([c("1")], pod_cpu="3", overhead="200m"), 3200),
+    ],
+)
+def test_effective_cpu_request(the_pod: dict, millis: int) -> None:
+    assert pod_cpu_request_millis(the_pod) == millis
+
+
+def test_pod_level_memory_only_keeps_the_container_cpu() -> None:
+    the_pod = pod([c("700m")])
+    the_pod["spec"]["resources"] = {"requests": {"memory": "1Gi"}}
+    assert pod_cpu_request_millis(the_pod) == 700
+
+
+def test_empty_and_null_fields_are_tolerated() -> None:
+    assert pod_cpu_request_millis({}) == 0
+    assert pod_cpu_request_millis({"spec": {"containers": None, "initContainers": None}}) == 0
+    assert pod_cpu_request_millis({"spec": {"containers": [{"name": "a", "resources": None}]}}) == 0
+
+
+def test_bad_quantity_raises_quantity_error() -> None:
+    with pytest.raises(QuantityError):
+        pod_cpu_request_millis(pod([c("lots")]))
+
+
+def test_the_admission_review_fixture_pod() -> None:
+    review = json.loads((FIXTURES / "admission-review-replicaset-pod.json").read_text())
+    the_pod = review["request"]["object"]
+    sidecars = [x for x in the_pod["spec"]["initContainers"] if is_sidecar(x)]
+    assert sidecars, "the fixture carries a restartable sidecar init container"
+    expected = sum(
+        to_millis(x["resources"]["requests"]["cpu"])
+        for x in the_pod["spec"]["containers"] + sidecars
+    )
+    assert pod_cpu_request_millis(the_pod) == expected
+
+
+@pytest.mark.parametrize(
+    ("node_name", "phase", "holds"),
+    [
+        ("n1", "Running", True),
+        ("n1", "Pending", True),  # bound, containers starting: the scheduler counts it
+        ("n1", None, True),
+        ("n1", "Succeeded", False),
+        ("n1", "Failed", False),
+        (None, "Pending", False),  # not bound yet
+        ("", "Pending", False),
+    ],
+)
+def test_holds_resources(node_name: str | None, phase: str | None, holds: bool) -> None:
+    the_pod: dict[str, Any] = {"spec": {"containers": []}, "status": {}}
+    if node_name is not None:
+        the_pod["spec"]["nodeName"] = node_name
+    if phase is not None:
+        the_pod["status"]["phase"] = phase
+    assert holds_resources(the_pod) is holds
+
+
+def test_node_allocatable_prefers_allocatable_over_capacity() -> None:
+    node = {"status": {"capacity": {"cpu": "8"}, "allocatable": {"cpu": "7910m"}}}
+    assert node_allocatable_millis(node) == 7910
+    assert node_allocatable_millis({"status": {"capacity": {"cpu": "8"}}}) == 8000
+    assert node_allocatable_millis({"status": {}}) == 0
+    assert node_allocatable_millis({}) == 0
+
+
+def test_fixture_nodes_allocatable() -> None:
+    nodes = json.loads((FIXTURES / "nodes-real-world.json").read_text())["items"]
+    for node in nodes:
+        assert node_allocatable_millis(node) == to_millis(node["status"]["allocatable"]["cpu"])
+        assert node_allocatable_millis(node) <= to_millis(node["status"]["capacity"]["cpu"])
