@@ -23,9 +23,12 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
 
 # ---- runtime: the venv on a clean slim image, as a non-root user
 FROM python:3.11-slim
+# HOME: uid 65532 has no passwd entry; point anything that looks for ~ at the writable
+# /tmp (an emptyDir in the manifests).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
 COPY --from=build /opt/venv /opt/venv
 # 65532 = "nonroot" in distroless images; the manifests run as this uid/gid too
 # (runAsNonRoot needs a numeric USER to verify).
