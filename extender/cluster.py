@@ -6,7 +6,10 @@ and pod events update the totals incrementally: a request never iterates over po
 
 Feeders (:mod:`extender.snapshot`, :mod:`extender.watching`) call :meth:`ClusterState.replace`
 with a full list (atomically: a relist is never half-applied) and :meth:`ClusterState.apply`
-for each watch event. Readers call :meth:`ClusterState.view` and compute outside the lock.
+for each watch event. Nodes and pods are listed and watched separately against the API server,
+each with its own resourceVersion, so :meth:`ClusterState.replace_nodes` and
+:meth:`ClusterState.replace_pods` swap in one kind's relist without touching the other's
+state. Readers call :meth:`ClusterState.view` and compute outside the lock.
 
 A node's family is stored as an integer (its index in the catalog) and recomputed for all
 nodes when the catalog changes, under the same lock, so a view's families and its catalog
@@ -106,7 +109,11 @@ def pod_entry(pod: Mapping[str, Any]) -> PodEntry | None:
     phase = (pod.get("status") or {}).get("phase")
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     family = annotations.get(FAMILY_ANNOTATION)
-    if family and not (pod.get("spec") or {}).get("nodeName") and phase not in ("Succeeded", "Failed"):
+    if (
+        family
+        and not (pod.get("spec") or {}).get("nodeName")
+        and phase not in ("Succeeded", "Failed")
+    ):
         return PodEntry(node=None, pending_family=family, cpu_millis=cpu)
     return None
 
@@ -209,6 +216,28 @@ class _Tables:
             self.pods[key] = entry
             self._add(entry, +1)
 
+    def take_nodes(self, other: _Tables) -> None:
+        """Adopt ``other``'s node tables (``other`` is discarded); O(nodes), never O(pods)."""
+        self.index, self.names, self.labels = other.index, other.names, other.labels
+        self.allocatable, self.family = other.allocatable, other.family
+        self.unschedulable = other.unschedulable
+        self.free_slots, self.size = other.free_slots, other.size
+        self.requested = np.zeros(len(self.names), dtype=np.int64)
+        self._refresh_requested()
+
+    def take_pods(self, other: _Tables) -> None:
+        """Adopt ``other``'s pod totals (``other`` is discarded); O(nodes), never O(pods)."""
+        self.pods = other.pods
+        self.requested_by_node = other.requested_by_node
+        self.pending_by_family = other.pending_by_family
+        self.requested = np.zeros(len(self.names), dtype=np.int64)
+        self._refresh_requested()
+
+    def _refresh_requested(self) -> None:
+        get = self.requested_by_node.get
+        for name, slot in self.index.items():
+            self.requested[slot] = get(name, 0)
+
 
 class ClusterState:
     """Nodes and pods of one process, with the totals the scheduling path needs."""
@@ -217,12 +246,19 @@ class ClusterState:
         self._lock = threading.Lock()
         self._catalog = catalog
         self._t = _Tables()
+        #: True once both nodes and pods have been listed completely (``replace``, or
+        #: ``replace_nodes`` and ``replace_pods``); never goes back to False.
         self.synced = False
+        self._listed: set[str] = set()
+        #: The last resourceVersion a feeder reported (any kind); for diagnostics only.
         self.resource_version: str | None = None
         #: time.monotonic() of the last sign of life from the source (event, bookmark, list).
         self.last_activity: float | None = None
         self.source = "none"
         self.generation = 0  # bumped on every change; lets readers cache derived data
+        #: Bumped only when the node set, a node's labels/spec or the catalog change (not on
+        #: pod events): readers cache per-node label evaluations (affinity masks) on it.
+        self.node_generation = 0
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -244,12 +280,62 @@ class ClusterState:
             if catalog is not self._catalog:  # a reload raced the build: re-match first
                 tables.rematch(self._catalog)
             self._t = tables
-            self.resource_version = resource_version
-            self.synced = True
-            self.last_activity = time.monotonic()
-            self.generation += 1
+            self._swapped({"Node", "Pod"}, resource_version)
 
-    def apply(self, kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
+    def replace_nodes(
+        self, nodes: Iterable[Mapping[str, Any]], resource_version: str | None = None
+    ) -> None:
+        """Swap in a relist of nodes only, keeping the pods (and their totals) as they are.
+
+        The nodes are matched against the catalog outside the lock; under it, the current
+        pod totals are moved over, so pod events applied meanwhile are not lost.
+        """
+        with self._lock:
+            catalog = self._catalog
+        built = _Tables(capacity=64)
+        for node in nodes:
+            built.set_node(node, catalog)
+        with self._lock:
+            if catalog is not self._catalog:
+                built.rematch(self._catalog)
+            built.take_pods(self._t)
+            self._t = built
+            self._swapped({"Node"}, resource_version)
+
+    def replace_pods(
+        self, pods: Iterable[Mapping[str, Any]], resource_version: str | None = None
+    ) -> None:
+        """Swap in a relist of pods only, keeping the nodes as they are.
+
+        Effective requests are computed outside the lock (the O(pods) part); under it, the
+        current node tables are moved over and each node's total re-read: O(nodes).
+        """
+        built = _Tables(capacity=1)
+        for pod in pods:
+            built.set_pod(_pod_key(pod), pod_entry(pod))
+        with self._lock:
+            built.take_nodes(self._t)
+            self._t = built
+            self._swapped({"Pod"}, resource_version)
+
+    def _swapped(self, kinds: set[str], resource_version: str | None) -> None:
+        """Bookkeeping after a swap; the caller holds the lock."""
+        self._listed |= kinds
+        if resource_version:
+            self.resource_version = resource_version
+        self.synced = self._listed >= {"Node", "Pod"}
+        self.last_activity = time.monotonic()
+        self.generation += 1
+        if "Node" in kinds:
+            self.node_generation += 1
+
+    def apply(
+        self,
+        kind: str,
+        event_type: str,
+        obj: Mapping[str, Any],
+        resource_version: str | None = None,
+    ) -> None:
         """One watch event (``ADDED``/``MODIFIED``/``DELETED``) for a Node or a Pod."""
         with self._lock:
             t = self._t
@@ -263,8 +349,12 @@ class ClusterState:
                 t.set_pod(_pod_key(obj), entry)
             else:
                 raise ValueError(f"unexpected kind {kind!r}")
+            if resource_version:
+                self.resource_version = resource_version
             self.last_activity = time.monotonic()
             self.generation += 1
+            if kind == "Node":
+                self.node_generation += 1
 
     def touch(self, resource_version: str | None = None) -> None:
         """The source is alive (a bookmark, a quiet but open watch)."""
@@ -279,6 +369,7 @@ class ClusterState:
             self._catalog = catalog
             self._t.rematch(catalog)
             self.generation += 1
+            self.node_generation += 1
 
     # -- reading -----------------------------------------------------------------------
 
@@ -317,6 +408,13 @@ class ClusterState:
         with self._lock:
             slot = self._t.index.get(name)
             return None if slot is None else self._t.labels[slot]
+
+    def labels_of(self, names: Sequence[str]) -> list[Mapping[str, str] | None]:
+        """Labels of many nodes under one lock (None for a name the cache does not know)."""
+        with self._lock:
+            t = self._t
+            get = t.index.get
+            return [None if (slot := get(n)) is None else t.labels[slot] for n in names]
 
     def pending_millis(self) -> dict[str, int]:
         """Physical millicores of pods pinned to each family and not yet bound."""
