@@ -640,28 +640,29 @@ def _bind(text: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if bool(args.certfile) != bool(args.keyfile):
-        raise CliError("--certfile and --keyfile go together (TLS needs both)", EXIT_USAGE)
-    from extender.server import ServeConfig, serve
+    from extender.server import ServeConfig, ServeError, serve
 
-    config = ServeConfig(
-        catalog=args.catalog,
-        snapshot=args.snapshot,
-        kubeconfig=args.kubeconfig,
-        in_cluster=args.in_cluster,
-        bind=args.bind,
-        workers=args.workers,
-        threads=args.threads,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        scheduler_name=args.scheduler_name,
-        state_dir=args.state_dir,
-        max_body=args.max_body,
-        max_cache_age=args.max_cache_age,
-        reload_interval=args.reload_interval,
-        log_level=args.log_level,
-        access_log=args.access_log,
-    )
+    try:
+        config = ServeConfig(
+            catalog=args.catalog,
+            snapshot=args.snapshot,
+            kubeconfig=args.kubeconfig,
+            in_cluster=args.in_cluster,
+            bind=args.bind,
+            workers=args.workers,
+            threads=args.threads,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            scheduler_name=args.scheduler_name,
+            state_dir=args.state_dir,
+            max_body=args.max_body,
+            max_cache_age=args.max_cache_age,
+            reload_interval=args.reload_interval,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    except ServeError as exc:  # the server's own checks of a combination
+        raise CliError(str(exc), EXIT_USAGE) from exc
     return serve(config)
 
 
