@@ -30,17 +30,23 @@ def create_app(runtime: Runtime) -> Flask:
     """The app of one worker process, serving from ``runtime``."""
     app = Flask("machine-catalog")
     max_body = runtime.settings.max_body
-    # Werkzeug enforces this on the body stream too, so a chunked body without a
-    # Content-Length is cut off at the limit instead of being read whole into memory.
-    app.config["MAX_CONTENT_LENGTH"] = max_body
+    # One byte of slack so werkzeug's bounded stream reads past the limit and we can tell
+    # "exactly the limit" from "more" (it stops silently at the limit otherwise).
+    app.config["MAX_CONTENT_LENGTH"] = max_body + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["machine_catalog_runtime"] = runtime
 
     @app.before_request
     def refuse_oversized_body() -> Any:
-        # Checked before any route reads: a 600 MB body is refused without reading it.
+        # With a Content-Length: refused before a single byte of the body is read.
         length = request.content_length
-        if length is not None and length > max_body:
+        if length is not None:
+            if length > max_body:
+                raise RequestEntityTooLarge()
+            return None
+        # Chunked (no Content-Length): read at most max_body + 1 bytes, here, for every
+        # route; the routes then get the cached bytes from request.get_data().
+        if request.method in ("POST", "PUT", "PATCH") and len(request.get_data()) > max_body:
             raise RequestEntityTooLarge()
         return None
 

@@ -134,6 +134,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         try:
             args = _read_args()
             pod_millis = pod_request_millis(args.pod)
+            pinned_family(args.pod)  # same validation as filter: one request, one verdict
         except (WireError, PodError) as exc:
             return error(400, str(exc))
         if not runtime.cluster.synced:

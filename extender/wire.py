@@ -65,7 +65,7 @@ def decode_extender_args(body: bytes) -> ExtenderArgs:
     if not isinstance(pod, dict):
         raise WireError("ExtenderArgs.Pod must be a v1.Pod object")
     for key in ("metadata", "spec"):
-        if not isinstance(pod.get(key) or {}, dict):
+        if pod.get(key) is not None and not isinstance(pod[key], dict):
             raise WireError(f"ExtenderArgs.Pod.{key} must be an object")
 
     node_names = _field(data, "NodeNames")
