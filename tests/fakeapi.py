@@ -384,6 +384,9 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     fake: FakeApiServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Connections reset by a fault or by the client are routine here: stay quiet."""
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -560,7 +563,12 @@ class _Handler(BaseHTTPRequestHandler):
 _counter = itertools.count(1)
 
 
-def make_node(name: str, cpu: str = "8", instance_type: str = "m5.2xlarge", **labels: str) -> dict:
+def make_node(
+    name: str,
+    cpu: str = "8",
+    instance_type: str = "m5.2xlarge",
+    labels: Mapping[str, str] | None = None,
+) -> dict:
     """A minimal Node as the API server would store it (labels, allocatable)."""
     return {
         "kind": "Node",
@@ -570,7 +578,7 @@ def make_node(name: str, cpu: str = "8", instance_type: str = "m5.2xlarge", **la
             "labels": {
                 "kubernetes.io/hostname": name,
                 "node.kubernetes.io/instance-type": instance_type,
-                **labels,
+                **(labels or {}),
             },
         },
         "spec": {},
