@@ -162,6 +162,11 @@ def pin_terms(existing: Sequence[Mapping[str, Any]], family: Family) -> list[dic
     out = []
     for term in existing:
         expressions = list(term.get("matchExpressions") or [])
+        if not expressions and not term.get("matchFields"):
+            # An empty term selects no node; ANDing rules into it would make it select the
+            # family's nodes. Keep it as it is: it still selects nothing.
+            out.append(dict(term))
+            continue
         for extra in family_terms:
             new = dict(term)
             new["matchExpressions"] = expressions + extra
