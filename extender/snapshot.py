@@ -43,14 +43,17 @@ def _parse(raw: bytes, path: str) -> list[Any]:
     except orjson.JSONDecodeError:
         pass
     try:
+        # PyYAML reads bytes as UTF-8, or UTF-16 with a BOM (Windows PowerShell's `>`).
         documents = [d for d in yaml.load_all(raw, Loader=_Loader) if d is not None]
+    except yaml.reader.ReaderError as exc:
+        raise SnapshotError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.position})"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SnapshotError(f"{path}: not valid JSON or YAML{where}: {problem}") from exc
-    except UnicodeDecodeError as exc:
-        raise SnapshotError(f"{path}: not UTF-8 text: {exc.reason}") from exc
     if not documents:
         raise SnapshotError(f"{path}: the file is empty; expected a v1 List of Nodes and Pods")
     return documents
@@ -62,7 +65,11 @@ def _items(document: Any, path: str) -> tuple[list[Any], str | None]:
         return document, None
     if isinstance(document, Mapping) and isinstance(document.get("items"), list):
         return document["items"], _ITEM_KIND_OF_LIST.get(document.get("kind"))
-    if isinstance(document, Mapping) and document.get("kind"):
+    if isinstance(document, Mapping) and "items" in document:
+        got = "an object whose 'items' is not a list"
+    elif isinstance(document, Mapping) and str(document.get("kind", "")).endswith("List"):
+        got = f"a {document['kind']} without 'items'"
+    elif isinstance(document, Mapping) and document.get("kind"):
         got = f"a single {document['kind']} object"
     elif isinstance(document, Mapping):
         got = "an object without 'items'"
