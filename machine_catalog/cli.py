@@ -698,9 +698,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Machine-type catalog for Kubernetes: standardized compute units (SCU).",
-        parents=[common],
     )
-    parser.set_defaults(debug=False)
+    # Its own action, not the shared parent's: set_defaults would change the default of the
+    # shared action, and the subcommand's parse would then reset `--debug schema` to False.
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
