@@ -181,7 +181,9 @@ def pod_constraints(pod: Mapping[str, Any]) -> NodeConstraints:
     ):
         raise PlacementError("spec.nodeSelector must map strings to strings")
     affinity = spec.get("affinity") or {}
-    node_affinity = affinity.get("nodeAffinity") or {} if isinstance(affinity, dict) else None
+    if not isinstance(affinity, dict):
+        raise PlacementError("spec.affinity must be an object")
+    node_affinity = affinity.get("nodeAffinity") or {}
     if not isinstance(node_affinity, dict):
         raise PlacementError("spec.affinity.nodeAffinity must be an object")
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
@@ -190,7 +192,8 @@ def pod_constraints(pod: Mapping[str, Any]) -> NodeConstraints:
         where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
         if not isinstance(required, dict):
             raise PlacementError(f"{where} must be an object")
-        raw_terms = required.get("nodeSelectorTerms") or []
+        raw_terms = required.get("nodeSelectorTerms")
+        raw_terms = [] if raw_terms is None else raw_terms
         if not isinstance(raw_terms, list):
             raise PlacementError(f"{where}.nodeSelectorTerms must be a list")
         parsed = []
