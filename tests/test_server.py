@@ -1,0 +1,538 @@
+"""``extender.server``: configuration, runtimes, and real gunicorn processes on loopback.
+
+The process tests start ``serve`` in a subprocess on ``127.0.0.1:0`` (gunicorn logs the
+port it got), wait for ``/readyz`` under a deadline, talk HTTP/1.1 to it the way
+kube-scheduler does (one keep-alive connection, JSON bodies), and stop it with SIGTERM,
+checking that it exits cleanly and removes its temporary directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from extender.app import create_app
+from extender.server import (
+    ServeConfig,
+    ServeError,
+    _ssl_context,
+    build_runtime,
+    cache_source,
+    gunicorn_options,
+    preflight,
+    shutdown_runtime,
+)
+from machine_catalog.loading import load_catalog
+
+FIXTURES = Path("/work/shared/fixtures")
+EKS = "ip-10-0-1-23.ec2.internal"  # m6i.2xlarge 7910m, 6000m requested below
+GKE = "gke-prod-pool-n2-8f7c2a1b-x7k2"  # n2-standard-8 7910m
+KARPENTER = "ip-10-0-7-201.ec2.internal"  # m7g.4xlarge: no family
+METAL = "rack12-node07"  # NFD, 111 cores
+
+CATALOG = """
+apiVersion: machine-catalog.io/v1alpha1
+kind: MachineCatalog
+metadata: {name: serve-test}
+spec:
+  baseline: base
+  families:
+    - {name: base, scuPerCore: 1.0, instanceTypes: [n2-standard-8]}
+    - {name: m6i, scuPerCore: 1.18, instanceTypes: [m6i.2xlarge]}
+    - name: spr
+      scuPerCore: 1.35
+      nodeSelector:
+        matchLabels: {feature.node.kubernetes.io/cpu-model.vendor_id: Intel}
+"""
+
+DEADLINE = 30.0  # seconds for a server to come up or go down; generous for slow CI
+
+
+def fixture_nodes() -> list[dict[str, Any]]:
+    return json.loads((FIXTURES / "nodes-real-world.json").read_text())["items"]
+
+
+def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A catalog and a ``kubectl get nodes,pods -A -o json`` style snapshot."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(CATALOG)
+    busy = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "busy", "namespace": "team-a", "uid": "uid-busy"},
+        "spec": {
+            "nodeName": EKS,
+            "containers": [{"name": "app", "resources": {"requests": {"cpu": "6"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+    nodes = [{"apiVersion": "v1", "kind": "Node", **n} for n in fixture_nodes()]
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [*nodes, busy]}))
+    return catalog, snapshot
+
+
+def scheduler_pod(cpu: str, family: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": "web-7d9c5b8f4-x2k8q",
+        "namespace": "team-a",
+        "uid": "0b7c3f8e-2d6a-4c43-9f5e-1b2a3c4d5e6f",
+    }
+    if family:
+        meta["annotations"] = {"machine-catalog.io/family": family}
+    return {
+        "metadata": meta,
+        "spec": {
+            "schedulerName": "machine-catalog",
+            "containers": [
+                {"name": "app", "image": "nginx:1.27", "resources": {"requests": {"cpu": cpu}}}
+            ],
+        },
+        "status": {"phase": "Pending"},
+    }
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_serve_config_refuses_half_tls_and_nonsense() -> None:
+    with pytest.raises(ServeError, match="certfile and keyfile"):
+        ServeConfig(certfile="/x.crt")
+    with pytest.raises(ServeError, match="workers"):
+        ServeConfig(workers=0)
+    with pytest.raises(ServeError, match="max_body"):
+        ServeConfig(max_body=0)
+    with pytest.raises(ServeError, match="log_level"):
+        ServeConfig(log_level="loud")
+    assert ServeConfig(max_body=None).settings.max_body > 0  # None: the default
+
+
+def test_cache_source_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    both = ServeConfig(snapshot="s.json", kubeconfig="k", in_cluster=True)
+    assert cache_source(both).kind == "snapshot"
+    assert cache_source(ServeConfig(kubeconfig="k", in_cluster=True)).path == "k"
+    assert cache_source(ServeConfig(in_cluster=True)).in_cluster
+    demo = cache_source(ServeConfig())
+    assert demo.kind == "snapshot" and demo.path.endswith("demo-snapshot.json")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    assert cache_source(ServeConfig()).in_cluster
+    assert cache_source(ServeConfig(snapshot="s.json")).kind == "snapshot"
+
+
+def test_gunicorn_options_and_tls_floor() -> None:
+    options = gunicorn_options(ServeConfig(workers=3, threads=2, certfile="c", keyfile="k"))
+    assert options["worker_class"] == "gthread"
+    assert (options["workers"], options["threads"]) == (3, 2)
+    assert options["keepalive"] > 0 and options["accesslog"] is None
+    assert (options["certfile"], options["keyfile"]) == ("c", "k")
+    context = _ssl_context(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert gunicorn_options(ServeConfig(access_log=True))["accesslog"] == "-"
+    assert "certfile" not in gunicorn_options(ServeConfig())
+
+
+def test_build_runtime_serves_a_snapshot_and_follows_the_catalog_file(tmp_path: Path) -> None:
+    catalog, snapshot = write_inputs(tmp_path)
+    config = ServeConfig(
+        catalog=str(catalog),
+        snapshot=str(snapshot),
+        state_dir=str(tmp_path / "state"),
+        reload_interval=0.05,
+    )
+    runtime = build_runtime(config)
+    try:
+        client = create_app(runtime).test_client()
+        assert client.get("/readyz").status_code == 200
+        body = orjson.dumps({"Pod": scheduler_pod("1"), "NodeNames": [GKE, KARPENTER]})
+        assert client.post("/scheduler/filter", data=body).get_json()["NodeNames"] == [GKE]
+        # The watcher thread picks up a catalog change and the cache re-matches nodes.
+        catalog.write_text(
+            CATALOG + "    - {name: graviton, scuPerCore: 1.2, instanceTypes: [m7g.4xlarge]}\n"
+        )
+        deadline = time.monotonic() + 10
+        while runtime.catalogs.current.by_name.get("graviton") is None:
+            assert time.monotonic() < deadline, "catalog change not picked up"
+            time.sleep(0.02)
+        result = client.post("/scheduler/filter", data=body).get_json()
+        assert result["NodeNames"] == [GKE, KARPENTER]
+        assert (tmp_path / "state").is_dir()  # the last good catalog is persisted
+    finally:
+        shutdown_runtime(runtime)
+    assert runtime.catalogs._thread is None  # stopped
+
+
+def test_preflight_reports_every_error_or_falls_back_to_the_last_good(tmp_path: Path) -> None:
+    catalog, snapshot = write_inputs(tmp_path)
+    state = tmp_path / "state"
+    config = ServeConfig(catalog=str(catalog), snapshot=str(snapshot), state_dir=str(state))
+    good = preflight(config).current
+    catalog.write_text(
+        CATALOG.replace("scuPerCore: 1.18", "scuPerCore: -1").replace(
+            "baseline: base", "baseline: nope"
+        )
+    )
+    no_state = ServeConfig(catalog=str(catalog), snapshot=str(snapshot))
+    with pytest.raises(ServeError) as excinfo:
+        preflight(no_state)
+    message = str(excinfo.value)
+    assert "spec.families[1].scuPerCore" in message
+    assert "spec.baseline" in message
+    # With a last good catalog in the state directory, the server still starts on it.
+    assert preflight(config).current.hash == good.hash
+    with pytest.raises(ServeError, match=r"missing\.json: cannot read"):
+        preflight(
+            ServeConfig(
+                catalog=str(tmp_path / "state" / "last-good-catalog.json"),
+                snapshot=str(tmp_path / "missing.json"),
+            )
+        )
+
+
+# -- real gunicorn --------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+    tls: ssl.SSLContext | None = None
+
+    def connection(self) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.tls)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, bytes]:
+        own = conn is None
+        conn = conn or self.connection()
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            if own:
+                conn.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise
+
+
+def start_server(tmp_path: Path, env: dict[str, str] | None = None, **config: Any) -> Server:
+    log = tmp_path / f"server-{time.monotonic_ns()}.log"
+    script = (
+        "import json, sys\n"
+        "from extender.server import ServeConfig, serve\n"
+        "sys.exit(serve(ServeConfig(**json.loads(sys.argv[1]))))\n"
+    )
+    config.setdefault("bind", "127.0.0.1:0")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    deadline = time.monotonic() + DEADLINE
+    port = None
+    while port is None:
+        found = re.search(rb"Listening at: https?://127\.0\.0\.1:(\d+)", log.read_bytes())
+        if found:
+            port = int(found.group(1))
+        elif proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not start:\n{log.read_text()}")
+        else:
+            time.sleep(0.05)
+    return Server(proc, port, log)
+
+
+def wait_ready(server: Server) -> dict[str, Any]:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            status, body = server.request("GET", "/readyz")
+            if status == 200:
+                return orjson.loads(body)
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.proc.poll() is not None:
+            raise AssertionError(f"server not ready:\n{server.log.read_text()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[tuple[Server, Path, Path]]:
+    catalog, snapshot = write_inputs(tmp_path)
+    metrics_parent = tmp_path / "prom"
+    metrics_parent.mkdir()
+    server = start_server(
+        tmp_path,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_parent)},
+        catalog=str(catalog),
+        snapshot=str(snapshot),
+        workers=2,
+        threads=2,
+        max_body=256 * 1024,
+        reload_interval=0.1,
+        state_dir=str(tmp_path / "state"),
+    )
+    try:
+        yield server, catalog, metrics_parent
+    finally:
+        server.stop()
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def worker_pids(server: Server, want: int) -> set[int]:
+    """Worker pids seen on fresh connections until ``want`` distinct ones answered."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + DEADLINE
+    while len(pids) < want:
+        assert time.monotonic() < deadline, f"only workers {pids} answered"
+        status, body = server.request("GET", "/readyz")
+        if status == 200:
+            pids.add(orjson.loads(body)["worker"]["pid"])
+    return pids
+
+
+@pytest.mark.slow
+def test_gunicorn_two_workers_end_to_end(two_workers: tuple[Server, Path, Path]) -> None:
+    server, catalog_path, metrics_parent = two_workers
+    ready = wait_ready(server)
+    expected = load_catalog(catalog_path)
+    assert ready["catalog"]["hash"] == expected.hash
+    assert ready["cache"]["nodes"] == 6 and ready["cache"]["source"].startswith("snapshot")
+    startup = server.log.read_text()
+    assert re.search(
+        r"serving on 127\.0\.0\.1:0: 2 workers x 2 threads, tls off, catalog "
+        + re.escape(expected.version),
+        startup,
+    ), startup
+    # The metrics directory is a fresh one inside the operator's directory.
+    (metrics_dir,) = list(metrics_parent.iterdir())
+
+    # kube-scheduler keeps one connection open and POSTs on it.
+    conn = server.connection()
+    names = [EKS, KARPENTER, GKE, METAL]
+    filters = 0
+    for family in (None, "m6i"):
+        body = orjson.dumps({"Pod": scheduler_pod("2", family), "Nodes": None, "NodeNames": names})
+        status, raw = server.request("POST", "/scheduler/filter", body, conn)
+        filters += 1
+        assert status == 200
+        result = orjson.loads(raw)
+        assert result["Nodes"] is None and result["Error"] == ""
+        if family is None:
+            assert result["NodeNames"] == [GKE, METAL]
+            assert set(result["FailedNodes"]) == {EKS}
+            assert set(result["FailedAndUnresolvableNodes"]) == {KARPENTER}
+        else:
+            assert result["NodeNames"] == []
+            assert set(result["FailedAndUnresolvableNodes"]) == {KARPENTER, GKE, METAL}
+
+    full = [n for n in fixture_nodes() if n["metadata"]["name"] in (GKE, METAL, KARPENTER)]
+    body = orjson.dumps(
+        {"Pod": scheduler_pod("1"), "Nodes": {"metadata": {}, "items": full}, "NodeNames": None}
+    )
+    status, raw = server.request("POST", "/scheduler/filter", body, conn)
+    filters += 1
+    result = orjson.loads(raw)
+    assert status == 200 and result["NodeNames"] is None
+    assert result["Nodes"]["items"] == [n for n in full if n["metadata"]["name"] != KARPENTER]
+
+    body = orjson.dumps({"Pod": scheduler_pod("2"), "Nodes": None, "NodeNames": [GKE, METAL]})
+    status, raw = server.request("POST", "/scheduler/prioritize", body, conn)
+    # floor(10 * (7910 - 2000) / 7910) = 7; floor(10 * (111000 - 2000) / 111000) = 9
+    assert orjson.loads(raw) == [{"Host": GKE, "Score": 7}, {"Host": METAL, "Score": 9}]
+
+    status, raw = server.request("POST", "/scheduler/filter", b'{"Pod": 1}', conn)
+    filters += 1
+    assert status == 400 and "error" in orjson.loads(raw)
+    conn.close()
+
+    # Over the limit: refused from the Content-Length, and the server stays up.
+    huge = orjson.dumps(
+        {"Pod": scheduler_pod("1"), "NodeNames": [f"node-{i:06d}" for i in range(30000)]}
+    )
+    assert len(huge) > 256 * 1024
+    status, raw = server.request("POST", "/scheduler/filter", huge)
+    assert status == 413 and b"262144 bytes" in raw
+
+    # Both workers answer, and every scrape, whichever worker serves it, sums them all. A
+    # keep-alive connection stays with one worker: /readyz after /metrics on the same
+    # connection tells which worker scraped.
+    pids = worker_pids(server, 2)
+    scrapers: set[int] = set()
+    deadline = time.monotonic() + DEADLINE
+    while scrapers != pids:
+        assert time.monotonic() < deadline, f"scrapes only reached workers {scrapers}"
+        conn = server.connection()
+        status, raw = server.request("GET", "/metrics", conn=conn)
+        scrapers.add(orjson.loads(server.request("GET", "/readyz", conn=conn)[1])["worker"]["pid"])
+        conn.close()
+        assert status == 200
+        samples = metric_samples(raw.decode())
+        ok = samples[
+            (
+                "machine_catalog_http_requests_total",
+                (("code", "200"), ("route", "/scheduler/filter")),
+            )
+        ]
+        assert ok == filters - 1  # the 400 is counted apart
+        assert (
+            samples[
+                (
+                    "machine_catalog_http_requests_total",
+                    (("code", "413"), ("route", "/scheduler/filter")),
+                )
+            ]
+            == 1
+        )
+        assert (
+            samples[("machine_catalog_filter_rejections_total", (("reason", "family_mismatch"),))]
+            == 2
+        )
+        assert (
+            samples[
+                ("machine_catalog_catalog_info", (("hash", expected.hash), ("name", "serve-test")))
+            ]
+            == 1
+        )
+        assert samples[("machine_catalog_cache_nodes", ())] == 6
+    assert len(os.listdir(metrics_dir)) >= 2  # one file set per worker process
+
+    # A worker that dies and restarts while the catalog file is invalid comes back on the
+    # last good catalog, and its predecessor's counters are not lost.
+    catalog_path.write_text(CATALOG.replace("scuPerCore: 1.18", "scuPerCore: 0"))
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        assert time.monotonic() < deadline, server.log.read_text()
+        fresh = worker_pids(server, 1) - pids
+        if fresh:
+            break
+    newcomer_ready = None
+    while newcomer_ready is None:
+        assert time.monotonic() < deadline, server.log.read_text()
+        status, raw = server.request("GET", "/readyz")
+        detail = orjson.loads(raw)
+        if detail["worker"]["pid"] in fresh:
+            newcomer_ready = (status, detail)
+    status, detail = newcomer_ready
+    assert status == 200
+    assert detail["catalog"]["hash"] == expected.hash
+    assert "spec.families[1].scuPerCore" in " ".join(detail["catalog"]["lastReloadError"]["errors"])
+    _, raw = server.request("GET", "/metrics")
+    samples = metric_samples(raw.decode())
+    assert (
+        samples[("machine_catalog_filter_rejections_total", (("reason", "family_mismatch"),))] == 2
+    )
+
+    assert server.stop() == 0
+    assert "Traceback" not in server.log.read_text()
+    assert list(metrics_parent.iterdir()) == []  # the run's metrics directory is gone
+
+
+@pytest.mark.slow
+def test_gunicorn_refuses_an_invalid_catalog_at_start(tmp_path: Path) -> None:
+    catalog, snapshot = write_inputs(tmp_path)
+    catalog.write_text(CATALOG.replace("baseline: base", "baseline: missing"))
+    script = (
+        "import json, sys\n"
+        "from extender.server import ServeConfig, serve\n"
+        "sys.exit(serve(ServeConfig(**json.loads(sys.argv[1]))))\n"
+    )
+    config = {"catalog": str(catalog), "snapshot": str(snapshot), "bind": "127.0.0.1:0"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 1
+    assert "spec.baseline" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Listening at" not in done.stderr
+
+
+@pytest.mark.slow
+def test_gunicorn_tls_serves_tls12_or_newer_only(tmp_path: Path) -> None:
+    from machine_catalog.certs import issue_serving_cert, make_ca
+
+    catalog, snapshot = write_inputs(tmp_path)
+    ca = make_ca()
+    leaf = issue_serving_cert(ca.cert_pem, ca.key_pem, ["localhost"], ip_addresses=["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(leaf.cert_pem)
+    (tmp_path / "tls.key").write_bytes(leaf.key_pem)
+    server = start_server(
+        tmp_path,
+        catalog=str(catalog),
+        snapshot=str(snapshot),
+        workers=1,
+        certfile=str(tmp_path / "tls.crt"),
+        keyfile=str(tmp_path / "tls.key"),
+    )
+    try:
+        trusting = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        server.tls = trusting
+        assert wait_ready(server)["status"] == "ready"
+        conn = server.connection()
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+        conn.close()
+
+        # A client that speaks only TLS 1.0/1.1 (allowed by its own OpenSSL at level 0).
+        old = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with contextlib.suppress(ssl.SSLError):
+            old.set_ciphers("ALL:@SECLEVEL=0")
+        server.tls = old
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            server.request("GET", "/healthz")
+    finally:
+        assert server.stop() == 0
