@@ -448,11 +448,14 @@ def _node_change_rows(fleet: FleetDiff) -> list[tuple[str, ...]]:
     for ch in fleet.changes:
         a, b = ch.before, ch.after
         if a.scu_millis is not None and b.scu_millis is not None:
-            delta = _percent(a.scu_millis, b.scu_millis)
+            delta = _percent(a.scu_millis, b.scu_millis) if a.scu_millis != b.scu_millis else ""
         elif b.scu_millis is None:
             delta = "loses SCU"
         else:
             delta = "gains SCU"
+        if a.schedulable != b.schedulable and b.scu_millis is not None:
+            turn = "now schedulable" if b.schedulable else "now retiring"
+            delta = f"{delta}, {turn}" if delta else turn
         rows.append(
             (
                 ch.name,
@@ -584,12 +587,17 @@ def cmd_certs(args: argparse.Namespace) -> int:
     _out("DNS names: " + ", ".join(bundle.dns_names))
     _out()
     _out("next:")
-    _out(f"  # {bundle.out_dir} holds private keys: keep it out of plain git (secret store).")
-    _out(
-        "  # Reference it as a kustomize component (manifests/overlays/generated-certs does), then:"
-    )
-    _out("  kubectl apply -k manifests/overlays/generated-certs")
-    _out(f"  kubectl -n {args.namespace} rollout restart deployment")
+    out_dir = bundle.out_dir
+    if out_dir.resolve().parts[-3:] == ("overlays", "generated-certs", "certs"):
+        _out(f"  kubectl apply -k {out_dir.parent}")
+    else:
+        _out(
+            f"  reference {out_dir} from a kustomization beside manifests/base "
+            f"(components: [{out_dir}]),"
+        )
+        _out("  as manifests/overlays/generated-certs does, and apply it: kubectl apply -k DIR")
+    _out("  The Secret's name carries a content hash: both Deployments roll to the new files.")
+    _out(f"  {out_dir} holds private keys (ca.key, tls.key): keep it in a secret store, not git.")
     return EXIT_OK
 
 
