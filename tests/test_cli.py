@@ -767,3 +767,25 @@ def test_console_script_end_to_end(catalog: Path, broken: Path) -> None:
     )  # fmt: skip
     assert module.returncode == 0, module.stderr
     assert module.stdout == "2 SCU on m6i (1.18 SCU/core) = 1695m\n"
+
+
+def test_diff_says_when_a_node_turns_schedulable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = _diff(
+        capsys, tmp_path, edit(CATALOG, old__schedulable=True), "--snapshot", str(NODES)
+    )
+    assert code == 0
+    (row,) = [line for line in out.splitlines() if "aks-d8sv5" in line]
+    assert "old (retiring) -> old" in row and row.endswith("now schedulable")
+    assert re.search(r"^schedulable SCU:.*\(\+\d+\.\d%\)$", out, re.M)
+
+
+def test_certs_into_the_generated_certs_overlay(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    overlay = tmp_path / "manifests" / "overlays" / "generated-certs"
+    argv = ["certs", "--service", "s", "--namespace", "ns", "--out", str(overlay / "certs")]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert f"  kubectl apply -k {overlay}\n" in out
