@@ -24,6 +24,7 @@ choices of our own:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -94,8 +95,15 @@ def _is_gone(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line an operator can act on (the API server's own message for an HTTP error)."""
     if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason or ''}".strip()
+        message = ""
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            message = orjson.loads(exc.body or b"").get("message") or ""
+        return f"HTTP {exc.status} {exc.reason or ''}: {message}".strip(" :")[:300]
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the real cause
+    if isinstance(reason, BaseException):
+        exc = reason
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:300]
 

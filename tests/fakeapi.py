@@ -290,6 +290,18 @@ class FakeApiServer:
         with self._cond:
             self._failures.append(_Failure(status, count, resource, match, retry_after))
 
+    def clear_failures(self) -> None:
+        with self._cond:
+            self._failures.clear()
+
+    def missed_while_disconnected(self, change: Callable[[FakeApiServer], None]) -> None:
+        """A long disconnection: drop every connection, make ``change`` (its events reach no
+        open watch), then compact, so a client resuming from before it gets 410 Gone."""
+        with self._cond:  # reentrant: add/modify/delete inside ``change`` take it again
+            self.drop_connections()
+            change(self)
+            self.compact()
+
     def drop_connections(self) -> None:
         """Reset every open connection (watch streams included)."""
         with self._cond:
@@ -450,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if failure.retry_after is not None:
                 headers["Retry-After"] = str(failure.retry_after)
-            reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
+            reason = {410: "Expired", 429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
                 failure.status, "InternalError"
             )
             self._send_json(
