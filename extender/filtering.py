@@ -194,13 +194,21 @@ def filter_nodes(
     reasons = _Reasons(view, pod_millis, pinned, labels_of, cache_age)
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
-    codes = verdict[rejected].tolist()
-    marks = from_request[rejected].tolist() if from_request is not None else None
-    for n, (i, code) in enumerate(zip(rejected.tolist(), codes, strict=True)):
-        text = reasons.text(i, code)
-        if marks is not None and marks[n]:
-            text += "; node not in the extender's cache yet, its pods' CPU counted as 0"
+    columns = (
+        rejected.tolist(),
+        verdict[rejected].tolist(),
+        family[rejected].tolist(),
+        view.allocatable[rejected].tolist(),
+        view.requested[rejected].tolist(),
+    )
+    text_of = reasons.text
+    for i, code, fam, allocatable, requested in zip(*columns, strict=True):
+        text = text_of(i, code, fam, allocatable, requested)
         (failed if code in _RESOLVABLE else unresolvable)[names[i]] = text
+    if from_request is not None and from_request[rejected].any():
+        for i in np.flatnonzero(from_request & (verdict != 0)).tolist():
+            target = failed if names[i] in failed else unresolvable
+            target[names[i]] += "; node not in the extender's cache yet, its pods' CPU counted as 0"
     counts = np.bincount(verdict, minlength=len(REASONS) + 1)
     rejections = {REASONS[c - 1]: int(counts[c]) for c in range(1, len(counts)) if counts[c]}
     return FilterOutcome(
@@ -228,6 +236,7 @@ class _Reasons:
         self.pinned = pinned
         self.labels_of = labels_of
         self.cache_age = cache_age
+        self._memo: dict[tuple, str] = {}
 
     def _instance_type(self, i: int) -> str:
         labels = self.view.unmatched_labels.get(i)
@@ -236,7 +245,26 @@ class _Reasons:
         it = instance_type_of(labels)
         return f"instance type {it}" if it else "no instance-type label"
 
-    def text(self, i: int, code: int) -> str:
+    def text(self, i: int, code: int, fam: int, allocatable: int, requested: int) -> str:
+        """The reason for node ``i``; memoised on what the text depends on.
+
+        A request with thousands of rejected nodes has only a handful of distinct reasons
+        (per family, instance type, or capacity figures), so each is formatted once.
+        """
+        if code == _AMBIGUOUS:  # depends on all labels; rare, not worth a key
+            return self._text(i, code, fam, allocatable, requested)
+        if code in (_UNKNOWN, _MISMATCH):
+            key: tuple = (code, fam, self._instance_type(i))
+        elif code == _INSUFFICIENT:
+            key = (code, fam, allocatable, requested)
+        else:
+            key = (code, fam)
+        text = self._memo.get(key)
+        if text is None:
+            text = self._memo[key] = self._text(i, code, fam, allocatable, requested)
+        return text
+
+    def _text(self, i: int, code: int, fam: int, allocatable: int, requested: int) -> str:
         catalog = self.catalog
         if code == _NOT_IN_CACHE:
             age = "never synced" if self.cache_age is None else f"cache age {self.cache_age:.1f}s"
@@ -256,7 +284,7 @@ class _Reasons:
                 f"{self._instance_type(i)} matches several families of catalog"
                 f" {catalog.version} ({families}); the catalog must say which"
             )
-        family = self._family(i)
+        family = catalog.families[fam] if fam >= 0 else catalog.baseline
         if code == _RETIRED:
             return f"family {family.name} is retired (schedulable: false)"
         if code == _MISMATCH:
@@ -264,22 +292,12 @@ class _Reasons:
                 f"node is family {family.name} ({self._instance_type(i)}),"
                 f" pod is pinned to family {self.pinned}"
             )
-        return self._insufficient(i)
-
-    def _family(self, i: int) -> Any:
-        index = int(self.view.family[i])
-        return self.catalog.families[index] if index >= 0 else self.catalog.baseline
-
-    def _insufficient(self, i: int) -> str:
-        index = int(self.view.family[i])
-        family = self._family(i)
         factor: Fraction = family.factor
-        if index >= 0:
+        if fam >= 0:
             where = f"on family {family.name} at {family.scu_per_core} SCU/core"
         else:
             where = f"on a node of no family, counted as baseline {family.name} at 1 SCU/core"
-        allocatable = int(self.view.allocatable[i])
-        free = max(0, allocatable - int(self.view.requested[i]))
+        free = max(0, allocatable - requested)
         need = format_scu(physical_to_scu_millis(self.pod_millis, factor))
         have = format_scu(physical_to_scu_millis(free, factor))
         total = format_scu(physical_to_scu_millis(allocatable, factor))

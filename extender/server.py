@@ -23,12 +23,14 @@ that import must happen in the workers, after ``serve`` has set the directory.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
 import ssl
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,6 +51,8 @@ GRACEFUL_TIMEOUT = 25
 #: that closes them much sooner makes it race a POST against the close (an error, as POST
 #: is not retried). Idle connections cost a poller entry in gthread, not a thread.
 KEEPALIVE = 75
+#: Allocations between young collections (CPython's default is 700); see :func:`_tune_gc`.
+GC_GEN0_THRESHOLD = 20_000
 
 
 class ServeError(Exception):
@@ -127,6 +131,8 @@ def cache_source(config: ServeConfig) -> CacheSource:
 
 #: Stop functions of the runtimes this process built (``shutdown_runtime`` runs them).
 _STOPPERS: dict[int, list[Callable[[], None]]] = {}
+#: The API watcher feeding a ClusterState (by id), for the worker's GC tuning.
+_WATCHERS: dict[int, Any] = {}
 
 
 def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
@@ -153,6 +159,7 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         client = load_api_client(source.path, in_cluster=source.in_cluster)
         watcher = ClusterWatcher(cluster, client)
         cluster.source = source.describe()
+        _WATCHERS[id(cluster)] = watcher
         if start:
             watcher.start()
             stoppers.append(watcher.stop)
@@ -166,6 +173,7 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
 
 def shutdown_runtime(runtime: Runtime) -> None:
     """Stop the threads :func:`build_runtime` started (idempotent)."""
+    _WATCHERS.pop(id(runtime.cluster), None)
     for stop in _STOPPERS.pop(id(runtime), []):
         try:
             stop()
@@ -299,9 +307,35 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
 
             runtime = build_runtime(config)
             _WORKER["runtime"] = runtime
-            return create_app(runtime)
+            app = create_app(runtime)
+            _tune_gc(runtime)
+            return app
 
     return Application()
+
+
+def _tune_gc(runtime: Runtime) -> None:
+    """Keep the cyclic GC off the cache: freeze it once it is loaded.
+
+    A worker holds the whole cluster (a million-odd objects at 15,000 nodes), and a request
+    with full Node objects allocates a hundred thousand more that live until it is
+    answered. Those survivors trigger full collections, and each full collection walks
+    the entire cache: measured, that doubled a 500-node full-Nodes filter (60 ms -> 27 ms
+    with the cache frozen). ``gc.freeze()`` moves everything alive into a permanent
+    generation the collector skips; refcounting still frees it when replaced. A larger
+    young-generation threshold cuts the collections a big JSON parse triggers.
+    """
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    watcher = _WATCHERS.get(id(runtime.cluster))
+    if watcher is None:
+        gc.freeze()  # a snapshot is loaded already
+        return
+
+    def freeze_when_synced() -> None:
+        if watcher.wait_synced(None):
+            gc.freeze()
+
+    threading.Thread(target=freeze_when_synced, name="gc-freeze", daemon=True).start()
 
 
 def _configure_logging(level: str) -> None:
