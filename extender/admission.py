@@ -188,18 +188,22 @@ class Fleet:
         current = self._snapshot
         if current is not None and current.generation == generation:
             return current
-        if current is not None and current.node_generation == node_generation:
-            names, labels, masks = current.names, current.labels, current.masks
+        view = cluster.all_nodes()
+        if (
+            current is not None
+            and current.node_generation == node_generation
+            and cluster.node_generation == node_generation  # no node event during the copy
+        ):
+            # Same node set in the same slot order: labels and masks still line up.
+            labels, masks = current.labels, current.masks
         else:
-            names = list(cluster.all_nodes().names)
-            labels = cluster.labels_of(names)
-            masks = OrderedDict()
+            labels, masks = cluster.labels_of(view.names), OrderedDict()
         snapshot = FleetSnapshot(
             generation=generation,
             node_generation=node_generation,
-            names=names,
+            names=list(view.names),
             labels=labels,
-            view=cluster.view(names),
+            view=view,
             pending=cluster.pending_millis(),
             masks=masks,
         )
