@@ -24,6 +24,7 @@ from test_patching import (
     NODES,
     expected_physical,
     family_of,
+    node,
     pod_selects,
     qos_class,
 )
@@ -41,6 +42,7 @@ from extender.placement import FAMILIES_ANNOTATION
 from extender.runtime import Runtime, Settings
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import CatalogSource, load_catalog
+from machine_catalog.matching import INSTANCE_TYPE_LABEL as IT
 from machine_catalog.quantities import to_millis
 
 FIXTURES = Path("/work/shared/fixtures")
@@ -489,3 +491,41 @@ def test_the_catalog_of_one_admission_is_the_one_the_cache_matched_with(webhook)
     assert annotations[SCU_PER_CORE_ANNOTATION] == "1.2"
     app = patched["spec"]["containers"][0]["resources"]["requests"]["cpu"]
     assert to_millis(app) == 1250  # ceil(1500 / 1.2)
+
+
+def test_the_cached_fleet_follows_node_and_pod_events(webhook):
+    """Labels and masks are cached per node generation, totals per generation: every kind
+    of cache change must still reach the next admission."""
+    zone = "topology.kubernetes.io/zone"
+    pod = fixture_pod()
+    pod["spec"]["nodeSelector"] = {zone: "zq"}
+
+    def family() -> str | None:
+        response = webhook.review(make_review(copy.deepcopy(pod), dryRun=True))
+        if not response["allowed"]:
+            return None
+        return patched_pod(make_review(copy.deepcopy(pod)), response)["metadata"]["annotations"][
+            FAMILY_ANNOTATION
+        ]
+
+    assert family() is None  # no node in zone zq yet (the mask is now cached)
+    webhook.cluster.apply("Node", "ADDED", node("m5-zq", {IT: "m5.large", zone: "zq"}, "2"))
+    assert family() == "aws-m5"
+    webhook.cluster.apply("Node", "ADDED", node("c5-zq", {IT: "c5.large", zone: "zq"}, "4"))
+    assert family() == "aws-c5"  # 4.4 SCU free beats 2
+    busy = {
+        "metadata": {"uid": "busy-1", "namespace": "x", "name": "busy"},
+        "spec": {
+            "nodeName": "c5-zq",
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+    webhook.cluster.apply("Pod", "ADDED", busy)  # a pod event: totals change, labels do not
+    assert family() == "aws-m5"  # c5 has 1.1 SCU left
+    relabelled = node("c5-zq", {IT: "c5.large", zone: "elsewhere"}, "4")
+    webhook.cluster.apply("Pod", "DELETED", busy)
+    webhook.cluster.apply("Node", "MODIFIED", relabelled)  # a label change moves it out
+    assert family() == "aws-m5"
+    webhook.cluster.apply("Node", "DELETED", node("m5-zq", {}, "2"))
+    assert family() is None
