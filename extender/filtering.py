@@ -49,7 +49,11 @@ _NOT_IN_CACHE, _UNKNOWN, _AMBIGUOUS, _RETIRED, _MISMATCH, _INSUFFICIENT = range(
 #: Verdicts that preemption can resolve; everything else is unresolvable.
 _RESOLVABLE = frozenset({_INSUFFICIENT})
 
-LabelsOf = Callable[[int], Mapping[str, str] | None]
+#: Labels of many nodes at once, by position in the request (None when unknown).
+LabelsOf = Callable[[Sequence[int]], Sequence[Mapping[str, str] | None]]
+
+
+_NO_LABELS: Mapping[str, str] = {}
 
 
 class PodError(ValueError):
@@ -158,9 +162,10 @@ def filter_nodes(
 ) -> FilterOutcome:
     """Judge every node of ``view`` for a pod requesting ``pod_millis`` physical millicores.
 
-    ``labels_of(position)`` gives a rejected node's labels (for the instance type in a
-    reason); ``from_request`` marks nodes judged from the request's object rather than the
-    cache (see :func:`complete_view`), whose reasons then say so.
+    ``labels_of(positions)`` gives rejected nodes' labels (for the instance type in a
+    reason), fetched in one call for all of them; ``from_request`` marks nodes judged
+    from the request's object rather than the cache (see :func:`complete_view`), whose
+    reasons then say so.
     """
     catalog = view.catalog
     names = view.names
@@ -191,7 +196,11 @@ def filter_nodes(
     if rejected.size == 0:
         return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
 
-    reasons = _Reasons(view, pod_millis, pinned, labels_of, cache_age)
+    mismatched = np.flatnonzero(verdict == _MISMATCH).tolist()
+    labels = dict(view.unmatched_labels)
+    if mismatched:
+        labels.update(zip(mismatched, labels_of(mismatched), strict=True))
+    reasons = _Reasons(view, pod_millis, pinned, labels, cache_age)
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
     columns = (
@@ -227,22 +236,19 @@ class _Reasons:
         view: NodeView,
         pod_millis: int,
         pinned: str | None,
-        labels_of: LabelsOf,
+        labels: Mapping[int, Mapping[str, str] | None],
         cache_age: float | None,
     ) -> None:
         self.view = view
         self.catalog: Catalog = view.catalog
         self.pod_millis = pod_millis
         self.pinned = pinned
-        self.labels_of = labels_of
+        self.labels = labels
         self.cache_age = cache_age
         self._memo: dict[tuple, str] = {}
 
     def _instance_type(self, i: int) -> str:
-        labels = self.view.unmatched_labels.get(i)
-        if labels is None:
-            labels = self.labels_of(i) or {}
-        it = instance_type_of(labels)
+        it = instance_type_of(self.labels.get(i) or _NO_LABELS)
         return f"instance type {it}" if it else "no instance-type label"
 
     def text(self, i: int, code: int, fam: int, allocatable: int, requested: int) -> str:
@@ -253,8 +259,8 @@ class _Reasons:
         """
         if code == _AMBIGUOUS:  # depends on all labels; rare, not worth a key
             return self._text(i, code, fam, allocatable, requested)
-        if code in (_UNKNOWN, _MISMATCH):
-            key: tuple = (code, fam, self._instance_type(i))
+        if code in (_MISMATCH, _UNKNOWN):
+            key: tuple = (code, fam, instance_type_of(self.labels.get(i) or _NO_LABELS))
         elif code == _INSUFFICIENT:
             key = (code, fam, allocatable, requested)
         else:

@@ -23,6 +23,7 @@ What each failure becomes, given how kube-scheduler reacts (see the wire-protoco
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -78,14 +79,17 @@ def filter_response(
         nodes = args.nodes
         view, from_request = complete_view(view, nodes)
 
-        def labels_of(i: int) -> Any:
-            labels = cluster.node_labels(names[i])
-            return labels if labels is not None else (nodes[i].get("metadata") or {}).get("labels")
+        def labels_of(positions: Sequence[int]) -> list[Any]:
+            found = cluster.labels_of([names[i] for i in positions])
+            return [
+                labels if labels is not None else (nodes[i].get("metadata") or {}).get("labels")
+                for i, labels in zip(positions, found, strict=True)
+            ]
 
     else:
 
-        def labels_of(i: int) -> Any:
-            return cluster.node_labels(names[i])
+        def labels_of(positions: Sequence[int]) -> list[Any]:
+            return cluster.labels_of([names[i] for i in positions])
 
     outcome = filter_nodes(
         view,

@@ -75,7 +75,7 @@ def decode_extender_args(body: bytes) -> ExtenderArgs:
         raise WireError("ExtenderArgs has both NodeNames and Nodes; exactly one must be set")
 
     if node_names is not None:
-        if not isinstance(node_names, list) or not all(isinstance(n, str) for n in node_names):
+        if not isinstance(node_names, list) or not set(map(type, node_names)) <= {str}:
             raise WireError("ExtenderArgs.NodeNames must be a list of strings")
         return ExtenderArgs(pod=pod, names=node_names, nodes=None)
 
@@ -157,6 +157,8 @@ def encode_host_priorities(names: Sequence[str], scores: Sequence[int]) -> bytes
     """
     if len(names) != len(scores):
         raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if len(scores) and (min(scores) < 0 or max(scores) > 10):
+        raise ValueError("scores must be within 0..10 (MinExtenderPriority..MaxExtenderPriority)")
     if not names:
         return b"[]"
     blob = orjson.dumps(list(names))
@@ -168,5 +170,14 @@ def encode_host_priorities(names: Sequence[str], scores: Sequence[int]) -> bytes
         )
     # Without escapes no name contains a quote, so '","' occurs only between elements.
     quoted = blob[2:-2].split(b'","')
-    parts = [b'{"Host":"%s","Score":%d}' % pair for pair in zip(quoted, scores, strict=True)]
-    return b"[" + b",".join(parts) + b"]"
+    # Interleave names with the text between them, which depends only on the score (0..10).
+    between = [_BETWEEN[s] for s in scores]
+    between[-1] = _LAST[scores[-1]]
+    parts: list[bytes] = [b""] * (2 * len(quoted))
+    parts[0::2] = quoted
+    parts[1::2] = between
+    return b'[{"Host":"' + b"".join(parts)
+
+
+_BETWEEN = [b'","Score":%d},{"Host":"' % s for s in range(11)]
+_LAST = [b'","Score":%d}]' % s for s in range(11)]
