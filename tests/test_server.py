@@ -179,6 +179,52 @@ def test_build_runtime_serves_a_snapshot_and_follows_the_catalog_file(tmp_path: 
     assert runtime.catalogs._thread is None  # stopped
 
 
+def test_build_runtime_watches_an_api_server(tmp_path: Path) -> None:
+    import yaml
+    from fakeapi import FakeApiServer, make_node, make_pod
+
+    catalog, _ = write_inputs(tmp_path)
+    with FakeApiServer() as fake:
+        fake.add("nodes", make_node("gke-1", cpu="8", instance_type="n2-standard-8"))
+        fake.add("pods", make_pod("busy", cpu="7", node="gke-1"))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+                    "users": [{"name": "t", "user": {"token": "x"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "t"}}],
+                    "current-context": "fake",
+                }
+            )
+        )
+        config = ServeConfig(catalog=str(catalog), kubeconfig=str(kubeconfig))
+        preflight(config)  # the master's check accepts the kubeconfig
+        runtime = build_runtime(config)
+        try:
+            client = create_app(runtime).test_client()
+            deadline = time.monotonic() + DEADLINE
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, client.get("/readyz").get_json()
+                time.sleep(0.02)
+            body = orjson.dumps({"Pod": scheduler_pod("2"), "NodeNames": ["gke-1", "gke-2"]})
+            result = client.post("/scheduler/filter", data=body).get_json()
+            assert set(result["FailedNodes"]) == {"gke-1"}  # 1000m free of 8000m
+            assert (
+                "not in the extender's cluster cache"
+                in (result["FailedAndUnresolvableNodes"]["gke-2"])
+            )
+            # A node added to the cluster reaches the cache through the watch.
+            fake.add("nodes", make_node("gke-2", cpu="8", instance_type="n2-standard-8"))
+            while client.post("/scheduler/filter", data=body).get_json()["NodeNames"] != ["gke-2"]:
+                assert time.monotonic() < deadline, "watch event never reached the cache"
+                time.sleep(0.02)
+        finally:
+            shutdown_runtime(runtime)
+
+
 def test_preflight_reports_every_error_or_falls_back_to_the_last_good(tmp_path: Path) -> None:
     catalog, snapshot = write_inputs(tmp_path)
     state = tmp_path / "state"
