@@ -33,7 +33,6 @@ def create_app(runtime: Runtime) -> Flask:
     # One byte of slack so werkzeug's bounded stream reads past the limit and we can tell
     # "exactly the limit" from "more" (it stops silently at the limit otherwise).
     app.config["MAX_CONTENT_LENGTH"] = max_body + 1
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["machine_catalog_runtime"] = runtime
 
     @app.before_request

@@ -81,11 +81,11 @@ def pinned_family(pod: Mapping[str, Any]) -> str | None:
     if not isinstance(annotations, dict):
         raise PodError("Pod.metadata.annotations must be an object")
     family = annotations.get(FAMILY_ANNOTATION)
-    if family is None or family == "":
+    if family is None:
         return None
     if not isinstance(family, str):
         raise PodError(f"annotation {FAMILY_ANNOTATION} must be a string")
-    return family.strip()
+    return family.strip() or None
 
 
 def pod_request_millis(pod: Mapping[str, Any]) -> int:

@@ -12,8 +12,10 @@ What happens where:
   ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, and marks dead workers' metric files
   (``child_exit``);
 - each **worker** builds its own Runtime in ``load()``, which gunicorn calls in the worker
-  right after the fork: catalog watcher thread, cluster cache, snapshot or API watcher.
-  Threads and sockets never cross a fork. A worker that (re)starts while the catalog file
+  right after the fork (``preload_app`` is off): catalog watcher thread, cluster cache,
+  snapshot or API watcher. ``post_fork`` would run at the same point; ``load`` is where
+  the app is made, so the runtime and its app are built together. Threads and sockets
+  never cross a fork. A worker that (re)starts while the catalog file
   is invalid boots on the last good catalog from the state directory.
 
 Nothing here imports :mod:`extender.app` (hence prometheus_client's metrics) at module
