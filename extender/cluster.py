@@ -145,11 +145,13 @@ class _Tables:
         self.family = np.concatenate([self.family, np.full(extra, ABSENT, np.int16)])
         self.unschedulable = np.concatenate([self.unschedulable, np.zeros(extra, bool)])
 
-    def set_node(self, node: Mapping[str, Any], catalog: Catalog) -> None:
+    def set_node(self, node: Mapping[str, Any], catalog: Catalog) -> bool:
+        """Add or update a node; True when the node set or the node's labels changed."""
         name = _name(node)
         if not name:
-            return
+            return False
         slot = self.index.get(name)
+        changed = slot is None
         if slot is None:
             if self.free_slots:
                 slot = self.free_slots.pop()
@@ -161,11 +163,13 @@ class _Tables:
             self.index[name] = slot
             self.names[slot] = name
         labels = (node.get("metadata") or {}).get("labels") or {}
+        changed = changed or self.labels[slot] != labels
         self.labels[slot] = labels
         self.allocatable[slot] = _node_allocatable_millis(node)
         self.unschedulable[slot] = bool((node.get("spec") or {}).get("unschedulable"))
         self.requested[slot] = self.requested_by_node.get(name, 0)
         self._match(slot, catalog)
+        return changed
 
     def _match(self, slot: int, catalog: Catalog) -> None:
         match = catalog.match(self.labels[slot])
@@ -174,10 +178,10 @@ class _Tables:
         else:
             self.family[slot] = UNKNOWN if match.status == "unknown" else AMBIGUOUS
 
-    def delete_node(self, name: str) -> None:
+    def delete_node(self, name: str) -> bool:
         slot = self.index.pop(name, None)
         if slot is None:
-            return
+            return False
         self.names[slot] = None
         self.labels[slot] = {}
         self.allocatable[slot] = 0
@@ -185,6 +189,7 @@ class _Tables:
         self.family[slot] = ABSENT
         self.unschedulable[slot] = False
         self.free_slots.append(slot)
+        return True
 
     def rematch(self, catalog: Catalog) -> None:
         for slot in self.index.values():
@@ -239,6 +244,12 @@ class _Tables:
             self.requested[slot] = get(name, 0)
 
 
+def _names_at(names: list[str | None], slots: np.ndarray, size: int) -> list[str]:
+    if len(slots) == size:  # no freed slot: every slot in [0, size) holds a node
+        return names[:size]  # type: ignore[return-value]
+    return [names[i] for i in slots.tolist()]  # type: ignore[misc]
+
+
 class ClusterState:
     """Nodes and pods of one process, with the totals the scheduling path needs."""
 
@@ -256,8 +267,9 @@ class ClusterState:
         self.last_activity: float | None = None
         self.source = "none"
         self.generation = 0  # bumped on every change; lets readers cache derived data
-        #: Bumped only when the node set, a node's labels/spec or the catalog change (not on
-        #: pod events): readers cache per-node label evaluations (affinity masks) on it.
+        #: Bumped only when the node set, a node's labels or the catalog change (not on pod
+        #: events nor on node status updates): readers cache per-node label evaluations
+        #: (the webhook's affinity masks) on it.
         self.node_generation = 0
 
     # -- feeding -----------------------------------------------------------------------
@@ -339,11 +351,12 @@ class ClusterState:
         """One watch event (``ADDED``/``MODIFIED``/``DELETED``) for a Node or a Pod."""
         with self._lock:
             t = self._t
+            nodes_changed = False
             if kind == "Node":
                 if event_type == "DELETED":
-                    t.delete_node(_name(obj))
+                    nodes_changed = t.delete_node(_name(obj))
                 else:
-                    t.set_node(obj, self._catalog)
+                    nodes_changed = t.set_node(obj, self._catalog)
             elif kind == "Pod":
                 entry = None if event_type == "DELETED" else pod_entry(obj)
                 t.set_pod(_pod_key(obj), entry)
@@ -353,7 +366,7 @@ class ClusterState:
                 self.resource_version = resource_version
             self.last_activity = time.monotonic()
             self.generation += 1
-            if kind == "Node":
+            if nodes_changed:  # not on status-only updates (heartbeats, conditions)
                 self.node_generation += 1
 
     def touch(self, resource_version: str | None = None) -> None:
@@ -412,7 +425,7 @@ class ClusterState:
             odd = np.flatnonzero((family == UNKNOWN) | (family == AMBIGUOUS))
             return NodeView(
                 catalog=self._catalog,
-                names=[t.names[i] for i in slots.tolist()],  # type: ignore[misc]
+                names=_names_at(t.names, slots, t.size),
                 slots=slots.astype(np.int64),
                 allocatable=t.allocatable[slots],
                 requested=t.requested[slots],

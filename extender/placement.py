@@ -37,11 +37,13 @@ always denied, because its factor is unknown and the catalog must be fixed.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -237,23 +239,25 @@ def node_mask(
     if constraints.unconstrained:
         mask[:] = [lab is not None for lab in labels]
         return mask
-    uses_fields = any(t.fields for t in constraints.terms or ())
+    if any(t.fields for t in constraints.terms or ()):  # a name rule: node by node
+        for i, (name, node_labels) in enumerate(zip(names, labels, strict=True)):
+            mask[i] = node_labels is not None and constraints.allows(name, node_labels)
+        return mask
     keys = sorted(
         {k for k, _ in constraints.node_selector}
         | {k for t in constraints.terms or () for k, _, _ in t.expressions}
     )
-    memo: dict[tuple[str | None, ...], bool] = {}
-    for i, (name, node_labels) in enumerate(zip(names, labels, strict=True)):
-        if node_labels is None:
-            continue
-        if uses_fields:
-            mask[i] = constraints.allows(name, node_labels)
-            continue
-        signature = tuple(node_labels.get(k) for k in keys)
-        verdict = memo.get(signature)
-        if verdict is None:
-            verdict = memo[signature] = constraints.allows(name, node_labels)
-        mask[i] = verdict
+    # One column of values per key the rules read, then one verdict per distinct row: the
+    # rules never look at any other label, so a row is all they need.
+    present = [lab if lab is not None else {} for lab in labels]
+    columns = [[lab.get(k) for lab in present] for k in keys]
+    rows = list(zip(*columns, strict=True)) if keys else [()] * len(present)
+    verdicts = {
+        row: constraints.allows("", {k: v for k, v in zip(keys, row, strict=True) if v is not None})
+        for row in set(rows)
+    }
+    mask[:] = list(map(verdicts.__getitem__, rows))
+    mask &= np.fromiter((lab is not None for lab in labels), dtype=bool, count=len(labels))
     return mask
 
 
@@ -393,6 +397,7 @@ def choose_family(
     fixed = fixed_nodes is not None
     reasons: dict[str, list[str]] = {}
     candidates: list[tuple[int, Family]] = []
+    factors = _factors(catalog)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:
@@ -407,7 +412,7 @@ def choose_family(
             else:
                 why = "no uncordoned node matches the pod's nodeSelector/required node affinity"
         else:
-            factor = family.factor
+            factor = factors[i]
             free = (
                 physical_to_scu_millis(int(capacity.free_physical[i]), factor)
                 - physical_to_scu_millis(pending_physical.get(name, 0), factor)
@@ -448,6 +453,12 @@ def choose_family(
     if details:
         message += ". " + "; ".join(details)
     return Denied(message=message)
+
+
+@functools.lru_cache(maxsize=8)
+def _factors(catalog: Catalog) -> tuple[Fraction, ...]:
+    """The exact factors of a catalog's families, built once per catalog version."""
+    return tuple(f.factor for f in catalog.families)
 
 
 def _describe_node(view: NodeView, position: int) -> str:

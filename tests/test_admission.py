@@ -529,3 +529,29 @@ def test_the_cached_fleet_follows_node_and_pod_events(webhook):
     assert family() == "aws-m5"
     webhook.cluster.apply("Node", "DELETED", node("m5-zq", {}, "2"))
     assert family() is None
+
+
+def test_node_heartbeats_do_not_invalidate_the_label_caches(webhook):
+    """The masks are kept per node generation, which node status updates do not bump: on a
+    5,000-node cluster a node status update arrives every few tens of milliseconds."""
+    cluster = webhook.cluster
+    target = copy.deepcopy(NODES[0])
+    generations = cluster.generation, cluster.node_generation
+    target["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    target["status"]["allocatable"]["cpu"] = "7"
+    cluster.apply("Node", "MODIFIED", target)
+    assert cluster.generation == generations[0] + 1
+    assert cluster.node_generation == generations[1]
+    # ... and yet the new allocatable reaches the next admission (arrays are per generation)
+    assert (
+        webhook.admitter.fleet.snapshot().view.allocatable.sum()
+        == sum(to_millis(n["status"]["allocatable"]["cpu"]) for n in NODES[1:]) + 7000
+    )
+    target = copy.deepcopy(target)  # a watch event is a new object
+    target["metadata"]["labels"]["new"] = "label"
+    cluster.apply("Node", "MODIFIED", target)
+    assert cluster.node_generation == generations[1] + 1
+    cluster.apply("Node", "DELETED", target)
+    assert cluster.node_generation == generations[1] + 2
+    cluster.apply("Node", "DELETED", target)  # unknown by now: nothing changed
+    assert cluster.node_generation == generations[1] + 2
