@@ -133,7 +133,7 @@ class FakeApiServer:
         self._bookmarks = dict.fromkeys(KINDS, 0)
         self._snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         self._expire_watch: dict[str, str | None] = dict.fromkeys(KINDS)
-        self._cut_next: dict[str, bool] = dict.fromkeys(KINDS, False)
+        self._cut_next: dict[str, str | None] = dict.fromkeys(KINDS)
         self._failures: list[_Failure] = []
         self._streams: set[_Stream] = set()
         self._httpd: ThreadingHTTPServer | None = None
@@ -271,11 +271,13 @@ class FakeApiServer:
         with self._cond:
             self._expire_watch[resource] = how
 
-    def cut_next_event(self, resource: str) -> None:
-        """The next event sent on a watch of ``resource`` is cut in half and the TCP
-        connection dropped without the terminating chunk (a proxy or server dying)."""
+    def cut_next_event(self, resource: str, how: str = "cut") -> None:
+        """Break the next event sent on a watch of ``resource``: ``"cut"`` writes half of it
+        and drops the TCP connection without the terminating chunk (a proxy or server
+        dying); ``"garbage"`` sends a line that is not JSON before it (a corrupting proxy)."""
+        assert how in ("cut", "garbage")
         with self._cond:
-            self._cut_next[resource] = True
+            self._cut_next[resource] = how
 
     def fail_next(
         self,
@@ -409,6 +411,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Go's net/http (the real API server) disables Nagle; without this, a response
+        # written as headers + body stalls ~40 ms on delayed ACKs and skews every timing.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.fake = self.server.fake
         self.stream = _Stream(self.connection)
         with self.fake._cond:
@@ -561,8 +566,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fake.delay)
         line = orjson.dumps(event) + b"\n"
         with fake._cond:
-            cut, fake._cut_next[resource] = fake._cut_next[resource], False
-        if cut:
+            cut, fake._cut_next[resource] = fake._cut_next[resource], None
+        if cut == "garbage":
+            self._chunk(b'{"type": "ADDED", "object": {"kind": \n')
+        elif cut == "cut":
             self._chunk(line[: len(line) // 2])
             self.wfile.flush()
             self.stream.aborted = True

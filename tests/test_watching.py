@@ -6,18 +6,26 @@ prints it (``pytest -s tests/test_watching.py`` shows the recovery times).
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from fakeapi import FakeApiServer, make_node, make_pod
 from kubernetes import client
 
 from extender.cluster import ClusterState
-from extender.watching import ApiConfigError, ClusterWatcher, backoff_delay, load_api_client
+from extender.watching import (
+    ApiConfigError,
+    ClusterWatcher,
+    _loads_without_gc,
+    backoff_delay,
+    load_api_client,
+)
 from machine_catalog.loading import load_catalog
 from machine_catalog.quantities import to_millis
 
@@ -131,6 +139,21 @@ def test_backoff_is_exponential_capped_and_jittered_within_bounds():
         assert backoff_delay(attempt, 0.5, 30.0, rand=lambda: 1.0) == pytest.approx(cap)
         assert cap / 2 <= backoff_delay(attempt, 0.5, 30.0) <= cap
     assert backoff_delay(50, 0.5, 30.0, rand=lambda: 1.0) == 30.0
+
+
+def test_page_decoding_leaves_the_garbage_collector_as_it_found_it():
+    assert gc.isenabled()
+    assert _loads_without_gc(b'{"items": [1]}') == {"items": [1]}
+    assert gc.isenabled()
+    with pytest.raises(orjson.JSONDecodeError):
+        _loads_without_gc(b'{"items": [')
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _loads_without_gc(b"{}")
+        assert not gc.isenabled()  # an application that turned it off keeps it off
+    finally:
+        gc.enable()
 
 
 def test_load_api_client_uses_its_own_configuration(fake, tmp_path):
@@ -294,7 +317,8 @@ def test_http_410_on_watch_start_relists_only_that_kind(fake, start):
     eventually(lambda: synced_with(fake, watcher.state), "events flow after the relist")
 
 
-def test_stream_cut_mid_event_reconnects_without_losing_or_repeating(fake, start):
+@pytest.mark.parametrize("how", ["cut", "garbage"])
+def test_stream_cut_mid_event_reconnects_without_losing_or_repeating(fake, start, how):
     populate(fake, nodes=2, pods=2)
     watcher = start()
     assert watcher.wait_synced(DEADLINE)
@@ -308,12 +332,12 @@ def test_stream_cut_mid_event_reconnects_without_losing_or_repeating(fake, start
 
     watcher.state.apply = recording
     last_rv = watcher.resource_versions["pods"]
-    fake.cut_next_event("pods")
+    fake.cut_next_event("pods", how)
     began = time.monotonic()
     for name in ("a", "b", "c"):
         fake.add("pods", make_pod(name, node="n0"))
     took = eventually(lambda: len(applied) >= 3, "events after the cut")
-    report("stream cut mid-event", took)
+    report(f"stream broken mid-event ({how})", took)
     time.sleep(0.1)  # a duplicate would show up here
     assert applied == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c")]
     resumed = [r for r in fake.watch_requests("pods") if r.at > began]
