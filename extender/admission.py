@@ -34,7 +34,7 @@ import base64
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ import orjson
 from flask import request
 
 from extender import metrics
-from extender.cluster import ClusterState, NodeView
+from extender.cluster import ClusterState, NodeView, Taint
 from extender.patching import Op, PatchError, normalize_ops, read_cpu_values, was_normalized
 from extender.placement import (
     Denied,
@@ -52,11 +52,14 @@ from extender.placement import (
     Placement,
     PlacementError,
     ReservationLedger,
+    Toleration,
     choose_family,
     family_capacity,
     node_mask,
     pod_constraints,
+    pod_tolerations,
     requested_families,
+    toleration_mask,
 )
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
@@ -158,9 +161,12 @@ class FleetSnapshot:
     labels: list[Mapping[str, str] | None] | None
     view: NodeView
     pending: dict[str, int]
-    #: Node masks per pod constraints; shared by snapshots of one node generation, since
-    #: they depend on names and labels only.
-    masks: OrderedDict[NodeConstraints, np.ndarray]
+    #: Node masks per pod constraints and per pod tolerations; shared by snapshots of one
+    #: node generation, since they depend on names, labels and taints only.
+    masks: OrderedDict[Hashable, np.ndarray]
+    #: Blocking taints per node, and whether any node has one (read once per node generation).
+    taints: list[tuple[Taint, ...] | None] | None = None
+    tainted: bool = False
     _unconstrained: FamilyCapacity | None = field(default=None, repr=False)
 
 
@@ -198,10 +204,13 @@ class Fleet:
             and current.node_generation == node_generation
             and cluster.node_generation == node_generation  # no node event during the copy
         ):
-            # Same node set in the same slot order: labels and masks still line up.
+            # Same node set in the same slot order: labels, taints, masks still line up.
             labels, masks = current.labels, current.masks
+            taints, tainted = current.taints, current.tainted
         else:
             labels, masks = None, OrderedDict()
+            taints = cluster.taints_of(view.names)
+            tainted = any(taints)
         snapshot = FleetSnapshot(
             generation=generation,
             node_generation=node_generation,
@@ -210,26 +219,57 @@ class Fleet:
             view=view,
             pending=cluster.pending_millis(),
             masks=masks,
+            taints=taints,
+            tainted=tainted,
         )
         with self._lock:
             self._snapshot = snapshot
         return snapshot
 
-    def mask(self, snapshot: FleetSnapshot, constraints: NodeConstraints) -> np.ndarray:
+    def _cached(
+        self, snapshot: FleetSnapshot, key: Hashable, compute: Callable[[], np.ndarray]
+    ) -> np.ndarray:
         with self._lock:
-            cached = snapshot.masks.get(constraints)
+            cached = snapshot.masks.get(key)
             if cached is not None:
-                snapshot.masks.move_to_end(constraints)
+                snapshot.masks.move_to_end(key)
                 return cached
-        if snapshot.labels is None:
-            # By name, so they line up with this snapshot's names even if a node changed
-            # since (that change bumped node_generation: the next snapshot starts afresh).
-            snapshot.labels = self.cluster.labels_of(snapshot.names)
-        mask = node_mask(constraints, snapshot.names, snapshot.labels)
+        mask = compute()
         with self._lock:
-            snapshot.masks[constraints] = mask
+            snapshot.masks[key] = mask
             while len(snapshot.masks) > self.MAX_MASKS:
                 snapshot.masks.popitem(last=False)
+        return mask
+
+    def mask(
+        self,
+        snapshot: FleetSnapshot,
+        constraints: NodeConstraints,
+        tolerations: tuple[Toleration, ...],
+    ) -> np.ndarray | None:
+        """Nodes the pod's own rules allow, or None when they allow every node.
+
+        Taints count only for pods the scheduler places: a pod fixed to a node by name was
+        put there on purpose (DaemonSet pods tolerate what their controller checked).
+        """
+        mask = None
+        if not constraints.unconstrained:
+
+            def by_labels() -> np.ndarray:
+                if snapshot.labels is None:
+                    # By name, so they line up with this snapshot's names even if a node
+                    # changed since (that bumped node_generation: the next snapshot
+                    # starts afresh).
+                    snapshot.labels = self.cluster.labels_of(snapshot.names)
+                return node_mask(constraints, snapshot.names, snapshot.labels)
+
+            mask = self._cached(snapshot, constraints, by_labels)
+        if snapshot.tainted and constraints.fixed_nodes is None:
+            taints = snapshot.taints or []
+            tolerated = self._cached(
+                snapshot, ("tolerations", tolerations), lambda: toleration_mask(tolerations, taints)
+            )
+            mask = tolerated if mask is None else mask & tolerated
         return mask
 
     def capacity(
@@ -286,6 +326,7 @@ class Admitter:
         try:
             values = read_cpu_values(pod)
             constraints = pod_constraints(pod)
+            tolerations = pod_tolerations(pod)
             pod_scu = pod_cpu_request_millis(pod)
         except (PatchError, PlacementError) as exc:
             return _denied(str(exc))
@@ -304,7 +345,7 @@ class Admitter:
             return _denied(str(exc))
 
         fixed = constraints.fixed_nodes is not None
-        mask = None if constraints.unconstrained else self.fleet.mask(snapshot, constraints)
+        mask = self.fleet.mask(snapshot, constraints, tolerations)
         decision = choose_family(
             view,
             self.fleet.capacity(snapshot, mask, fixed=fixed),

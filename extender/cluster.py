@@ -42,6 +42,29 @@ AMBIGUOUS = -2
 ABSENT = -3  # the name is not a node the cache knows (used in views only)
 
 
+#: Taint effects that keep a pod off a node unless it tolerates them (PreferNoSchedule only
+#: lowers a score). The cordon taint is left out: ``unschedulable`` already says it, and
+#: readers treat cordoned nodes on their own terms.
+BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+Taint = tuple[str, str, str]  # key, value, effect
+
+
+def node_taints(node: Mapping[str, Any]) -> tuple[Taint, ...]:
+    """The node's blocking taints, as plain tuples (comparable, cheap to keep per node)."""
+    taints = (node.get("spec") or {}).get("taints")
+    if not isinstance(taints, list):
+        return ()
+    return tuple(
+        (str(t.get("key") or ""), str(t.get("value") or ""), t["effect"])
+        for t in taints
+        if isinstance(t, dict)
+        and t.get("effect") in BLOCKING_EFFECTS
+        and t.get("key") != UNSCHEDULABLE_TAINT
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PodEntry:
     """What one pod contributes: CPU on a node, or a pending reservation on a family."""
@@ -125,6 +148,7 @@ class _Tables:
         self.index: dict[str, int] = {}
         self.names: list[str | None] = [None] * capacity
         self.labels: list[Mapping[str, str]] = [{}] * capacity
+        self.taints: list[tuple[Taint, ...]] = [()] * capacity
         self.allocatable = np.zeros(capacity, dtype=np.int64)
         self.requested = np.zeros(capacity, dtype=np.int64)
         self.family = np.full(capacity, ABSENT, dtype=np.int16)
@@ -140,13 +164,14 @@ class _Tables:
         extra = capacity - len(self.names)
         self.names.extend([None] * extra)
         self.labels.extend([{}] * extra)
+        self.taints.extend([()] * extra)
         self.allocatable = np.concatenate([self.allocatable, np.zeros(extra, np.int64)])
         self.requested = np.concatenate([self.requested, np.zeros(extra, np.int64)])
         self.family = np.concatenate([self.family, np.full(extra, ABSENT, np.int16)])
         self.unschedulable = np.concatenate([self.unschedulable, np.zeros(extra, bool)])
 
     def set_node(self, node: Mapping[str, Any], catalog: Catalog) -> bool:
-        """Add or update a node; True when the node set or the node's labels changed."""
+        """Add or update a node; True when the node set, its labels or its taints changed."""
         name = _name(node)
         if not name:
             return False
@@ -163,8 +188,10 @@ class _Tables:
             self.index[name] = slot
             self.names[slot] = name
         labels = (node.get("metadata") or {}).get("labels") or {}
-        changed = changed or self.labels[slot] != labels
+        taints = node_taints(node)
+        changed = changed or self.labels[slot] != labels or self.taints[slot] != taints
         self.labels[slot] = labels
+        self.taints[slot] = taints
         self.allocatable[slot] = _node_allocatable_millis(node)
         self.unschedulable[slot] = bool((node.get("spec") or {}).get("unschedulable"))
         self.requested[slot] = self.requested_by_node.get(name, 0)
@@ -184,6 +211,7 @@ class _Tables:
             return False
         self.names[slot] = None
         self.labels[slot] = {}
+        self.taints[slot] = ()
         self.allocatable[slot] = 0
         self.requested[slot] = 0
         self.family[slot] = ABSENT
@@ -224,6 +252,7 @@ class _Tables:
     def take_nodes(self, other: _Tables) -> None:
         """Adopt ``other``'s node tables (``other`` is discarded); O(nodes), never O(pods)."""
         self.index, self.names, self.labels = other.index, other.names, other.labels
+        self.taints = other.taints
         self.allocatable, self.family = other.allocatable, other.family
         self.unschedulable = other.unschedulable
         self.free_slots, self.size = other.free_slots, other.size
@@ -267,9 +296,9 @@ class ClusterState:
         self.last_activity: float | None = None
         self.source = "none"
         self.generation = 0  # bumped on every change; lets readers cache derived data
-        #: Bumped only when the node set, a node's labels or the catalog change (not on pod
-        #: events nor on node status updates): readers cache per-node label evaluations
-        #: (the webhook's affinity masks) on it.
+        #: Bumped only when the node set, a node's labels or taints, or the catalog change
+        #: (not on pod events nor on node status updates): readers cache per-node label
+        #: evaluations (the webhook's affinity masks) on it.
         self.node_generation = 0
 
     # -- feeding -----------------------------------------------------------------------
@@ -445,6 +474,13 @@ class ClusterState:
             t = self._t
             get = t.index.get
             return [None if (slot := get(n)) is None else t.labels[slot] for n in names]
+
+    def taints_of(self, names: Sequence[str]) -> list[tuple[Taint, ...] | None]:
+        """Blocking taints of many nodes under one lock (None for an unknown name)."""
+        with self._lock:
+            t = self._t
+            get = t.index.get
+            return [None if (slot := get(n)) is None else t.taints[slot] for n in names]
 
     def pending_millis(self) -> dict[str, int]:
         """Physical millicores of pods pinned to each family and not yet bound."""

@@ -69,6 +69,9 @@ _FIELD_OPERATORS = frozenset({"In", "NotIn"})
 NODE_NAME_FIELD = "metadata.name"
 
 
+NO_ALLOWED_NODE = "no uncordoned node allowed by the pod's nodeSelector/affinity/tolerations"
+
+
 class PlacementError(ValueError):
     """The pod cannot be placed as written; the message is shown to the user verbatim."""
 
@@ -261,6 +264,68 @@ def node_mask(
     return mask
 
 
+# -- taints and tolerations ----------------------------------------------------------------
+
+
+Toleration = tuple[str, str, str, str]  # key, operator, value, effect
+_TOLERATION_OPERATORS = frozenset({"Equal", "Exists"})
+
+
+def pod_tolerations(pod: Mapping[str, Any]) -> tuple[Toleration, ...]:
+    """``spec.tolerations`` normalised (sorted, deduplicated, hashable); raise on nonsense.
+
+    ``tolerationSeconds`` is dropped: it only says how long a pod stays after a NoExecute
+    taint appears, not whether it may be placed on a tainted node.
+    """
+    raw = (pod.get("spec") or {}).get("tolerations")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PlacementError("spec.tolerations must be a list")
+    out = set()
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise PlacementError(f"spec.tolerations[{i}] must be an object")
+        key, op = t.get("key") or "", t.get("operator") or "Equal"
+        value, effect = t.get("value") or "", t.get("effect") or ""
+        if op not in _TOLERATION_OPERATORS:
+            raise PlacementError(
+                f"spec.tolerations[{i}].operator {str(op)[:20]!r} is not supported"
+            )
+        if not all(isinstance(v, str) for v in (key, value, effect)):
+            raise PlacementError(f"spec.tolerations[{i}]: key, value and effect must be strings")
+        out.add((key, op, value, effect))
+    return tuple(sorted(out))
+
+
+def tolerates(tolerations: Iterable[Toleration], taint: tuple[str, str, str]) -> bool:
+    """``v1.Toleration.ToleratesTaint``: effect (empty = all), then key and value."""
+    key, value, effect = taint
+    for t_key, op, t_value, t_effect in tolerations:
+        if t_effect and t_effect != effect:
+            continue
+        if op == "Exists":
+            if not t_key or t_key == key:
+                return True
+        elif t_key == key and t_value == value:
+            return True
+    return False
+
+
+def toleration_mask(
+    tolerations: tuple[Toleration, ...],
+    taints: Sequence[tuple[tuple[str, str, str], ...] | None],
+) -> np.ndarray:
+    """Nodes whose blocking taints the pod tolerates (a node without taints: True; an
+    unknown node, None: False). Node groups share their taints: one verdict per distinct set.
+    """
+    verdicts = {
+        node_taints: node_taints is not None and all(tolerates(tolerations, t) for t in node_taints)
+        for node_taints in set(taints)
+    }
+    return np.fromiter(map(verdicts.__getitem__, taints), dtype=bool, count=len(taints))
+
+
 # -- which families the pod allows --------------------------------------------------------
 
 
@@ -407,10 +472,10 @@ def choose_family(
         elif not capacity.has_node[i]:
             if fixed:
                 why = "not the family of the node the pod is fixed to"
-            elif constraints.unconstrained:
+            elif allowed_nodes is None:
                 why = "no uncordoned node in the cluster"
             else:
-                why = "no uncordoned node matches the pod's nodeSelector/required node affinity"
+                why = NO_ALLOWED_NODE
         else:
             factor = factors[i]
             free = (

@@ -555,3 +555,70 @@ def test_node_heartbeats_do_not_invalidate_the_label_caches(webhook):
     assert cluster.node_generation == generations[1] + 2
     cluster.apply("Node", "DELETED", target)  # unknown by now: nothing changed
     assert cluster.node_generation == generations[1] + 2
+
+
+def test_a_tainted_pool_only_takes_pods_that_tolerate_its_taints():
+    """A dedicated pool (tainted NoSchedule) with the most free SCU must not attract pods
+    that cannot run there: pinned to its family they would stay Pending for ever."""
+    dedicated = [
+        node(
+            f"ml-{i}",
+            {IT: "m7a.16xlarge"},
+            "64",
+            taints=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
+        )
+        for i in range(3)
+    ]
+    soft = node(
+        "soft-1", {IT: "c5.large"}, "2", taints=[{"key": "spot", "effect": "PreferNoSchedule"}]
+    )
+    cordon_taint = node(
+        "cordon-taint-1",
+        {IT: "c6i.large"},
+        "2",
+        taints=[{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}],
+    )
+    webhook = Webhook(nodes=[*NODES, *dedicated, soft, cordon_taint])
+
+    def family(tolerations: list[dict] | None) -> str:
+        pod = fixture_pod()
+        if tolerations is not None:
+            pod["spec"]["tolerations"] = pod["spec"]["tolerations"] + tolerations
+        review = make_review(pod, dryRun=True)
+        return patched_pod(review, webhook.review(review))["metadata"]["annotations"][
+            FAMILY_ANNOTATION
+        ]
+
+    assert family(None) != "aws-m7a"  # the fixture pod tolerates only not-ready/unreachable
+    assert family(None) in most_free_families(NODES)
+    exact = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    assert family([exact]) == "aws-m7a"
+    assert family([{"operator": "Exists"}]) == "aws-m7a"
+    assert family([{**exact, "value": "web"}]) != "aws-m7a"
+    # a pod that selects only the dedicated pool and does not tolerate it: denied, saying so
+    pod = fixture_pod()
+    pod["spec"]["nodeSelector"] = {IT: "m7a.16xlarge"}
+    response = webhook.review(make_review(pod))
+    assert response["allowed"] is False
+    assert "nodeSelector/affinity/tolerations" in response["status"]["message"]
+    # PreferNoSchedule does not block; the cordon taint is left to spec.unschedulable
+    for name, fam in (("soft-1", "aws-c5"), ("cordon-taint-1", "aws-c6i")):
+        pod = fixture_pod()
+        pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": name}
+        review = make_review(pod, dryRun=True)
+        patched = patched_pod(review, webhook.review(review))
+        assert patched["metadata"]["annotations"][FAMILY_ANNOTATION] == fam
+    # a DaemonSet pod fixed to a tainted node is placed there: its controller checked
+    pod = fixture_pod()
+    pod["spec"]["affinity"]["nodeAffinity"] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["ml-0"]}]}
+            ]
+        }
+    }
+    review = make_review(pod, dryRun=True)
+    assert (
+        patched_pod(review, webhook.review(review))["metadata"]["annotations"][FAMILY_ANNOTATION]
+        == "aws-m7a"
+    )

@@ -32,7 +32,10 @@ from extender.placement import (
     family_capacity,
     node_mask,
     pod_constraints,
+    pod_tolerations,
     requested_families,
+    tolerates,
+    toleration_mask,
 )
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import parse_catalog
@@ -303,8 +306,8 @@ def test_a_denial_names_every_family_and_why():
     reasons = dict(part.split(": ", 1) for part in message.split(": ", 1)[1].split("; "))
     by_family = {f: why for why, names in reasons.items() for f in names.split(", ")}
     assert set(by_family) == {"std", "fast", "old", "quick"}
-    assert "no uncordoned node matches" in by_family["std"]
-    assert "no uncordoned node matches" in by_family["fast"]
+    assert "no uncordoned node allowed by" in by_family["std"]
+    assert "no uncordoned node allowed by" in by_family["fast"]
     assert "not allowed by the pod's machine-catalog.io/families" in by_family["quick"]
     assert by_family["old"] == by_family["quick"]  # excluded by the annotation first
 
@@ -581,3 +584,59 @@ def test_family_capacity_counts_only_allowed_uncordoned_known_nodes():
     cap = family_capacity(catalog, view, only_b, fixed=True)
     assert cap.has_node.tolist() == [True, True, False, False]
     assert cap.free_physical[index["fast"]] == 0
+
+
+# -- taints and tolerations ---------------------------------------------------------------
+
+
+def test_pod_tolerations_are_normalised_and_checked():
+    spec = {
+        "tolerations": [
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+            {"key": "dedicated", "value": "ml", "effect": "NoSchedule"},
+            {"key": "dedicated", "value": "ml", "effect": "NoSchedule", "tolerationSeconds": 5},
+        ]
+    }
+    assert pod_tolerations({"spec": spec}) == (
+        ("dedicated", "Equal", "ml", "NoSchedule"),
+        ("node.kubernetes.io/not-ready", "Exists", "", "NoExecute"),
+    )
+    assert pod_tolerations({"spec": {}}) == ()
+    with pytest.raises(PlacementError, match="operator 'Like'"):
+        pod_tolerations({"spec": {"tolerations": [{"key": "a", "operator": "Like"}]}})
+    with pytest.raises(PlacementError, match="must be a list"):
+        pod_tolerations({"spec": {"tolerations": {"key": "a"}}})
+
+
+@pytest.mark.parametrize(
+    ("toleration", "taint", "expected"),
+    [
+        (("dedicated", "Equal", "ml", "NoSchedule"), ("dedicated", "ml", "NoSchedule"), True),
+        (("dedicated", "Equal", "ml", "NoSchedule"), ("dedicated", "web", "NoSchedule"), False),
+        (("dedicated", "Equal", "ml", "NoSchedule"), ("dedicated", "ml", "NoExecute"), False),
+        (("dedicated", "Equal", "ml", ""), ("dedicated", "ml", "NoExecute"), True),
+        (("dedicated", "Exists", "", "NoSchedule"), ("dedicated", "anything", "NoSchedule"), True),
+        (("", "Exists", "", ""), ("whatever", "x", "NoExecute"), True),
+        (("", "Exists", "", "NoSchedule"), ("whatever", "x", "NoExecute"), False),
+        (("other", "Exists", "", ""), ("dedicated", "ml", "NoSchedule"), False),
+        (("", "Equal", "", ""), ("dedicated", "", "NoSchedule"), False),
+    ],
+)
+def test_toleration_semantics(toleration, taint, expected):
+    assert tolerates([toleration], taint) is expected
+
+
+def test_toleration_mask_needs_every_taint_tolerated():
+    ml = ("dedicated", "ml", "NoSchedule")
+    gpu = ("nvidia.com/gpu", "", "NoSchedule")
+    taints = [(), (ml,), (ml, gpu), None]
+    assert toleration_mask((), taints).tolist() == [True, False, False, False]
+    only_ml = (("dedicated", "Equal", "ml", "NoSchedule"),)
+    assert toleration_mask(only_ml, taints).tolist() == [True, True, False, False]
+    both = (*only_ml, ("nvidia.com/gpu", "Exists", "", ""))
+    assert toleration_mask(both, taints).tolist() == [True, True, True, False]
