@@ -12,9 +12,11 @@ The rules, in the order a person reading a denial needs them:
 1. *Candidates* are the catalog's families minus the retired ones (``schedulable: false``),
    minus those the pod excluded (``machine-catalog.io/families``, or a user-written
    ``machine-catalog.io/family``), minus those with no uncordoned node that the pod's own
-   nodeSelector / required affinity allows. A family with no node in the cluster at all is
-   not a candidate either: pinning a pod to it would leave it Pending for ever (node
-   groups that scale from zero are therefore not chosen until they have one node).
+   nodeSelector / required affinity allows and whose NoSchedule/NoExecute taints it
+   tolerates (a dedicated, tainted pool with lots of room must not attract pods that can
+   never run there). A family with no node in the cluster at all is not a candidate
+   either: pinning a pod to it would leave it Pending for ever (node groups that scale
+   from zero are therefore not chosen until they have one node).
 2. Among candidates the pod goes to the family with the most *free SCU*: over its
    schedulable, uncordoned nodes that the pod allows, ``(allocatable - requested) * factor``
    (a node never counts below zero), minus pods already pinned to the family and not yet
@@ -28,8 +30,9 @@ A pod *fixed to nodes by name* (``spec.nodeName``, or required terms that all se
 ``metadata.name In [...]``, which is how the DaemonSet controller places its pods) has no
 choice to make: someone else chose the node, and the webhook's job is only to translate
 SCU for the hardware it runs on. For such a pod a retired family is still normalized (a
-log agent must run on a node that is being drained), cordoned nodes count (DaemonSet pods
-tolerate ``unschedulable``), and the scheduler is not changed (see :mod:`extender.admission`).
+log agent must run on a node that is being drained), cordoned and tainted nodes count
+(DaemonSet pods tolerate ``unschedulable``, and their controller checked the taints), and
+the scheduler is not changed (see :mod:`extender.admission`).
 A node the catalog does not know is allowed unchanged when ``unknownNodes: allow`` (SCU is
 the baseline's there: nothing to rewrite) and denied under ``reject``; an ambiguous node is
 always denied, because its factor is unknown and the catalog must be fixed.
