@@ -369,7 +369,8 @@ class ClusterWatcher:
         nodes_res.resource_version = nodes_listing.resource_version
         pods_res.resource_version = pods_listing.resource_version
         self.state.touch(pods_listing.resource_version)
-        self.state.source = "kubernetes API"
+        if self.state.source == "none":  # keep a more precise description set by the caller
+            self.state.source = "kubernetes API"
         self._synced.set()
         log.info(
             "cluster cache synced: %d nodes (resourceVersion %s), %d pods (resourceVersion %s)",

@@ -51,6 +51,7 @@ import contextlib
 import copy
 import itertools
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -399,7 +400,10 @@ class _HTTPServer(ThreadingHTTPServer):
     fake: FakeApiServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Connections reset by a fault or by the client are routine here: stay quiet."""
+        """Connections reset by a fault or by the client are routine here: stay quiet about
+        those, and print anything else (a bug in the fake must not pass silently)."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
