@@ -29,6 +29,8 @@ from extender.watching import (
 from machine_catalog.loading import load_catalog
 from machine_catalog.quantities import to_millis
 
+pytestmark = pytest.mark.slow  # loopback API server and watcher threads (~10 s in all)
+
 DEADLINE = 10.0  # generous: the first call through the client builds its validators (~1s)
 
 
