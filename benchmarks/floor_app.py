@@ -1,0 +1,83 @@
+"""The floor: the least any Flask app under ``machine-catalog serve``'s gunicorn can do.
+
+It decodes the request body with orjson (the server must read and parse what
+kube-scheduler sends, whatever it then does) and answers a prebuilt response of the same
+size as the project's answer to that request. Everything else a request costs in Python
+(gunicorn's gthread worker, HTTP parsing, Flask routing, the WSGI response) is the same
+as the project's, because the gunicorn options come from the server's own
+:func:`extender.server.gunicorn_options`. The ratio project / floor is then the cost of
+the extender's own work (cache view, filtering, scoring, encoding, metrics).
+
+Responses are looked up by the ``case`` query parameter (the harness sends the same URL
+to both servers; the project's routes ignore it)::
+
+    python benchmarks/floor_app.py --bind 127.0.0.1:8181 --responses responses.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+from flask import Flask, request
+
+from extender.server import ServeConfig, gunicorn_options
+
+
+def create_app(responses: Mapping[str, bytes]) -> Flask:
+    app = Flask("floor")
+
+    @app.post("/<path:route>")
+    def answer(route: str) -> Any:
+        orjson.loads(request.get_data(cache=False))
+        body = responses.get(request.args.get("case", ""), b"{}")
+        return app.response_class(body, status=200, content_type="application/json")
+
+    @app.get("/readyz")
+    def ready() -> Any:
+        return app.response_class(b'{"ready":true}', content_type="application/json")
+
+    return app
+
+
+def load_responses(path: Path) -> dict[str, bytes]:
+    """``{case: response text}`` JSON, as the latency harness writes it."""
+    return {k: v.encode() for k, v in orjson.loads(path.read_bytes()).items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="the floor server of the latency benchmark")
+    p.add_argument("--bind", default="127.0.0.1:8181")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--responses", type=Path, required=True)
+    args = p.parse_args(argv)
+    options = gunicorn_options(
+        ServeConfig(bind=args.bind, workers=args.workers, threads=args.threads, log_level="warning")
+    )
+    options["proc_name"] = "machine-catalog-floor"
+
+    from gunicorn.app.base import BaseApplication
+
+    class Floor(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings and value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(load_responses(args.responses))
+
+    Floor().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
