@@ -229,7 +229,10 @@ class Simulation:
             names = [members[i] for i in fits.tolist()]
             view = self.state.view(names)  # what the extender sees for NodeNames
             outcome = filter_nodes(
-                view, replica.request, family, labels_of=lambda i: self.state.node_labels(names[i])
+                view,
+                replica.request,
+                family,
+                labels_of=lambda positions: self.state.labels_of([names[i] for i in positions]),
             )
             passing = np.arange(len(names)) if outcome.passing is None else outcome.passing
             passing = np.asarray(passing, dtype=np.int64)
