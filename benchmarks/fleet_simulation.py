@@ -521,6 +521,57 @@ def render(main: list[Run], sweep: list[Run], args: argparse.Namespace, catalog:
     return "\n".join(lines)
 
 
+def safest(sweep: list[Run], mode: str, surge: float) -> Run | None:
+    """The highest HPA target at which at most 1% of replicas run above 90% of their limit."""
+    ok = [r for r in sweep if r.mode == mode and r.operating.hot_share(surge) <= 0.01]
+    return max(ok, key=lambda r: r.target) if ok else None
+
+
+def summary(main: list[Run], sweep: list[Run], args: argparse.Namespace, catalog: Catalog) -> str:
+    """The key ratios, for the README's closing note."""
+    fleet = build_fleet(catalog, args.nodes_per_family, args.seed)
+    by = {r.mode: r for r in main}
+    raw, norm = by["raw"], by["normalized"]
+    slow, fast = catalog.families[0], catalog.families[-1]
+
+    def fam(run: Run, family: Any) -> str:
+        util = run.operating.node_util[fleet.family == catalog.family_index[family.name]]
+        return _pct(float(util.mean()))
+
+    lines = [
+        f"- **Fleet utilisation before the first node saturates: {_pct(raw.ceiling.fleet_util)} "
+        f"raw -> {_pct(norm.ceiling.fleet_util)} normalized "
+        f"({norm.ceiling.fleet_util / raw.ceiling.fleet_util:.2f}x).** With vCPU requests "
+        f"the {slow.name} nodes ({slow.scu_per_core} SCU/core) run at {fam(raw, slow)} while "
+        f"the {fast.name} nodes ({fast.scu_per_core}) run at {fam(raw, fast)} for the same "
+        f"requests; normalized: {fam(norm, slow)} vs {fam(norm, fast)} (node spread "
+        f"{100 * raw.operating.node_util.std():.1f} -> "
+        f"{100 * norm.operating.node_util.std():.1f} pp).",
+        f"- **The HPA at 60% asks for {raw.operating.replicas / raw.operating.needed:.2f} of "
+        f"the replicas the work needs with vCPU requests, "
+        f"{norm.operating.replicas / norm.operating.needed:.2f} normalized**; after a "
+        f"+{args.surge:.0%} surge {_pct(raw.operating.hot_share(args.surge))} of raw replicas "
+        f"run above 90% of their limit, {_pct(norm.operating.hot_share(args.surge))} "
+        "normalized.",
+    ]
+    r, n = safest(sweep, "raw", args.surge), safest(sweep, "normalized", args.surge)
+    if r and n:
+        lines.append(
+            f"- At equal safety (at most 1% of replicas above 90% of their limit after a "
+            f"+{args.surge:.0%} surge) raw must keep its HPA target at {r.target}% "
+            f"({_pct(r.operating.fleet_util)} fleet utilisation), normalized can run "
+            f"{n.target}% ({_pct(n.operating.fleet_util)})."
+        )
+    r, n = safest(sweep, "raw", 0.0), safest(sweep, "normalized", 0.0)
+    if r and n:
+        lines.append(
+            f"- Without a surge, the highest target with at most 1% hot replicas is "
+            f"{r.target}% raw ({_pct(r.operating.fleet_util)} fleet utilisation) and "
+            f"{n.target}% normalized ({_pct(n.operating.fleet_util)})."
+        )
+    return "\n".join(lines)
+
+
 def plot(
     main: list[Run], sweep: list[Run], args: argparse.Namespace, catalog: Catalog, path: Path
 ) -> None:
@@ -669,8 +720,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(runs, sweep, args, catalog)
     plot(runs, sweep, args, catalog, args.out / "fleet_simulation.png")
     print(text)
+    print(summary(runs, sweep, args, catalog))
     if not args.no_readme:
         report.replace_section(args.readme, "fleet_simulation", text)
+        report.replace_section(
+            args.readme, "fleet_simulation_summary", summary(runs, sweep, args, catalog)
+        )
     return 0
 
 
