@@ -45,7 +45,7 @@ from machine_catalog.loading import CatalogSource, load_catalog
 from machine_catalog.matching import INSTANCE_TYPE_LABEL as IT
 from machine_catalog.quantities import to_millis
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = load_catalog()
 FIXTURE_REVIEW = json.loads((FIXTURES / "admission-review-replicaset-pod.json").read_text())
 SCHEDULER = "machine-catalog"

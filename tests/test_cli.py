@@ -19,7 +19,7 @@ from extender.runtime import DEFAULT_MAX_BODY
 from machine_catalog import cli
 from machine_catalog.quantities import format_scu, physical_to_scu_millis, to_millis
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 NODES = FIXTURES / "nodes-real-world.json"
 
 CATALOG = """\

@@ -30,7 +30,7 @@ from machine_catalog.model import (
 )
 from machine_catalog.selectors import requirement_matches, selector_matches
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 NFD = "feature.node.kubernetes.io/cpu-model."
 
 

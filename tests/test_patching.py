@@ -48,7 +48,7 @@ from machine_catalog.matching import (
 from machine_catalog.quantities import parse_quantity, to_millis
 from machine_catalog.selectors import requirement_matches
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = load_catalog()
 ZONE = "topology.kubernetes.io/zone"
 

@@ -16,7 +16,7 @@ from machine_catalog.resources import (
     pod_cpu_request_millis,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def c(cpu: str | None = None, *, limit: str | None = None, sidecar: bool = False) -> dict:

@@ -20,7 +20,7 @@ from extender.cluster import ClusterState
 from extender.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 
 EKS = "ip-10-0-1-23.ec2.internal"  # m6i.2xlarge, 7910m
 KARPENTER = "ip-10-0-7-201.ec2.internal"  # m7g.4xlarge: no family in the test catalog

@@ -41,7 +41,7 @@ from extender.server import (
 )
 from machine_catalog.loading import load_catalog
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 EKS = "ip-10-0-1-23.ec2.internal"  # m6i.2xlarge 7910m, 6000m requested below
 GKE = "gke-prod-pool-n2-8f7c2a1b-x7k2"  # n2-standard-8 7910m
 KARPENTER = "ip-10-0-7-201.ec2.internal"  # m7g.4xlarge: no family

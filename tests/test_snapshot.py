@@ -15,7 +15,7 @@ from extender.snapshot import SnapshotError, feed_snapshot, load_snapshot
 from machine_catalog.loading import load_catalog, packaged_file
 from machine_catalog.quantities import to_millis
 
-FIXTURE = Path("/work/shared/fixtures/nodes-real-world.json")
+FIXTURE = Path(__file__).parent / "fixtures" / "nodes-real-world.json"
 
 
 @pytest.fixture(scope="module")

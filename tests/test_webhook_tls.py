@@ -34,7 +34,7 @@ import pytest
 
 from machine_catalog.certs import issue_serving_cert, make_ca, service_dns_names
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 SERVICE, NAMESPACE = "machine-catalog-webhook", "machine-catalog-system"
 SERVER_NAME = f"{SERVICE}.{NAMESPACE}.svc"  # what the API server dials and verifies
 DEADLINE = 30.0
