@@ -639,6 +639,78 @@ def render(
     return "\n".join(lines)
 
 
+def summary(runs: list[FleetRun]) -> str:
+    """The key ratios, for the README's closing note."""
+    main = [r for r in runs if r.fleet.with_floor]
+    lean = [r for r in runs if not r.fleet.with_floor]
+    lines = []
+
+    def get(run: FleetRun, name: str) -> Result | None:
+        return next((r for r in run.results if r.case.name == name), None)
+
+    for run in main:
+        parts = []
+        for name in ("filter/names-500", "prioritize/names-500", "webhook"):
+            r = get(run, name)
+            if r and r.floor:
+                s1 = r.project[1]
+                ratio = s1.p(50) / r.floor[1].p(50)
+                parts.append(
+                    f"{name.split('/')[0]} p50 {s1.p(50):.2f} ms = {ratio:.2f}x floor, "
+                    f"p99 {s1.p(99):.2f} ms"
+                )
+        f, p = get(run, "filter/names-500"), get(run, "prioritize/names-500")
+        rate = 1000 / (f.project[1].p(50) + p.project[1].p(50)) if f and p else 0
+        lines.append(
+            f"- {run.fleet.nodes:,} nodes, 500 names: "
+            + "; ".join(parts)
+            + f"; one scheduler thread: {rate:,.0f} pods/s."
+        )
+    big = [
+        (r.case.names, r)
+        for run in main
+        for r in run.results
+        if r.case.name.endswith(("names-family", "names-all"))
+    ]
+    for verb in ("filter", "prioritize"):
+        points = sorted((n, r.project[1].p(50)) for n, r in big if r.case.verb == verb)
+        if len(points) >= 2:
+            xs, ys = np.array(points, dtype=float).T
+            slope = np.polyfit(xs, ys, 1)[0] * 1000  # µs per name
+            fives = [
+                f"{r.case.shape} {DESCRIBE[r.case.name.split('/')[1]]}: p50 "
+                f"{r.project[1].p(50):.2f} ms, p99 {r.project[1].p(99):.2f} ms, "
+                f"{r.project[1].p(50) / r.floor[1].p(50):.1f}x floor"
+                for n, r in big
+                if r.case.verb == verb and 4000 <= n <= 6000 and r.floor
+            ]
+            lines.append(
+                f"- {verb} grows linearly with the names sent: {slope:.2f} µs per name "
+                f"(p50 over {len(points)} requests of {int(xs.min()):,} to {int(xs.max()):,} "
+                "names)" + (": " + "; ".join(fives) if fives else "") + "."
+            )
+    for run in lean:
+        base = next((m for m in main if m.fleet.nodes == run.fleet.nodes), None)
+        if base is None:
+            continue
+        ratios = []
+        for r in run.results:
+            ref = get(base, r.case.name)
+            if ref:
+                ratios.append(f"{r.case.name} {r.project[1].p(50) / ref.project[1].p(50):.2f}x")
+        lines.append(
+            f"- 10x the pods ({base.fleet.pods:,} -> {run.fleet.pods:,}) on "
+            f"{run.fleet.nodes:,} nodes, p50 ratio: " + ", ".join(ratios) + "."
+        )
+    for run in main:
+        if 45_000 <= run.fleet.pods <= 55_000 and run.rss_mb:
+            lines.append(
+                f"- Worker RSS with {run.fleet.pods:,} pods cached (snapshot source): "
+                f"{max(run.rss_mb):.0f} MB."
+            )
+    return "\n".join(lines)
+
+
 def profile_fleet(runs: list[FleetRun]) -> str:
     sizes = sorted({r.fleet.nodes for r in runs if r.fleet.with_floor})
     return f"{(5000 if 5000 in sizes else sizes[-1]):,}-node"
@@ -834,8 +906,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
     print(text)
+    print(summary(runs))
     if not args.no_readme:
         report.replace_section(args.readme, "extender_latency", text)
+        report.replace_section(args.readme, "extender_latency_summary", summary(runs))
     return 0
 
 
