@@ -430,6 +430,7 @@ def test_a_relist_is_applied_atomically(fake, start):
 
     reader = threading.Thread(target=read)
     reader.start()
+    eventually(lambda: seen, "the reader has seen the state before the relist")
 
     def replace_all(server: FakeApiServer) -> None:
         for i in range(200):
@@ -443,7 +444,7 @@ def test_a_relist_is_applied_atomically(fake, start):
     finally:
         stop.set()
         reader.join(5)
-    assert seen == {20_000, 60_000}
+    assert seen == {20_000, 60_000}, f"a reader saw a half-applied relist: {sorted(seen)}"
 
 
 def test_stop_is_prompt_while_watching_and_while_backing_off(fake, start, api, catalog):
