@@ -29,8 +29,12 @@ import numpy as np
 
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch
-from machine_catalog.quantities import QuantityError, to_millis
-from machine_catalog.resources import holds_resources, pod_cpu_request_millis
+from machine_catalog.quantities import QuantityError
+from machine_catalog.resources import (
+    holds_resources,
+    node_allocatable_millis,
+    pod_cpu_request_millis,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +104,11 @@ class NodeView:
 
 
 def _node_allocatable_millis(node: Mapping[str, Any]) -> int:
-    status = node.get("status") or {}
-    value = (status.get("allocatable") or {}).get("cpu")
-    if value is None:
-        value = (status.get("capacity") or {}).get("cpu", 0)
+    """Allocatable CPU; a node with an unparsable value holds nothing rather than crash the feed."""
     try:
-        return to_millis(value)
+        return node_allocatable_millis(node)
     except QuantityError:
-        log.warning("node %s has an unparsable cpu allocatable %r", _name(node), value)
+        log.warning("node %s has an unparsable cpu allocatable", _name(node))
         return 0
 
 
