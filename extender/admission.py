@@ -323,6 +323,9 @@ class Admitter:
         if was_normalized(annotations):
             return _skipped()
 
+        overhead = _dict(pod.get("spec")).get("overhead")
+        if overhead is not None and not isinstance(overhead, dict):
+            return _denied("pod spec.overhead must be a map of resource quantities")
         try:
             values = read_cpu_values(pod)
             constraints = pod_constraints(pod)
