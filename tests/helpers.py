@@ -56,9 +56,14 @@ spec:
       nodeSelector:
         matchLabels: {feature.node.kubernetes.io/cpu-model.vendor_id: Intel}
 """
-#: m6i retired, binpack scoring: filter and prioritize both answer differently than A.
-CATALOG_B = CATALOG_A.replace("schedulable: true", "schedulable: false").replace(
-    "strategy: balanced", "strategy: binpack"
+#: Every route answers differently than A, in more than one place, so an answer mixing
+#: the two versions cannot pass for either: m6i retired (EKS fails), Standard_D8s_v5 joins
+#: base (AKS passes), binpack scoring (prioritize), spr at 1.4 (the webhook's CPU values).
+CATALOG_B = (
+    CATALOG_A.replace("schedulable: true", "schedulable: false")
+    .replace("instanceTypes: [n2-standard-8]", "instanceTypes: [n2-standard-8, Standard_D8s_v5]")
+    .replace("strategy: balanced", "strategy: binpack")
+    .replace("scuPerCore: 1.35", "scuPerCore: 1.4")
 )
 #: Fails validation at a known path.
 CATALOG_INVALID = CATALOG_A.replace("scuPerCore: 1.18", "scuPerCore: -2")
@@ -288,3 +293,113 @@ def has_no_traceback(text: str | bytes) -> bool:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return "Traceback" not in text and 'File "' not in text
+
+
+# -- bounded load -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request of a load run: what was sent, when, and how its answer was judged."""
+
+    route: str
+    sent: float  # time.monotonic()
+    received: float
+    status: int  # 0: no HTTP answer (connection error, timeout)
+    verdict: str  # the judge's label ("A", "B", "ok"), or "error: ..." / "unexpected: ..."
+
+
+#: (route, body, judge) for one request; the judge labels the reply.
+Pick = Callable[[Any], tuple[str, bytes, Callable[[Reply], str]]]
+
+
+class Load:
+    """Client threads sending requests to a server until stopped or ``max_requests``.
+
+    Each thread keeps a keep-alive connection (as kube-scheduler and the API server do) and
+    opens a new one every ``reconnect_every`` requests, so the load reaches every worker.
+    A request that gets no answer within ``timeout`` seconds is recorded as an error: a
+    deadlock shows up as errors and as threads that do not stop, never as a hung test.
+    """
+
+    def __init__(
+        self,
+        server: Served,
+        pick: Pick,
+        *,
+        threads: int = 6,
+        max_requests: int | None = None,
+        timeout: float = 10.0,
+        reconnect_every: int = 20,
+        seed: int = 0,
+    ) -> None:
+        import random
+        import threading
+
+        self.server = server
+        self.pick = pick
+        self.timeout = timeout
+        self.reconnect_every = reconnect_every
+        self.max_requests = max_requests
+        self.samples: list[Sample] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(random.Random(seed * 1000 + i),), daemon=True)
+            for i in range(threads)
+        ]
+
+    def start(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+    def _run(self, rng: Any) -> None:
+        conn = None
+        sent_on_conn = 0
+        while not self._stop.is_set():
+            with self._lock:
+                if self.max_requests is not None and len(self.samples) >= self.max_requests:
+                    self._stop.set()
+                    break
+            if conn is None or sent_on_conn >= self.reconnect_every:
+                if conn is not None:
+                    conn.close()
+                conn = self.server.connection(self.timeout)
+                sent_on_conn = 0
+            route, body, judge = self.pick(rng)
+            began = time.monotonic()
+            try:
+                reply = self.server.post(route, body, conn=conn)
+                verdict = judge(reply)
+                status = reply.status
+                sent_on_conn += 1
+            except Exception as exc:  # the load records failures; the test asserts on them
+                verdict, status = f"error: {exc!r}", 0
+                conn.close()
+                conn = None
+            with self._lock:
+                self.samples.append(Sample(route, began, time.monotonic(), status, verdict))
+        if conn is not None:
+            conn.close()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep while the load runs (returns early when ``max_requests`` is reached)."""
+        self._stop.wait(seconds)
+
+    def stop(self, timeout: float = 15.0) -> list[Sample]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        hung = [t.name for t in self._threads if t.is_alive()]
+        assert not hung, f"client threads still waiting for an answer: {hung}"
+        return list(self.samples)
+
+
+def failures(samples: Sequence[Sample], allowed: Sequence[str]) -> list[Sample]:
+    """Samples that are not a 200 judged as one of ``allowed``."""
+    return [s for s in samples if s.status != 200 or s.verdict not in allowed]
