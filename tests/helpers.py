@@ -309,8 +309,9 @@ class Sample:
     verdict: str  # the judge's label ("A", "B", "ok"), or "error: ..." / "unexpected: ..."
 
 
-#: (route, body, judge) for one request; the judge labels the reply.
-Pick = Callable[[Any], tuple[str, bytes, Callable[[Reply], str]]]
+#: (route, body, judge) for one request (POST; GET when the body is None); the judge
+#: labels the reply.
+Pick = Callable[[Any], tuple[str, bytes | None, Callable[[Reply], str]]]
 
 
 class Load:
@@ -374,7 +375,8 @@ class Load:
             route, body, judge = self.pick(rng)
             began = time.monotonic()
             try:
-                reply = self.server.post(route, body, conn=conn)
+                method = "GET" if body is None else "POST"
+                reply = self.server.request(method, route, body, conn=conn)
                 verdict = judge(reply)
                 status = reply.status
                 sent_on_conn += 1
