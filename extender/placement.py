@@ -161,7 +161,7 @@ def _requirements(items: Any, where: str, fields: bool) -> tuple[Requirement, ..
         if not isinstance(key, str) or not key:
             raise PlacementError(f"{where}[{i}].key must be a non-empty string")
         allowed = _FIELD_OPERATORS if fields else _OPERATORS
-        if op not in allowed:
+        if not isinstance(op, str) or op not in allowed:  # a list or map is unhashable
             raise PlacementError(f"{where}[{i}].operator {str(op)[:20]!r} is not supported")
         if fields and key != NODE_NAME_FIELD:
             raise PlacementError(f"{where}[{i}].key: only {NODE_NAME_FIELD} is a node field")
@@ -291,7 +291,7 @@ def pod_tolerations(pod: Mapping[str, Any]) -> tuple[Toleration, ...]:
             raise PlacementError(f"spec.tolerations[{i}] must be an object")
         key, op = t.get("key") or "", t.get("operator") or "Equal"
         value, effect = t.get("value") or "", t.get("effect") or ""
-        if op not in _TOLERATION_OPERATORS:
+        if not isinstance(op, str) or op not in _TOLERATION_OPERATORS:
             raise PlacementError(
                 f"spec.tolerations[{i}].operator {str(op)[:20]!r} is not supported"
             )

@@ -358,6 +358,36 @@ def annotated(**annotations: Any) -> dict[str, Any]:
             "resources",
             id="resources-a-number",
         ),
+        pytest.param(
+            {
+                **admission_pod(),
+                "spec": {
+                    **admission_pod()["spec"],
+                    "tolerations": [{"key": "k", "operator": ["Exists"]}],
+                },
+            },
+            "tolerations[0].operator",
+            id="toleration-operator-a-list",
+        ),
+        pytest.param(
+            {
+                **admission_pod(),
+                "spec": {
+                    **admission_pod()["spec"],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {"matchExpressions": [{"key": "k", "operator": {"In": 1}}]}
+                                ]
+                            }
+                        }
+                    },
+                },
+            },
+            "operator",
+            id="affinity-operator-a-map",
+        ),
     ],
 )
 def test_garbled_annotations_and_fields_on_a_new_pod_are_denied_saying_why(
