@@ -912,7 +912,7 @@ def plot(runs: list[FleetRun], path: Path) -> None:
                     r = next((x for x in run.results if x.case.name == name), None)
                     if r is None:
                         continue
-                    xs.append(r.case.names or run.fleet.nodes)
+                    xs.append(r.case.names if len(tags) > 1 else run.fleet.nodes)
                     p50.append(r.project[1].p(50))
                     p99.append(r.project[1].p(99))
                     floor.append(r.floor[1].p(50) if r.floor else np.nan)
@@ -922,7 +922,7 @@ def plot(runs: list[FleetRun], path: Path) -> None:
                 ax.plot(xs, p50, "o" + dash, color=color, label=f"{name} p50")
                 ax.plot(xs, p99, "s:", color=color, label=f"{name} p99", alpha=0.6)
                 ax.plot(xs, floor, "x--", color="grey", alpha=0.6)
-        xlabel = "names in the request" if len(tags) > 1 else "nodes in the fleet (webhook) / fleet"
+        xlabel = "names in the request" if len(tags) > 1 else "nodes in the fleet"
         ax.set(xlabel=xlabel, ylabel="ms, 1 client (grey x: floor p50)", title=title)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
