@@ -120,5 +120,5 @@ def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
     for call in ("| filter |", "| prioritize |", "| webhook |"):
         assert call in section
     assert "NodeNames" in section and "Nodes 20" in section  # both extender modes
-    assert "worker RSS MB" in section and "100 pods/node" in section
+    assert "worker RSS MB, loaded" in section and "100 pods/node" in section
     assert (tmp_path / "extender_latency.png").stat().st_size > 10_000
