@@ -8,7 +8,9 @@ and the reservation ledger, and encodes the answer.
 What each situation becomes:
 
 - not a pod, not a CREATE, a pod labelled ``machine-catalog.io/normalize: disabled``, a
-  pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch.
+  pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch;
+  but its annotations are checked, not trusted: one naming a family the catalog lacks,
+  or a retired family on a pod not fixed to its nodes, is a forgery -> denied (403).
 - a pod that cannot be placed or read (unknown names in ``machine-catalog.io/families``,
   a CPU value that is not a quantity, no family with a node the pod allows) -> allowed:
   false, code 403, a message that says why for every family.
@@ -44,7 +46,14 @@ from flask import request
 
 from extender import metrics
 from extender.cluster import ClusterState, NodeView, Taint
-from extender.patching import Op, PatchError, normalize_ops, read_cpu_values, was_normalized
+from extender.patching import (
+    FAMILY_ANNOTATION,
+    Op,
+    PatchError,
+    normalize_ops,
+    read_cpu_values,
+    was_normalized,
+)
 from extender.placement import (
     Denied,
     FamilyCapacity,
@@ -321,7 +330,8 @@ class Admitter:
             return _skipped()
         annotations = _dict(metadata.get("annotations"))
         if was_normalized(annotations):
-            return _skipped()
+            forged = self._not_ours(pod, annotations)
+            return _skipped() if forged is None else _denied(forged)
 
         overhead = _dict(pod.get("spec")).get("overhead")
         if overhead is not None and not isinstance(overhead, dict):
@@ -375,6 +385,36 @@ class Admitter:
             patch=patch,
             warnings=(*warnings, *decision.warnings),
             family=family.name,
+        )
+
+    def _not_ours(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> str | None:
+        """Why a pod carrying the webhook's annotations cannot be its own work; None if it
+        can be (reinvocation, re-admission: left alone).
+
+        Anyone can write the four annotations on a new pod, so they are checked against the
+        catalog: the webhook never pins a pod to a family the catalog lacks, nor to a
+        retired one unless the pod is fixed to its nodes by name (a DaemonSet pod).
+        """
+        catalog = self.runtime.cluster.catalog
+        name = str(annotations[FAMILY_ANNOTATION]).strip()
+        family = catalog.by_name.get(name)
+        if family is None:
+            return (
+                f"annotation {FAMILY_ANNOTATION} names family {name[:63]!r}, which the catalog "
+                f"{catalog.version} does not have; remove the machine-catalog.io annotations"
+                " and let the webhook choose"
+            )
+        if family.schedulable:
+            return None
+        try:
+            fixed = pod_constraints(pod).fixed_nodes is not None
+        except PlacementError as exc:
+            return str(exc)
+        if fixed:
+            return None
+        return (
+            f"annotation {FAMILY_ANNOTATION} names family {name!r}, which is retired "
+            "(schedulable: false); no new pods are placed there"
         )
 
 
