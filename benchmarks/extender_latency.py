@@ -791,7 +791,7 @@ def summary(runs: list[FleetRun], pods: PodsRun | None) -> str:
         f, p = get(run, "filter/names-500"), get(run, "prioritize/names-500")
         rate = 1000 / (f.project[1].p(50) + p.project[1].p(50)) if f and p else 0
         lines.append(
-            f"- {run.fleet.nodes:,} nodes, 500 names: "
+            f"- {run.fleet.nodes:,} nodes, {f.case.shape if f else ''}: "
             + "; ".join(parts)
             + f"; one scheduler thread: {rate:,.0f} pods/s."
         )
