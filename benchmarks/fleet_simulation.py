@@ -228,12 +228,7 @@ class Simulation:
                 return False
             names = [members[i] for i in fits.tolist()]
             view = self.state.view(names)  # what the extender sees for NodeNames
-            outcome = filter_nodes(
-                view,
-                replica.request,
-                family,
-                labels_of=lambda positions: self.state.labels_of([names[i] for i in positions]),
-            )
+            outcome = filter_nodes(view, replica.request, family)
             passing = np.arange(len(names)) if outcome.passing is None else outcome.passing
             passing = np.asarray(passing, dtype=np.int64)
             if passing.size == 0:

@@ -21,7 +21,7 @@ first and knows the pod's tolerations; the extender only adds what the catalog k
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
@@ -48,12 +48,6 @@ REASONS = (
 _NOT_IN_CACHE, _UNKNOWN, _AMBIGUOUS, _RETIRED, _MISMATCH, _INSUFFICIENT = range(1, 7)
 #: Verdicts that preemption can resolve; everything else is unresolvable.
 _RESOLVABLE = frozenset({_INSUFFICIENT})
-
-#: Labels of many nodes at once, by position in the request (None when unknown).
-LabelsOf = Callable[[Sequence[int]], Sequence[Mapping[str, str] | None]]
-
-
-_NO_LABELS: Mapping[str, str] = {}
 
 
 class PodError(ValueError):
@@ -125,6 +119,9 @@ def complete_view(
     family = view.family.copy()
     allocatable = view.allocatable.copy()
     unmatched = dict(view.unmatched_labels)
+    instance_type = view.instance_type.copy()
+    instance_types = list(view.instance_types)  # the cache's table is shared: extend a copy
+    codes = {value: code for code, value in enumerate(instance_types)}
     for i in np.flatnonzero(from_request).tolist():
         node = nodes[i]
         labels = (node.get("metadata") or {}).get("labels") or {}
@@ -138,7 +135,20 @@ def complete_view(
             family[i] = UNKNOWN if match.status == "unknown" else AMBIGUOUS
             unmatched[i] = labels
         allocatable[i] = _request_node_allocatable(node)
-    completed = replace(view, family=family, allocatable=allocatable, unmatched_labels=unmatched)
+        value = instance_type_of(labels) or None
+        code = codes.get(value)
+        if code is None:
+            code = codes[value] = len(instance_types)
+            instance_types.append(value)
+        instance_type[i] = code
+    completed = replace(
+        view,
+        family=family,
+        allocatable=allocatable,
+        unmatched_labels=unmatched,
+        instance_type=instance_type,
+        instance_types=instance_types,
+    )
     return completed, from_request
 
 
@@ -151,21 +161,31 @@ def _all_unresolvable(names: Sequence[str], reason: str, code: str) -> FilterOut
     )
 
 
+def _pick(items: Sequence[Any], positions: np.ndarray) -> list[Any]:
+    """``[items[i] for i in positions]``, with the loop in C."""
+    if positions.size == 0:
+        return []
+    return list(map(items.__getitem__, positions.tolist()))
+
+
+def _reasons_at(names: list[str], texts: list[str], at: np.ndarray) -> dict[str, str]:
+    if at.size == len(names):
+        return dict(zip(names, texts, strict=True))
+    return dict(zip(_pick(names, at), _pick(texts, at), strict=True))
+
+
 def filter_nodes(
     view: NodeView,
     pod_millis: int,
     pinned: str | None,
     *,
-    labels_of: LabelsOf,
     cache_age: float | None = None,
     from_request: np.ndarray | None = None,
 ) -> FilterOutcome:
     """Judge every node of ``view`` for a pod requesting ``pod_millis`` physical millicores.
 
-    ``labels_of(positions)`` gives rejected nodes' labels (for the instance type in a
-    reason), fetched in one call for all of them; ``from_request`` marks nodes judged
-    from the request's object rather than the cache (see :func:`complete_view`), whose
-    reasons then say so.
+    ``from_request`` marks nodes judged from the request's object rather than the cache
+    (see :func:`complete_view`), whose reasons then say so.
     """
     catalog = view.catalog
     names = view.names
@@ -196,29 +216,16 @@ def filter_nodes(
     if rejected.size == 0:
         return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
 
-    mismatched = np.flatnonzero(verdict == _MISMATCH).tolist()
-    labels = dict(view.unmatched_labels)
-    if mismatched:
-        labels.update(zip(mismatched, labels_of(mismatched), strict=True))
-    reasons = _Reasons(view, pod_millis, pinned, labels, cache_age)
-    failed: dict[str, str] = {}
-    unresolvable: dict[str, str] = {}
-    columns = (
-        rejected.tolist(),
-        verdict[rejected].tolist(),
-        family[rejected].tolist(),
-        view.allocatable[rejected].tolist(),
-        view.requested[rejected].tolist(),
-    )
-    text_of = reasons.text
-    for i, code, fam, allocatable, requested in zip(*columns, strict=True):
-        text = text_of(i, code, fam, allocatable, requested)
-        (failed if code in _RESOLVABLE else unresolvable)[names[i]] = text
+    codes = verdict[rejected]
+    texts = _Reasons(view, pod_millis, pinned, cache_age).texts(rejected, codes)
     if from_request is not None and from_request[rejected].any():
-        for i in np.flatnonzero(from_request & (verdict != 0)).tolist():
-            target = failed if names[i] in failed else unresolvable
-            target[names[i]] += "; node not in the extender's cache yet, its pods' CPU counted as 0"
-    counts = np.bincount(verdict, minlength=len(REASONS) + 1)
+        for k in np.flatnonzero(from_request[rejected]).tolist():
+            texts[k] += "; node not in the extender's cache yet, its pods' CPU counted as 0"
+    resolvable = np.isin(codes, list(_RESOLVABLE))
+    rejected_names = _pick(names, rejected)
+    failed = _reasons_at(rejected_names, texts, np.flatnonzero(resolvable))
+    unresolvable = _reasons_at(rejected_names, texts, np.flatnonzero(~resolvable))
+    counts = np.bincount(codes, minlength=len(REASONS) + 1)
     rejections = {REASONS[c - 1]: int(counts[c]) for c in range(1, len(counts)) if counts[c]}
     return FilterOutcome(
         passing=np.flatnonzero(verdict == 0).tolist(),
@@ -229,49 +236,75 @@ def filter_nodes(
 
 
 class _Reasons:
-    """The text for a rejected node, built on demand (only rejected nodes pay for it)."""
+    """The text for each rejected node, formatted once per group of nodes that share it.
+
+    A request with thousands of rejected nodes has only a handful of distinct reasons (per
+    verdict, family and instance type, or per capacity figures), so the nodes are grouped
+    with numpy and each group's text is built once.
+    """
 
     def __init__(
-        self,
-        view: NodeView,
-        pod_millis: int,
-        pinned: str | None,
-        labels: Mapping[int, Mapping[str, str] | None],
-        cache_age: float | None,
+        self, view: NodeView, pod_millis: int, pinned: str | None, cache_age: float | None
     ) -> None:
         self.view = view
         self.catalog: Catalog = view.catalog
         self.pod_millis = pod_millis
         self.pinned = pinned
-        self.labels = labels
         self.cache_age = cache_age
-        self._memo: dict[tuple, str] = {}
+
+    def texts(self, positions: np.ndarray, codes: np.ndarray) -> list[str]:
+        """The reason for each node at ``positions`` (verdict ``codes``), in order."""
+        view = self.view
+        family = view.family[positions].astype(np.int64)
+        instance_type = view.instance_type[positions].astype(np.int64)
+        out: list[str] = [""] * len(positions)
+        # What a text depends on: everything but the ambiguous (all its labels: rare, one
+        # text per node) and the insufficient (capacity figures) verdicts depends on the
+        # verdict, the family and the instance type only.
+        by_capacity = (codes == _INSUFFICIENT) | (codes == _AMBIGUOUS)
+        simple = np.flatnonzero(~by_capacity)
+        if simple.size:
+            key = (codes[simple] << 48) | ((family[simple] + 8) << 32) | instance_type[simple]
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            group_texts = [
+                self._text(int(positions[simple[j]]), int(codes[simple[j]]), 0, 0)
+                for j in first.tolist()
+            ]
+            picked = list(map(group_texts.__getitem__, inverse.reshape(-1).tolist()))
+            if simple.size == len(positions):
+                return picked
+            for k, text in zip(simple.tolist(), picked, strict=True):
+                out[k] = text
+        other = np.flatnonzero(by_capacity)
+        if other.size:
+            memo: dict[tuple[int, ...], str] = {}
+            columns = (
+                other.tolist(),
+                positions[other].tolist(),
+                codes[other].tolist(),
+                view.allocatable[positions[other]].tolist(),
+                view.requested[positions[other]].tolist(),
+            )
+            for k, i, code, allocatable, requested in zip(*columns, strict=True):
+                key_ = (
+                    (code, i)
+                    if code == _AMBIGUOUS
+                    else (code, int(family[k]), allocatable, requested)
+                )
+                text = memo.get(key_)
+                if text is None:
+                    text = memo[key_] = self._text(i, code, allocatable, requested)
+                out[k] = text
+        return out
 
     def _instance_type(self, i: int) -> str:
-        it = instance_type_of(self.labels.get(i) or _NO_LABELS)
-        return f"instance type {it}" if it else "no instance-type label"
+        view = self.view
+        value = view.instance_types[int(view.instance_type[i])]
+        return f"instance type {value}" if value else "no instance-type label"
 
-    def text(self, i: int, code: int, fam: int, allocatable: int, requested: int) -> str:
-        """The reason for node ``i``; memoised on what the text depends on.
-
-        A request with thousands of rejected nodes has only a handful of distinct reasons
-        (per family, instance type, or capacity figures), so each is formatted once.
-        """
-        if code == _AMBIGUOUS:  # depends on all labels; rare, not worth a key
-            return self._text(i, code, fam, allocatable, requested)
-        if code in (_MISMATCH, _UNKNOWN):
-            key: tuple = (code, fam, instance_type_of(self.labels.get(i) or _NO_LABELS))
-        elif code == _INSUFFICIENT:
-            key = (code, fam, allocatable, requested)
-        else:
-            key = (code, fam)
-        text = self._memo.get(key)
-        if text is None:
-            text = self._memo[key] = self._text(i, code, fam, allocatable, requested)
-        return text
-
-    def _text(self, i: int, code: int, fam: int, allocatable: int, requested: int) -> str:
+    def _text(self, i: int, code: int, allocatable: int, requested: int) -> str:
         catalog = self.catalog
+        fam = int(self.view.family[i])
         if code == _NOT_IN_CACHE:
             age = "never synced" if self.cache_age is None else f"cache age {self.cache_age:.1f}s"
             return f"node is not in the extender's cluster cache ({age})"

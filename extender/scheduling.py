@@ -23,7 +23,6 @@ What each failure becomes, given how kube-scheduler reacts (see the wire-protoco
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,42 +72,22 @@ def filter_response(
     if not cluster.synced:
         return encode_filter_error(NOT_SYNCED)
     view = cluster.view(args.names)
-    names = args.names
     from_request = None
     if args.nodes is not None:
-        nodes = args.nodes
-        view, from_request = complete_view(view, nodes)
-
-        def labels_of(positions: Sequence[int]) -> list[Any]:
-            found = cluster.labels_of([names[i] for i in positions])
-            return [
-                labels if labels is not None else (nodes[i].get("metadata") or {}).get("labels")
-                for i, labels in zip(positions, found, strict=True)
-            ]
-
-    else:
-
-        def labels_of(positions: Sequence[int]) -> list[Any]:
-            return cluster.labels_of([names[i] for i in positions])
-
+        view, from_request = complete_view(view, args.nodes)
     outcome = filter_nodes(
-        view,
-        pod_millis,
-        pinned,
-        labels_of=labels_of,
-        cache_age=cluster.age(),
-        from_request=from_request,
+        view, pod_millis, pinned, cache_age=cluster.age(), from_request=from_request
     )
     metrics.count_rejections(outcome.rejections)
     return encode_filter_result(args, outcome.passing, outcome.failed, outcome.unresolvable)
 
 
-def priorities(runtime: Runtime, args: ExtenderArgs, pod_millis: int) -> list[int]:
+def priorities(runtime: Runtime, args: ExtenderArgs, pod_millis: int) -> np.ndarray:
     """One score 0..10 per requested node, in order; 0 for nodes the cache does not know."""
     view = runtime.cluster.view(args.names)
     scores = node_scores(view.catalog.strategy, view.allocatable, view.requested, pod_millis)
-    scores = np.where(view.family == ABSENT, 0, scores)
-    return scores.tolist()
+    scores[view.family == ABSENT] = 0
+    return scores
 
 
 def register(app: Flask, runtime: Runtime) -> None:
