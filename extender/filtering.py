@@ -196,12 +196,20 @@ def filter_nodes(
         return _all_unresolvable(names, reason, "pod_family_unknown")
 
     family = view.family
+    free = view.allocatable - view.requested
+    if pinned is not None and catalog.by_name[pinned].schedulable:
+        # The common case, a pod the webhook pinned, judged in two array expressions; the
+        # verdict per node below is only worked out when some node is rejected.
+        passes = family == catalog.family_index[pinned]
+        if pod_millis > 0:
+            passes &= free >= pod_millis
+        if passes.all():
+            return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
     known = family >= 0
     safe = np.where(known, family, 0)
     retired_by_index = np.array([not f.schedulable for f in catalog.families], dtype=bool)
     unknown = family == UNKNOWN
     allow_unknown = catalog.unknown_nodes == "allow" and pinned is None
-    free = view.allocatable - view.requested
     conditions = [
         family == ABSENT,
         unknown if not allow_unknown else np.zeros(len(names), dtype=bool),
