@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from fractions import Fraction
 
@@ -145,3 +146,17 @@ def test_format_millis_is_a_kubernetes_quantity(millis: int, text: str) -> None:
 )
 def test_format_scu(millis: int, text: str) -> None:
     assert format_scu(millis) == text
+
+
+def test_to_millis_memo_holds_no_reference_to_the_callers_string() -> None:
+    # A parsed snapshot's strings must be freeable: a memo keyed by them would pin the
+    # memory they sit in long after the document is dropped.
+    value = "".join(["7", "77m"])  # a fresh object, as a parsed document holds
+    before = sys.getrefcount(value)
+    assert to_millis(value) == 777
+    assert to_millis(value) == 777  # answered from the memo
+    assert sys.getrefcount(value) == before
+    bad = "".join(["7", "7x"])
+    for _ in range(2):  # errors are not remembered as values
+        with pytest.raises(QuantityError):
+            to_millis(bad)
