@@ -223,7 +223,7 @@ class Fleet:
         snapshot = FleetSnapshot(
             generation=generation,
             node_generation=node_generation,
-            names=list(view.names),
+            names=view.names,  # all_nodes() hands out a list of its own
             labels=labels,
             view=view,
             pending=cluster.pending_millis(),

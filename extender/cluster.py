@@ -346,12 +346,6 @@ class _Tables:
             self.requested[slot] = get(name, 0)
 
 
-def _names_at(names: list[str | None], slots: np.ndarray, size: int) -> list[str]:
-    if len(slots) == size:  # no freed slot: every slot in [0, size) holds a node
-        return names[:size]  # type: ignore[return-value]
-    return [names[i] for i in slots.tolist()]  # type: ignore[misc]
-
-
 class ClusterState:
     """Nodes and pods of one process, with the totals the scheduling path needs."""
 
@@ -367,6 +361,9 @@ class ClusterState:
         self.resource_version: str | None = None
         #: time.monotonic() of the last sign of life from the source (event, bookmark, list).
         self.last_activity: float | None = None
+        #: The same per kind: nodes and pods are separate watches, and one can be dead (its
+        #: RBAC rule lost, say) while the other streams; age() goes by the older one.
+        self._activity: dict[str, float | None] = {"Node": None, "Pod": None}
         self.source = "none"
         self.generation = 0  # bumped on every change; lets readers cache derived data
         #: Bumped only when the node set, a node's labels or taints, or the catalog change
@@ -439,6 +436,8 @@ class ClusterState:
             self.resource_version = resource_version
         self.synced = self._listed >= {"Node", "Pod"}
         self.last_activity = time.monotonic()
+        for kind in kinds:
+            self._activity[kind] = self.last_activity
         self.generation += 1
         if "Node" in kinds:
             self.node_generation += 1
@@ -466,17 +465,20 @@ class ClusterState:
                 raise ValueError(f"unexpected kind {kind!r}")
             if resource_version:
                 self.resource_version = resource_version
-            self.last_activity = time.monotonic()
+            self.last_activity = self._activity[kind] = time.monotonic()
             self.generation += 1
             if nodes_changed:  # not on status-only updates (heartbeats, conditions)
                 self.node_generation += 1
 
-    def touch(self, resource_version: str | None = None) -> None:
-        """The source is alive (a bookmark, a quiet but open watch)."""
+    def touch(self, resource_version: str | None = None, kind: str | None = None) -> None:
+        """The source is alive (a bookmark, a quiet but open watch): for ``kind`` ("Node"
+        or "Pod") only, or for both when None."""
         with self._lock:
             if resource_version:
                 self.resource_version = resource_version
-            self.last_activity = time.monotonic()
+            self.last_activity = now = time.monotonic()
+            for k in (kind,) if kind is not None else tuple(self._activity):
+                self._activity[k] = now
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Re-match every node against a new catalog version (on hot reload)."""
@@ -547,19 +549,28 @@ class ClusterState:
         """
         with self._lock:
             t = self._t
-            slots = np.flatnonzero(t.family[: t.size] != ABSENT)
-            family = t.family[slots]  # fancy indexing copies: the view owns its arrays
-            odd = np.flatnonzero((family == UNKNOWN) | (family == AMBIGUOUS))
+            size = t.size
+            if not t.free_slots:  # every slot in [0, size) holds a node: plain copies
+                slots: Any = slice(0, size)
+                positions = np.arange(size, dtype=np.int64)
+                names = t.names[:size]
+            else:
+                positions = np.flatnonzero(t.family[:size] != ABSENT)
+                slots = positions
+                names = [t.names[i] for i in positions.tolist()]
+            family = t.family[slots].copy()  # the view owns its arrays
+            odd = np.flatnonzero(family < 0)
+            labels = t.labels
             return NodeView(
                 catalog=self._catalog,
-                names=_names_at(t.names, slots, t.size),
-                slots=slots.astype(np.int64),
-                allocatable=t.allocatable[slots],
-                requested=t.requested[slots],
+                names=names,  # type: ignore[arg-type]
+                slots=positions,
+                allocatable=t.allocatable[slots].copy(),
+                requested=t.requested[slots].copy(),
                 family=family,
-                unschedulable=t.unschedulable[slots],
-                unmatched_labels={int(i): t.labels[slots[i]] for i in odd},
-                instance_type=t.instance_type[slots],
+                unschedulable=t.unschedulable[slots].copy(),
+                unmatched_labels={i: labels[positions[i]] for i in odd.tolist()},
+                instance_type=t.instance_type[slots].copy(),
                 instance_types=t.instance_types,
             )
 
@@ -588,8 +599,13 @@ class ClusterState:
             return dict(self._t.pending_by_family)
 
     def age(self) -> float | None:
-        """Seconds since the source last showed it is alive; None before the first sync."""
-        return None if self.last_activity is None else time.monotonic() - self.last_activity
+        """Seconds since the source last showed it is alive, for the kind heard from least
+        recently (a live pod watch does not hide a dead node watch); None before any."""
+        if self.last_activity is None:
+            return None
+        oldest = min((t for t in self._activity.values() if t is not None), default=None)
+        since = self.last_activity if oldest is None else min(oldest, self.last_activity)
+        return time.monotonic() - since
 
     def counts(self) -> dict[str, int]:
         with self._lock:
