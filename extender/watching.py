@@ -386,7 +386,7 @@ class ClusterWatcher:
         listing = self._listing(res)
         res.replace(listing, None)  # streamed and atomic, as in _bootstrap
         res.resource_version = listing.resource_version
-        self.state.touch(listing.resource_version)
+        self.state.touch(listing.resource_version, kind=res.kind)
         res.relists += 1
         log.info(
             "relisted %s: %d objects at resourceVersion %s",
@@ -453,7 +453,7 @@ class ClusterWatcher:
             if self._stopping.is_set():
                 raise _Stopped
             # The server closed the watch at timeoutSeconds: it is alive; resume from here.
-            self.state.touch(res.resource_version)
+            self.state.touch(res.resource_version, kind=res.kind)
         finally:
             res.watch = None
             if events is not None:
@@ -468,7 +468,7 @@ class ClusterWatcher:
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self.state.apply(res.kind, kind, obj, resource_version)
         elif kind == "BOOKMARK":
-            self.state.touch(resource_version)
+            self.state.touch(resource_version, kind=res.kind)
         else:
             log.warning("ignoring a %s watch event of type %r", res.plural, kind)
             return

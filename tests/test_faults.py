@@ -20,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ NODE_CPU = 8000  # millicores allocatable on each node
 #: Generous: the watcher's backoff starts at 0.5 s and doubles (jittered) per failure.
 RECOVERY_BOUND = 12.0
 FIGURES: list[str] = []
-STARTUP: dict[str, float] = {}
+STARTUP: dict[str, Any] = {}
 
 
 def report(text: str) -> None:
@@ -96,9 +96,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, 
         heartbeat.thread.start()
         catalog = tmp / "catalog.yaml"
         catalog.write_text(CATALOG_A)
-        # The API server is down when the server starts (first test).
-        fake.refuse_connections(STARTUP_OUTAGE)
-        STARTUP["outage_began"] = time.monotonic()
+        # The API server is down when the server starts: what callers get then is recorded
+        # here (checked by the first test), and it comes up once they have been answered.
+        fake.refuse_connections(60)  # reopened below, once callers have been answered
+        began = time.monotonic()
         server = serve(
             tmp,
             "--catalog",
@@ -112,6 +113,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, 
             "--max-cache-age",
             str(MAX_CACHE_AGE),
         )
+        body = orjson.dumps({"Pod": scheduler_pod("1"), "NodeNames": NODES})
+        STARTUP["readyz"] = server.readyz()
+        STARTUP["filter"] = server.post("/scheduler/filter", body)
+        STARTUP["prioritize"] = server.post("/scheduler/prioritize", body)
+        time.sleep(max(0.0, began + STARTUP_OUTAGE - time.monotonic()))
+        fake.start()  # listening again, on the same port
+        STARTUP["up"] = time.monotonic()
         yield server, fake
     finally:
         heartbeat.stopped.set()
@@ -158,6 +166,17 @@ def in_step(server: Served, fake: FakeApiServer, cpu: str = "2") -> bool:
     return verdicts(server, cpu) == expected(fake, cpu)
 
 
+def caught_up(server: Served, fake: FakeApiServer, cpu: str = "2") -> Callable[[], bool]:
+    """A predicate for wait_until: the answers match the fake's state *now*.
+
+    The expectation is computed once: reading the fake's store copies every pod under its
+    lock, and doing that in a polling loop starves the fake's watch threads (and so the
+    server's cache) of that lock.
+    """
+    target = expected(fake, cpu)
+    return lambda: verdicts(server, cpu) == target
+
+
 def roomy_node(fake: FakeApiServer) -> str:
     """A node with room for a 7-CPU pod, so adding one changes the answers."""
     return next(n for n, v in expected(fake, "7").items() if v == "pass")
@@ -186,21 +205,18 @@ def retry_delays(log: str, since: int) -> dict[str, list[float]]:
 
 def test_starting_while_the_api_server_is_down(cluster) -> None:
     server, fake = cluster
-    status, detail = readyz(server)
-    assert not fake.listening, "the outage ended before the server answered"
+    status, detail = STARTUP["readyz"]
     assert status == 503 and "cluster cache not synced" in detail["problems"]
     # Not synced: filter refuses to judge (the scheduler retries), prioritize says 503;
     # nobody is answered from an empty cache.
-    body = orjson.dumps({"Pod": scheduler_pod("1"), "NodeNames": NODES})
-    reply = server.post("/scheduler/filter", body)
+    reply = STARTUP["filter"]
     assert reply.status == 200 and reply.json()["Error"] == "cluster cache not synced"
     assert reply.json()["NodeNames"] is None
-    assert server.post("/scheduler/prioritize", body).status == 503
-    waited = wait_ready(server, "ready once the API server is up")
-    up = STARTUP["outage_began"] + STARTUP_OUTAGE
+    assert STARTUP["prioritize"].status == 503
+    wait_ready(server, "ready once the API server is up")
     report(
         f"API server down at startup for {STARTUP_OUTAGE:.1f}s: ready "
-        f"{(time.monotonic() - up) * 1000:.0f} ms after it came up (polled {waited:.1f}s)"
+        f"{(time.monotonic() - STARTUP['up']) * 1000:.0f} ms after it came up"
     )
     _, detail = readyz(server)
     assert detail["cache"]["nodes"] == len(NODES) and detail["cache"]["pods"] == FILLERS
@@ -219,7 +235,7 @@ def test_a_watch_stream_cut_mid_event(cluster) -> None:
     fake.cut_next_event("pods", "cut")
     fake.add("pods", make_pod(f"cut-busy-{uuid.uuid4().hex[:6]}", cpu="7", node=node))
     took = wait_until(
-        lambda: in_step(server, fake),
+        caught_up(server, fake),
         "the event cut in half arrives whole after the reconnect",
         RECOVERY_BOUND,
     )
@@ -230,47 +246,66 @@ def test_a_watch_stream_cut_mid_event(cluster) -> None:
     assert readyz(server)[0] == 200
 
 
+PAIR = ["n2", "n3"]  # the filler pods move between these two
+
+
+def move_fillers(api: FakeApiServer) -> None:
+    """Every filler pod to the other node of :data:`PAIR` (deleted, re-created there)."""
+    fillers = [p for p in api.objects("pods") if p["metadata"]["namespace"] == "bulk"]
+    assert len(fillers) == FILLERS
+    target = PAIR[1] if fillers[0]["spec"]["nodeName"] == PAIR[0] else PAIR[0]
+    for pod in fillers:
+        api.delete("pods", f"bulk/{pod['metadata']['name']}")
+        api.add("pods", make_pod(f"f-{uuid.uuid4().hex}", cpu="5m", node=target, namespace="bulk"))
+
+
+class Answers:
+    """Polls filter for a 4-CPU pod on :data:`PAIR` in a thread, keeping every answer."""
+
+    def __init__(self, server: Served) -> None:
+        self.server = server
+        self.seen: list[dict[str, str]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.seen.append(verdicts(self.server, "4", PAIR))
+
+    def stop(self) -> list[dict[str, str]]:
+        self.stopped.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        return self.seen
+
+
+def old_or_new(seen: list[dict[str, str]], old: dict[str, str], new: dict[str, str]) -> None:
+    """Every answer is the old or the new state, and none is old once one was new."""
+    assert all(v in (old, new) for v in seen), [v for v in seen if v not in (old, new)][:3]
+    flipped = seen.index(new)
+    assert all(v == new for v in seen[flipped:]), "an old answer after the new one"
+
+
 def test_410_gone_relists_and_no_answer_comes_from_a_half_applied_relist(cluster) -> None:
     """While disconnected, every filler pod moves to the other of n2/n3 and the history is
     compacted: the watcher gets 410 Gone, relists (two pages) and swaps the new list in at
     once. Answers polled meanwhile are the old state or the new state, never a mix."""
     server, fake = cluster
     wait_ready(server, "ready")
-    pair = ["n2", "n3"]
-    fillers = [p for p in fake.objects("pods") if p["metadata"]["namespace"] == "bulk"]
-    assert len(fillers) == FILLERS
-    target = "n3" if fillers[0]["spec"]["nodeName"] == "n2" else "n2"
-    old = expected(fake, "4", pair)
-    assert verdicts(server, "4", pair) == old
-    seen: list[dict[str, str]] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.is_set():
-            seen.append(verdicts(server, "4", pair))
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
+    old = expected(fake, "4", PAIR)
+    assert verdicts(server, "4", PAIR) == old
+    answers = Answers(server)
     time.sleep(0.2)
-
-    def move(api: FakeApiServer) -> None:
-        for pod in fillers:
-            api.delete("pods", f"bulk/{pod['metadata']['name']}")
-            api.add(
-                "pods", make_pod(f"f-{uuid.uuid4().hex}", cpu="5m", node=target, namespace="bulk")
-            )
-
-    fake.missed_while_disconnected(move)
-    new = expected(fake, "4", pair)
+    fake.missed_while_disconnected(move_fillers)
+    new = expected(fake, "4", PAIR)
     assert new != old
-    took = wait_until(lambda: seen and seen[-1] == new, "the relist reaches the answers", 10)
+    took = wait_until(
+        lambda: answers.seen and answers.seen[-1] == new, "the relist reaches the answers", 10
+    )
     time.sleep(0.3)
-    stop.set()
-    poller.join(10)
-    assert not poller.is_alive()
-    assert all(v in (old, new) for v in seen), [v for v in seen if v not in (old, new)][:3]
-    flipped = seen.index(new)
-    assert all(v == new for v in seen[flipped:]), "an old answer after the new one"
+    seen = answers.stop()
+    old_or_new(seen, old, new)
     report(
         f"410 Gone after a missed move of {FILLERS} pods: relisted and answering the new "
         f"state {took * 1000:.0f} ms after the fault; {len(seen)} answers polled meanwhile, "
@@ -308,8 +343,8 @@ def test_connection_refused_for_a_while_turns_unready_then_ready(cluster) -> Non
     reopened = began + outage
     wait_ready(server, "ready again after the outage")
     ready_after = time.monotonic() - reopened
-    wait_until(lambda: in_step(server, fake), "the pod made during the outage arrives", 10)
-    caught_up = time.monotonic() - reopened
+    wait_until(caught_up(server, fake), "the pod made during the outage arrives", 10)
+    missed_at = time.monotonic() - reopened
     delays = retry_delays(server.log_text(), log_offset)
     for kind, values in delays.items():
         assert values, f"no retry logged for {kind}"
@@ -318,38 +353,89 @@ def test_connection_refused_for_a_while_turns_unready_then_ready(cluster) -> Non
     report(
         f"connection refused for {outage:.1f}s: unready after {unready_at:.2f}s "
         f"(--max-cache-age {MAX_CACHE_AGE}), ready {ready_after * 1000:.0f} ms after the API"
-        f" server came back, the missed pod in the answers at {caught_up * 1000:.0f} ms;"
+        f" server came back, the missed pod in the answers at {missed_at * 1000:.0f} ms;"
         f" backoff delays {delays}; {answered} consistent filter answers during the outage"
     )
 
 
-def test_a_slow_api_server_still_converges_and_stays_ready(cluster) -> None:
+def test_one_kind_failing_while_the_other_streams_turns_unready(cluster) -> None:
+    """Node watches refused (403, as when the RBAC rule for nodes is lost) while the pod
+    watch streams happily: the node half of the cache ages, so the cache is stale even
+    though the source as a whole is alive; ready again once nodes are watched again."""
     server, fake = cluster
     wait_ready(server, "ready")
-    fake.delay = 0.3  # every response and every event
+    fake.fail_next(
+        10**6, 403, resource="nodes", match=lambda request: request.watch
+    )  # cleared below
+    fake.drop_connections()  # both watches reconnect; the pod watch succeeds
+    began = time.monotonic()
     try:
-        fake.add("pods", make_pod(f"slow-{uuid.uuid4().hex[:6]}", cpu="7", node=roomy_node(fake)))
-        took = wait_until(lambda: in_step(server, fake), "an event through a slow stream", 10)
-        # A relist through the slow server (two pages, each 0.3 s late): the old state
-        # keeps being served, and the cache stays ready (the stream is slow, not dead).
-        fake.expire_next_watch("pods", "status")
-        fake.drop_connections()
-        fake.add("pods", make_pod(f"slow-{uuid.uuid4().hex[:6]}", cpu="7", node=roomy_node(fake)))
-        statuses: list[int] = []
-
-        def relisted() -> bool:
-            statuses.append(readyz(server)[0])
-            return in_step(server, fake)
-
-        took_relist = wait_until(relisted, "the slow relist lands", 10)
-        assert set(statuses) == {200}, statuses
-        report(
-            f"slow API server (+0.3 s per response and event): an event reached the answers "
-            f"in {took * 1000:.0f} ms, a paginated relist in {took_relist * 1000:.0f} ms, "
-            f"ready throughout ({len(statuses)} checks)"
+        unready = wait_until(
+            lambda: readyz(server)[0] == 503, "stale while nodes are not watched", 6
         )
     finally:
+        fake.clear_failures()
+    cleared = time.monotonic()
+    recovered = wait_ready(server, "ready once nodes are watched again")
+    report(
+        f"node watch refused (403) while pods stream: unready after {unready:.2f}s, ready "
+        f"again {recovered * 1000:.0f} ms after the API server allowed it again"
+    )
+    assert cleared - began < 6 + 1
+
+
+def test_a_slow_api_server_still_converges(cluster) -> None:
+    """Every response and event 0.3 s late. A quiet watch stays fresh (its bookmarks come
+    through, late), so the cache stays ready while an event makes its way. Then the pod
+    stream is cut while the fillers move, and its resume gets 410: the relist comes in
+    two pages 0.3 s apart, exactly where a relist applied page by page would show half of
+    the move; the answers are the old state until the swap, the new one after. The pod
+    half of the cache is as old as that relist takes, so readiness may drop meanwhile,
+    and only for staleness."""
+    server, fake = cluster
+    wait_ready(server, "ready")
+    fake.delay = 0.3
+    statuses: list[int] = []
+    try:
+        fake.add("pods", make_pod(f"slow-{uuid.uuid4().hex[:6]}", cpu="7", node=roomy_node(fake)))
+        landed = caught_up(server, fake)
+
+        def event_landed() -> bool:
+            statuses.append(readyz(server)[0])
+            return landed()
+
+        took = wait_until(event_landed, "an event through a slow stream", 10)
+        assert set(statuses) == {200}, statuses
+
+        old = expected(fake, "4", PAIR)
+        answers = Answers(server)
+        fake.expire_next_watch("pods", "status")
+        fake.cut_next_event("pods")
+        move_fillers(fake)  # the first of these events is cut, the rest wait in history
+        new = expected(fake, "4", PAIR)
+        problems: list[str] = []
+
+        def relisted() -> bool:
+            status, detail = readyz(server)
+            if status != 200:
+                problems.extend(detail["problems"])
+            return bool(answers.seen) and answers.seen[-1] == new
+
+        took_relist = wait_until(relisted, "the slow relist lands", 10)
+        time.sleep(0.3)
+        seen = answers.stop()
+        old_or_new(seen, old, new)
+        assert all(p.startswith("cluster cache is stale") for p in problems), problems
+    finally:
         fake.delay = 0.0
+    wait_ready(server, "ready once the relist landed")
+    report(
+        f"slow API server (+0.3 s per response and event): an event reached the answers "
+        f"in {took * 1000:.0f} ms, ready throughout ({len(statuses)} checks); a paginated "
+        f"relist of the moved fillers in {took_relist * 1000:.0f} ms, {len(seen)} answers "
+        f"meanwhile each the old or the new state"
+        + (f", unready for staleness on {len(problems)} checks" if problems else "")
+    )
 
 
 def test_a_stalled_api_server_turns_unready_until_it_speaks_again(cluster) -> None:
