@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from extender.cluster import ABSENT, AMBIGUOUS, FAMILY_ANNOTATION, UNKNOWN, NodeView
+from extender.wire import ReasonMap
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
 from machine_catalog.quantities import QuantityError, format_scu, physical_to_scu_millis
@@ -63,8 +64,9 @@ class FilterOutcome:
     """
 
     passing: list[int] | None
-    failed: dict[str, str]
-    unresolvable: dict[str, str]
+    #: node name -> reason (a :class:`~extender.wire.ReasonMap` when any node is rejected).
+    failed: Mapping[str, str]
+    unresolvable: Mapping[str, str]
     #: reason -> number of nodes rejected for it, for the metrics.
     rejections: dict[str, int]
 
@@ -168,12 +170,6 @@ def _pick(items: Sequence[Any], positions: np.ndarray) -> list[Any]:
     return list(map(items.__getitem__, positions.tolist()))
 
 
-def _reasons_at(names: list[str], texts: list[str], at: np.ndarray) -> dict[str, str]:
-    if at.size == len(names):
-        return dict(zip(names, texts, strict=True))
-    return dict(zip(_pick(names, at), _pick(texts, at), strict=True))
-
-
 def filter_nodes(
     view: NodeView,
     pod_millis: int,
@@ -225,14 +221,20 @@ def filter_nodes(
         return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
 
     codes = verdict[rejected]
-    texts = _Reasons(view, pod_millis, pinned, cache_age).texts(rejected, codes)
-    if from_request is not None and from_request[rejected].any():
-        for k in np.flatnonzero(from_request[rejected]).tolist():
-            texts[k] += "; node not in the extender's cache yet, its pods' CPU counted as 0"
+    suffixed = None if from_request is None else from_request[rejected]
+    group, texts = _Reasons(view, pod_millis, pinned, cache_age).grouped(rejected, codes, suffixed)
     resolvable = np.isin(codes, list(_RESOLVABLE))
-    rejected_names = _pick(names, rejected)
-    failed = _reasons_at(rejected_names, texts, np.flatnonzero(resolvable))
-    unresolvable = _reasons_at(rejected_names, texts, np.flatnonzero(~resolvable))
+    if resolvable.any():
+        failed_at, unresolvable_at = np.flatnonzero(resolvable), np.flatnonzero(~resolvable)
+        failed = ReasonMap(_pick(names, rejected[failed_at]), group[failed_at], texts)
+        unresolvable = ReasonMap(
+            _pick(names, rejected[unresolvable_at]), group[unresolvable_at], texts
+        )
+    else:
+        failed, unresolvable = (
+            ReasonMap([], group[:0], texts),
+            ReasonMap(_pick(names, rejected), group, texts),
+        )
     counts = np.bincount(codes, minlength=len(REASONS) + 1)
     rejections = {REASONS[c - 1]: int(counts[c]) for c in range(1, len(counts)) if counts[c]}
     return FilterOutcome(
@@ -260,50 +262,79 @@ class _Reasons:
         self.pinned = pinned
         self.cache_age = cache_age
 
-    def texts(self, positions: np.ndarray, codes: np.ndarray) -> list[str]:
-        """The reason for each node at ``positions`` (verdict ``codes``), in order."""
+    def grouped(
+        self, positions: np.ndarray, codes: np.ndarray, from_request: np.ndarray | None
+    ) -> tuple[np.ndarray, list[str]]:
+        """(group per node at ``positions``, text per group) for the verdicts ``codes``.
+
+        ``from_request`` marks the nodes judged from the request's object, whose reasons
+        say so.
+        """
         view = self.view
         family = view.family[positions].astype(np.int64)
-        instance_type = view.instance_type[positions].astype(np.int64)
-        out: list[str] = [""] * len(positions)
+        flag = (
+            np.zeros(len(positions), dtype=np.int64)
+            if from_request is None
+            else from_request.astype(np.int64)
+        )
+        group = np.empty(len(positions), dtype=np.int64)
+        texts: list[str] = []
         # What a text depends on: everything but the ambiguous (all its labels: rare, one
         # text per node) and the insufficient (capacity figures) verdicts depends on the
         # verdict, the family and the instance type only.
         by_capacity = (codes == _INSUFFICIENT) | (codes == _AMBIGUOUS)
         simple = np.flatnonzero(~by_capacity)
         if simple.size:
-            key = (codes[simple] << 48) | ((family[simple] + 8) << 32) | instance_type[simple]
-            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-            group_texts = [
-                self._text(int(positions[simple[j]]), int(codes[simple[j]]), 0, 0)
+            instance_type = view.instance_type[positions[simple]].astype(np.int64)
+            key = (
+                (codes[simple] << 50)
+                | ((family[simple] + 8) << 33)
+                | (instance_type << 1)
+                | flag[simple]
+            )
+            # Grouped by sorting (np.unique with indexes costs 3x as much at 3,333 nodes).
+            ordered = np.sort(key)
+            keys = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+            inverse = np.searchsorted(keys, key)
+            first = np.empty(len(keys), dtype=np.int64)
+            first[inverse] = np.arange(len(key))  # one member of each group: any will do
+            texts = [
+                self._suffixed(
+                    self._text(int(positions[simple[j]]), int(codes[simple[j]]), 0, 0),
+                    bool(flag[simple[j]]),
+                )
                 for j in first.tolist()
             ]
-            picked = list(map(group_texts.__getitem__, inverse.reshape(-1).tolist()))
-            if simple.size == len(positions):
-                return picked
-            for k, text in zip(simple.tolist(), picked, strict=True):
-                out[k] = text
+            group[simple] = inverse
         other = np.flatnonzero(by_capacity)
         if other.size:
-            memo: dict[tuple[int, ...], str] = {}
+            memo: dict[tuple[int, ...], int] = {}
             columns = (
                 other.tolist(),
                 positions[other].tolist(),
                 codes[other].tolist(),
                 view.allocatable[positions[other]].tolist(),
                 view.requested[positions[other]].tolist(),
+                flag[other].tolist(),
             )
-            for k, i, code, allocatable, requested in zip(*columns, strict=True):
-                key_ = (
-                    (code, i)
-                    if code == _AMBIGUOUS
-                    else (code, int(family[k]), allocatable, requested)
-                )
-                text = memo.get(key_)
-                if text is None:
-                    text = memo[key_] = self._text(i, code, allocatable, requested)
-                out[k] = text
-        return out
+            for k, i, code, allocatable, requested, suffixed in zip(*columns, strict=True):
+                if code == _AMBIGUOUS:
+                    key_: tuple[int, ...] = (code, i)
+                else:
+                    key_ = (code, int(family[k]), allocatable, requested, suffixed)
+                index = memo.get(key_)
+                if index is None:
+                    index = memo[key_] = len(texts)
+                    text = self._text(i, code, allocatable, requested)
+                    texts.append(self._suffixed(text, bool(suffixed)))
+                group[k] = index
+        return group, texts
+
+    @staticmethod
+    def _suffixed(text: str, from_request: bool) -> str:
+        if from_request:
+            return text + "; node not in the extender's cache yet, its pods' CPU counted as 0"
+        return text
 
     def _instance_type(self, i: int) -> str:
         view = self.view

@@ -13,7 +13,7 @@ would hide a bug as a silent unschedulable pod; an explicit ``[]`` says the same
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,67 @@ def decode_extender_args(body: bytes) -> ExtenderArgs:
     return ExtenderArgs(pod=pod, names=names, nodes=items)
 
 
+class ReasonMap(Mapping[str, str]):
+    """Node name -> reason, as ``FailedNodes`` and ``FailedAndUnresolvableNodes`` carry it.
+
+    Kept grouped: the reason of ``names[k]`` is ``texts[group[k]]``. A filter that rejects
+    thousands of nodes has a handful of distinct reasons, so the JSON is written from the
+    names and one escaped fragment per distinct text, never a dict entry per node (at
+    3,333 rejected nodes: ~0.1 ms against ~0.3 ms to build the dict and encode it). The
+    dict is built only for a reader that looks the map up.
+    """
+
+    __slots__ = ("_dict", "group", "names", "texts")
+
+    def __init__(self, names: Sequence[str], group: np.ndarray, texts: Sequence[str]) -> None:
+        if len(names) != len(group):
+            raise ValueError(f"{len(names)} names but {len(group)} reason indexes")
+        self.names = names
+        self.group = group
+        self.texts = texts
+        self._dict: dict[str, str] | None = None
+
+    def _mapping(self) -> dict[str, str]:
+        if self._dict is None:
+            texts = map(self.texts.__getitem__, self.group.tolist())
+            self._dict = dict(zip(self.names, texts, strict=True))
+        return self._dict
+
+    def __getitem__(self, name: str) -> str:
+        return self._mapping()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def to_json(self) -> bytes:
+        """The JSON object, names in request order.
+
+        A name repeated in the request (kube-scheduler never sends one twice) appears
+        twice with the same reason, which every JSON decoder reads as one entry.
+        """
+        names = self.names
+        if not len(names):
+            return b"{}"
+        if b"\\" in orjson.dumps(names):  # a name needs escaping: the plain road
+            return orjson.dumps(self._mapping())
+        # The text from the end of one name to the start of the next: '":"reason","'.
+        between = np.array(
+            [f'":{orjson.dumps(text).decode()},"' for text in self.texts], dtype=object
+        )[self.group].tolist()
+        between[-1] = between[-1][:-2] + "}"
+        parts: list[str] = [""] * (2 * len(names))
+        parts[0::2] = names
+        parts[1::2] = between
+        return ('{"' + "".join(parts)).encode()
+
+
+def _reasons_json(reasons: Mapping[str, str]) -> Any:
+    return orjson.Fragment(reasons.to_json()) if isinstance(reasons, ReasonMap) else reasons
+
+
 def encode_filter_result(
     args: ExtenderArgs,
     passing: Sequence[int] | None,
@@ -133,8 +194,8 @@ def encode_filter_result(
         {
             "Nodes": nodes,
             "NodeNames": names,
-            "FailedNodes": failed,
-            "FailedAndUnresolvableNodes": unresolvable,
+            "FailedNodes": _reasons_json(failed),
+            "FailedAndUnresolvableNodes": _reasons_json(unresolvable),
             "Error": "",
         }
     )

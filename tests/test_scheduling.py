@@ -488,3 +488,22 @@ def test_host_priorities_encoding_escapes_odd_names() -> None:
         {"Host": "a", "Score": 10},
         {"Host": "b", "Score": 0},
     ]
+
+
+def test_reason_map_encodes_what_it_maps() -> None:
+    import numpy as np
+
+    from extender.wire import ReasonMap
+
+    texts = ["needs 2 SCU, 1 free of 4", 'odd "quoted" \\ text\n']
+    names = ["n1", "n2", "n3"]
+    reasons = ReasonMap(names, np.array([1, 0, 1]), texts)
+    expected = {"n1": texts[1], "n2": texts[0], "n3": texts[1]}
+    assert orjson.loads(reasons.to_json()) == expected
+    assert list(orjson.loads(reasons.to_json())) == names  # request order
+    assert reasons == expected and reasons["n2"] == texts[0] and len(reasons) == 3
+    odd = ['we"ird', "back\\slash"]  # names that need escaping take the plain road
+    assert orjson.loads(ReasonMap(odd, np.array([0, 0]), ["x"]).to_json()) == dict.fromkeys(
+        odd, "x"
+    )
+    assert ReasonMap([], np.array([], dtype=np.int64), texts).to_json() == b"{}"
