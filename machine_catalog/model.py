@@ -23,6 +23,8 @@ KIND = "MachineCatalog"
 #: Upper bound of ``scuPerCore``: no vCPU is sixteen times a baseline vCPU; a larger value
 #: is a unit mistake (millicores typed as cores) that would starve every pod on the family.
 MAX_SCU_PER_CORE = Decimal(16)
+#: Precision of ``scuPerCore``: far finer than any benchmark, coarse enough to stay sane.
+MAX_SCU_DECIMALS = 6
 
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -166,6 +168,10 @@ class Family(_Model):
         # printed factor do not depend on how the infra team typed it; never exponent form
         # ("1E+1"), which reads badly and is ambiguous in quantity syntax (E = exa).
         value = value.normalize()
+        if value.as_tuple().exponent < -MAX_SCU_DECIMALS:
+            # Benchmarks do not resolve a millionth of a vCPU; such a value is a typo, and
+            # 1e-400 would turn 2 SCU into an astronomically large CPU request.
+            raise ValueError(f"at most {MAX_SCU_DECIMALS} decimal places, got {value}")
         return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value
 
     @field_validator("instance_types")

@@ -115,6 +115,12 @@ CASES: list[tuple[str, Any, str, str]] = [
         "must be in (0, 16]",
     ),
     (
+        "factor finer than a millionth",
+        lambda d: _fam(d, 1).update(scuPerCore="1e-400"),
+        "spec.families[1].scuPerCore",
+        "at most 6 decimal places",
+    ),
+    (
         "factor not a number",
         lambda d: _fam(d, 1).update(scuPerCore="fast"),
         "spec.families[1].scuPerCore",
