@@ -8,7 +8,10 @@ A 500 never carries a traceback; the traceback goes to the server's log.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,6 +27,22 @@ log = logging.getLogger(__name__)
 def _json_error(app: Flask, status: int, message: str, headers: Any = None) -> Any:
     body = orjson.dumps({"error": message})
     return app.response_class(body, status=status, headers=headers, content_type="application/json")
+
+
+#: Request bodies at least this large (full-``Nodes`` requests carry megabytes of node
+#: objects) leave tens of MB freed but kept in glibc's per-thread heaps once answered.
+TRIM_AFTER_BYTES = 1 << 20
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has no such call."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return functools.partial(trim, 0)
 
 
 def create_app(runtime: Runtime) -> Flask:
@@ -48,6 +67,20 @@ def create_app(runtime: Runtime) -> Flask:
         if request.method in ("POST", "PUT", "PATCH") and len(request.get_data()) > max_body:
             raise RequestEntityTooLarge()
         return None
+
+    trim = _malloc_trim()
+    if trim is not None:
+
+        @app.after_request
+        def release_memory_after_a_large_body(response: Any) -> Any:
+            # Parsing a 27 MB body allocates ~150 MB; glibc keeps what it freed in the
+            # heap of the thread that served it, so a worker grew by hundreds of MB after
+            # a few full-Nodes requests (measured 161 -> 444 MB). Handing the free pages
+            # back costs 3-6 ms, run once the response is sent.
+            length = request.content_length
+            if length is not None and length >= TRIM_AFTER_BYTES:
+                response.call_on_close(trim)
+            return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

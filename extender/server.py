@@ -25,6 +25,7 @@ that import must happen in the workers, after ``serve`` has set the directory.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -307,6 +308,7 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
         def load(self) -> Any:
             from extender.app import create_app
 
+            _tune_malloc()  # before build_runtime starts the watcher threads
             runtime = build_runtime(config)
             _WORKER["runtime"] = runtime
             app = create_app(runtime)
@@ -314,6 +316,29 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
             return app
 
     return Application()
+
+
+#: glibc's mallopt parameter for the number of malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def _tune_malloc() -> None:
+    """One malloc arena for the worker's threads (glibc; elsewhere a no-op).
+
+    glibc gives each thread that allocates its own heap, and keeps what is freed there: a
+    gthread worker whose four threads each parsed a 27 MB full-Nodes body held ~100 MB
+    more, for good, and ``malloc_trim`` cannot return a thread heap's top. The threads
+    allocate with the GIL held anyway, so one arena costs no contention. Measured
+    in-process with 4 threads serving full-Nodes requests at 5,000 nodes: 190 -> 287 MB
+    with the default, 190 -> 194 MB with one arena.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    mallopt(_M_ARENA_MAX, 1)
 
 
 def _tune_gc(runtime: Runtime) -> None:
