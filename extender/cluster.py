@@ -521,17 +521,20 @@ class ClusterState:
             requested = t.requested[slots]
             unschedulable = t.unschedulable[slots]
             instance_type = t.instance_type[slots]
-            absent = slots < 0
-            if absent.any():
+            unmatched: dict[int, Mapping[str, str]] = {}
+            # Both rare (one reduction each when not): names the cache lacks, and nodes
+            # that matched no family or several.
+            if len(names) and slots.min() < 0:
+                absent = slots < 0
                 family[absent] = ABSENT
                 allocatable[absent] = 0
                 requested[absent] = 0
                 unschedulable[absent] = False
                 instance_type[absent] = 0
+            if len(names) and family.min() < 0:
+                labels = t.labels
                 odd = np.flatnonzero((family == UNKNOWN) | (family == AMBIGUOUS))
-            else:
-                odd = np.flatnonzero(family < 0)
-            labels = t.labels
+                unmatched = {i: labels[slots[i]] for i in odd.tolist()}
             return NodeView(
                 catalog=self._catalog,
                 names=names,
@@ -540,7 +543,7 @@ class ClusterState:
                 requested=requested,
                 family=family,
                 unschedulable=unschedulable,
-                unmatched_labels={i: labels[slots[i]] for i in odd.tolist()},
+                unmatched_labels=unmatched,
                 instance_type=instance_type,
                 instance_types=t.instance_types,
             )

@@ -181,6 +181,18 @@ def test_view_reports_families_and_unknown_names(state, catalog):
     assert view.match(0) is None
 
 
+def test_a_name_the_cache_lacks_is_absent_even_when_every_slot_is_taken(state, catalog):
+    # Slot -1 reads the last slot of the arrays; with the tables exactly full that slot
+    # holds a real node, which must not leak into the unknown name's facts.
+    nodes = [make_node(f"n{i}", cpu="4", instance_type="f.large") for i in range(64)]
+    state.replace(nodes, [make_pod(cpu="1", node="n63")])
+    view = state.view(["n0", "missing"])
+    assert view.family.tolist() == [catalog.family_index["fast"], ABSENT]
+    assert view.allocatable.tolist() == [4000, 0]
+    assert view.requested.tolist() == [0, 0]
+    assert view.unmatched_labels == {}
+
+
 def test_cordoned_node_is_reported_unschedulable(state):
     node = make_node("n1")
     state.replace([node], [])
