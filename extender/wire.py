@@ -114,9 +114,10 @@ class ReasonMap(Mapping[str, str]):
 
     Kept grouped: the reason of ``names[k]`` is ``texts[group[k]]``. A filter that rejects
     thousands of nodes has a handful of distinct reasons, so the JSON is written from the
-    names and one escaped fragment per distinct text, never a dict entry per node (at
-    3,333 rejected nodes: ~0.1 ms against ~0.3 ms to build the dict and encode it). The
-    dict is built only for a reader that looks the map up.
+    names and one escaped fragment per distinct text, never a text or a dict entry per
+    node (at 3,333 rejected nodes: 0.15 ms, against 0.23 ms to build the dict and encode
+    it once a list of per-node texts exists). The dict is built only for a reader that
+    looks the map up.
     """
 
     __slots__ = ("_dict", "group", "names", "texts")
