@@ -8,18 +8,14 @@ A 500 never carries a traceback; the traceback goes to the server's log.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from extender import admission, health, metrics, scheduling
+from extender import admission, health, memory, metrics, scheduling
 from extender.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,25 +24,6 @@ log = logging.getLogger(__name__)
 def _json_error(app: Flask, status: int, message: str, headers: Any = None) -> Any:
     body = orjson.dumps({"error": message})
     return app.response_class(body, status=status, headers=headers, content_type="application/json")
-
-
-#: Request bodies at least this large (full-``Nodes`` requests carry megabytes of node
-#: objects) leave tens of MB freed but kept in glibc's heap once answered.
-TRIM_AFTER_BYTES = 1 << 20
-#: Seconds between two ``malloc_trim`` calls: a trim holds the malloc lock for 3-6 ms,
-#: and after every 2.7 MB body it slowed back-to-back full-Nodes requests from 17 to 25 ms.
-TRIM_INTERVAL = 10.0
-
-
-def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has no such call."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return functools.partial(trim, 0)
 
 
 def create_app(runtime: Runtime) -> Flask:
@@ -72,23 +49,7 @@ def create_app(runtime: Runtime) -> Flask:
             raise RequestEntityTooLarge()
         return None
 
-    trim = _malloc_trim()
-    if trim is not None:
-        last_trim = [-TRIM_INTERVAL]
-
-        @app.after_request
-        def release_memory_after_a_large_body(response: Any) -> Any:
-            # Parsing a 27 MB body allocates ~150 MB, and glibc keeps what is freed in its
-            # heap. With one malloc arena per worker (server._tune_malloc) that stays
-            # bounded (160 -> ~220 MB after a dozen 27 MB bodies); a trim once the
-            # response is sent, at most every TRIM_INTERVAL, hands it back.
-            length = request.content_length
-            if length is not None and length >= TRIM_AFTER_BYTES:
-                now = time.monotonic()
-                if now - last_trim[0] >= TRIM_INTERVAL:
-                    last_trim[0] = now
-                    response.call_on_close(trim)
-            return response
+    memory.release_after_large_bodies(app)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -25,7 +25,6 @@ that import must happen in the workers, after ``serve`` has set the directory.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -38,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from extender import memory
 from extender.cluster import ClusterState
 from extender.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
 from machine_catalog.loading import DEMO_SNAPSHOT, CatalogSource, packaged_file
@@ -308,7 +308,7 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
         def load(self) -> Any:
             from extender.app import create_app
 
-            _tune_malloc()  # before build_runtime starts the watcher threads
+            memory.limit_malloc_arenas()  # before build_runtime starts the watcher threads
             runtime = build_runtime(config)
             _WORKER["runtime"] = runtime
             app = create_app(runtime)
@@ -316,30 +316,6 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
             return app
 
     return Application()
-
-
-#: glibc's mallopt parameter for the number of malloc arenas.
-_M_ARENA_MAX = -8
-
-
-def _tune_malloc() -> None:
-    """One malloc arena for the worker's threads (glibc; elsewhere a no-op).
-
-    glibc gives each thread that allocates its own heap, and keeps what is freed there: a
-    gthread worker whose four threads each parsed a 27 MB full-Nodes body held ~100 MB
-    more per thread, for good, and ``malloc_trim`` cannot return a thread heap's top. The
-    threads allocate with the GIL held anyway, so one arena costs no contention.
-    Measured on a 2-worker serve at 5,000 nodes and 50,000 pods: a worker went from 161
-    to 444 MB over the latency harness with the default, and stays at ~220 MB after a
-    dozen 27 MB bodies with one arena.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    mallopt(_M_ARENA_MAX, 1)
 
 
 def _tune_gc(runtime: Runtime) -> None:
