@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import DEADLINE, EKS, GKE, KARPENTER, METAL, fixture_nodes, write_snapshot
 from prometheus_client.parser import text_string_to_metric_families
 
 from extender.app import create_app
@@ -40,12 +41,6 @@ from extender.server import (
     shutdown_runtime,
 )
 from machine_catalog.loading import load_catalog
-
-FIXTURES = Path(__file__).parent / "fixtures"
-EKS = "ip-10-0-1-23.ec2.internal"  # m6i.2xlarge 7910m, 6000m requested below
-GKE = "gke-prod-pool-n2-8f7c2a1b-x7k2"  # n2-standard-8 7910m
-KARPENTER = "ip-10-0-7-201.ec2.internal"  # m7g.4xlarge: no family
-METAL = "rack12-node07"  # NFD, 111 cores
 
 CATALOG = """
 apiVersion: machine-catalog.io/v1alpha1
@@ -62,30 +57,12 @@ spec:
         matchLabels: {feature.node.kubernetes.io/cpu-model.vendor_id: Intel}
 """
 
-DEADLINE = 30.0  # seconds for a server to come up or go down; generous for slow CI
-
-
-def fixture_nodes() -> list[dict[str, Any]]:
-    return json.loads((FIXTURES / "nodes-real-world.json").read_text())["items"]
-
 
 def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
     """A catalog and a ``kubectl get nodes,pods -A -o json`` style snapshot."""
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(CATALOG)
-    busy = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "busy", "namespace": "team-a", "uid": "uid-busy"},
-        "spec": {
-            "nodeName": EKS,
-            "containers": [{"name": "app", "resources": {"requests": {"cpu": "6"}}}],
-        },
-        "status": {"phase": "Running"},
-    }
-    nodes = [{"apiVersion": "v1", "kind": "Node", **n} for n in fixture_nodes()]
-    snapshot = tmp_path / "snapshot.json"
-    snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [*nodes, busy]}))
+    snapshot = write_snapshot(tmp_path / "snapshot.json")
     return catalog, snapshot
 
 
