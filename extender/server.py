@@ -363,6 +363,10 @@ def serve(config: ServeConfig) -> int:
     _configure_logging(config.log_level)
     cleanup: list[str] = []
     previous_env = os.environ.get(MULTIPROC_ENV)
+    # gunicorn forks workers inside application.run(), and a worker leaves by raising
+    # SystemExit through this very frame: only the master may clean up, or the first
+    # worker to exit deletes the metrics and last-good-catalog directories under the others.
+    master = os.getpid()
     try:
         if config.state_dir is None:
             state_dir = tempfile.mkdtemp(prefix="machine-catalog-state-")
@@ -404,12 +408,13 @@ def serve(config: ServeConfig) -> int:
             return _exit_code(exc.code)
         return 0
     finally:
-        if previous_env is None:
-            os.environ.pop(MULTIPROC_ENV, None)
-        else:
-            os.environ[MULTIPROC_ENV] = previous_env
-        for path in cleanup:
-            shutil.rmtree(path, ignore_errors=True)
+        if os.getpid() == master:
+            if previous_env is None:
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = previous_env
+            for path in cleanup:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _exit_code(code: Any) -> int:

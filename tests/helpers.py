@@ -224,16 +224,22 @@ class Served:
             raise AssertionError(f"server did not stop on SIGTERM:\n{self.log_text()}") from None
 
 
-def serve(tmp_path: Path, *args: str, env: Mapping[str, str] | None = None) -> Served:
+def serve(
+    tmp_path: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    program: Sequence[str] = (sys.executable, "-m", "machine_catalog"),
+) -> Served:
     """``machine-catalog serve --bind 127.0.0.1:0 *args``; returns once it listens.
 
     ``PROMETHEUS_MULTIPROC_DIR`` points inside ``tmp_path`` (serve makes its run's
     directory in it), so nothing is left behind in the machine's temp directory.
+    ``program`` is how the command is invoked (an installed console script, say).
     """
     log = tmp_path / f"serve-{time.monotonic_ns()}.log"
     metrics_parent = tmp_path / "prometheus"
     metrics_parent.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "machine_catalog", "serve", "--bind", "127.0.0.1:0", *args]
+    command = [*program, "serve", "--bind", "127.0.0.1:0", *args]
     full_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_parent), **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env)

@@ -26,7 +26,18 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import DEADLINE, EKS, GKE, KARPENTER, METAL, fixture_nodes, write_snapshot
+from helpers import (
+    DEADLINE,
+    EKS,
+    GKE,
+    KARPENTER,
+    METAL,
+    fixture_nodes,
+    ready_on_all_workers,
+    wait_until,
+    write_snapshot,
+)
+from helpers import serve as serve_process
 from prometheus_client.parser import text_string_to_metric_families
 
 from extender.app import create_app
@@ -559,3 +570,27 @@ def test_gunicorn_tls_serves_tls12_or_newer_only(tmp_path: Path) -> None:
             server.request("GET", "/healthz")
     finally:
         assert server.stop() == 0
+
+
+def test_a_worker_leaving_keeps_the_servers_directories(tmp_path: Path) -> None:
+    """A worker exits by raising SystemExit through ``serve()``'s frame (gunicorn forks
+    inside ``run()``); its cleanup must not delete the metrics directory and the last good
+    catalog that the master and the other workers still use."""
+    catalog, snapshot = write_inputs(tmp_path)
+    state = tmp_path / "state"
+    server = serve_process(
+        tmp_path, "--catalog", str(catalog), "--snapshot", str(snapshot), "--state-dir", str(state)
+    )
+    try:
+        ready_on_all_workers(server, workers=2)
+        metrics_dirs = list((tmp_path / "prometheus").iterdir())
+        assert len(metrics_dirs) == 1 and (state / "last-good-catalog.json").exists()
+        leaving = server.worker_pids()[0]
+        os.kill(leaving, signal.SIGTERM)  # a graceful worker exit; gunicorn starts another
+        wait_until(lambda: leaving not in server.worker_pids(), "the worker left")
+        ready_on_all_workers(server, workers=2)
+        assert metrics_dirs[0].is_dir()
+        assert (state / "last-good-catalog.json").exists()
+        assert server.metrics()  # the new worker writes into the same multiprocess directory
+    finally:
+        assert server.stop() == 0, server.log_text()
