@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from extender import admission, health, memory, metrics, scheduling
 from extender.runtime import Runtime
@@ -56,6 +56,9 @@ def create_app(runtime: Runtime) -> Flask:
         status = exc.code or 500
         if isinstance(exc, RequestEntityTooLarge):
             message = f"request body larger than the server's limit of {max_body} bytes"
+        elif isinstance(exc, ClientDisconnected):
+            # Also what a stalled body becomes once server.BODY_READ_TIMEOUT expires.
+            message = "request body incomplete: the client stopped sending it"
         elif status == 404:
             message = f"no route {request.path}"
         elif status == 405:

@@ -79,6 +79,10 @@ class ServeConfig:
     state_dir: str | None = None  # None: a fresh temporary directory per serve run
     max_body: int | None = DEFAULT_MAX_BODY  # None: the default
     max_cache_age: float = DEFAULT_MAX_CACHE_AGE
+    #: Longest pause in sending a request body. kube-scheduler and the API server send
+    #: whole bodies at once; without a bound, a client that stalls mid-body holds one of the
+    #: worker's few threads forever (gthread has no such timeout of its own).
+    body_timeout: float = 10.0
     reload_interval: float = 1.0
     log_level: str = "info"
     access_log: bool = False
@@ -90,8 +94,8 @@ class ServeConfig:
             raise ServeError("workers and threads must be at least 1")
         if self.max_body is not None and self.max_body < 1:
             raise ServeError("max_body must be a positive number of bytes")
-        if not self.max_cache_age > 0 or not self.reload_interval > 0:
-            raise ServeError("max_cache_age and reload_interval must be positive")
+        if not min(self.max_cache_age, self.reload_interval, self.body_timeout) > 0:
+            raise ServeError("max_cache_age, reload_interval and body_timeout must be positive")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -264,6 +268,22 @@ def _post_worker_init(worker: Any) -> None:
         )
 
 
+def _bound_body_reads(timeout: float) -> Callable[[Any, Any], None]:
+    """A ``pre_request`` hook: a read timeout on the connection's socket for the body.
+
+    gthread puts the socket back into plain blocking mode (no timeout) for every request it
+    hands a thread, so this bounds exactly the body reads of this request. A stalled body
+    then ends as werkzeug's ClientDisconnected: a 400 with a JSON error.
+    """
+
+    def hook(worker: Any, req: Any) -> None:
+        sock = getattr(getattr(req, "unreader", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(timeout)
+
+    return hook
+
+
 _WORKER: dict[str, Runtime] = {}
 
 
@@ -284,6 +304,7 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
         "child_exit": _child_exit,
         "worker_exit": _worker_exit,
         "post_worker_init": _post_worker_init,
+        "pre_request": _bound_body_reads(config.body_timeout),
         # gunicorn >= 25.1 opens a control socket in $HOME by default: two servers on one
         # host (or one test run beside another) would fight over it, and nothing uses it.
         "control_socket_disable": True,

@@ -665,6 +665,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             max_body=args.max_body,
             max_cache_age=args.max_cache_age,
+            body_timeout=args.body_timeout,
             reload_interval=args.reload_interval,
             log_level=args.log_level,
             access_log=args.access_log,
@@ -794,6 +795,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="persist the last good catalog here")
     p.add_argument("--max-body", type=_bytes, default=None, metavar="BYTES", help="e.g. 512Mi")
     p.add_argument("--max-cache-age", type=_positive_float, default=120.0, metavar="SECONDS")
+    p.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="longest pause a client may make while sending a request body",
+    )
     p.add_argument("--reload-interval", type=_positive_float, default=1.0, metavar="SECONDS")
     p.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error", "critical"), default="info"

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -156,7 +157,9 @@ def test_build_runtime_serves_a_snapshot_and_follows_the_catalog_file(tmp_path: 
             CATALOG + "    - {name: graviton, scuPerCore: 1.2, instanceTypes: [m7g.4xlarge]}\n"
         )
         deadline = time.monotonic() + 10
-        while runtime.catalogs.current.by_name.get("graviton") is None:
+        # Answers come from the cache's catalog, which the reload listener swaps just after
+        # the source's: wait for that one.
+        while runtime.cluster.catalog.by_name.get("graviton") is None:
             assert time.monotonic() < deadline, "catalog change not picked up"
             time.sleep(0.02)
         result = client.post("/scheduler/filter", data=body).get_json()
@@ -593,4 +596,40 @@ def test_a_worker_leaving_keeps_the_servers_directories(tmp_path: Path) -> None:
         assert (state / "last-good-catalog.json").exists()
         assert server.metrics()  # the new worker writes into the same multiprocess directory
     finally:
+        assert server.stop() == 0, server.log_text()
+
+
+def test_a_client_stalling_mid_body_frees_its_thread_after_the_body_timeout(
+    tmp_path: Path,
+) -> None:
+    """Two stalled bodies hold both threads of the only worker; --body-timeout frees them."""
+    catalog, snapshot = write_inputs(tmp_path)
+    server = serve_process(
+        tmp_path,
+        *("--catalog", str(catalog), "--snapshot", str(snapshot)),
+        *("--workers", "1", "--threads", "2", "--body-timeout", "0.5"),
+    )
+    stalled = []
+    try:
+        ready_on_all_workers(server, workers=1)
+        head = (
+            b"POST /scheduler/filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"Pod": '
+        )
+        for _ in range(2):
+            stalled.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            stalled[-1].sendall(head)
+        started = time.monotonic()
+        assert server.request("GET", "/healthz", timeout=10).status == 200
+        assert time.monotonic() - started < 5
+        for sock in stalled:
+            reply = http.client.HTTPResponse(sock)
+            reply.begin()
+            assert reply.status == 400
+            assert reply.read() == (
+                b'{"error":"request body incomplete: the client stopped sending it"}'
+            )
+    finally:
+        for sock in stalled:
+            sock.close()
         assert server.stop() == 0, server.log_text()
