@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     """Whether this worker is ready, and the detail ``/readyz`` shows either way."""
     catalogs = runtime.catalogs
-    catalog = catalogs.current
     cluster = runtime.cluster
+    # The version answers are computed from: the cache's, which the reload listener swaps
+    # a moment after the source's (once every node is re-matched).
+    catalog = cluster.catalog
     failure = catalogs.last_failure
     age = cluster.age()
     counts = cluster.counts()
