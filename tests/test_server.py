@@ -35,6 +35,7 @@ from helpers import (
     METAL,
     fixture_nodes,
     ready_on_all_workers,
+    scheduler_pod,
     wait_until,
     write_snapshot,
 )
@@ -76,26 +77,6 @@ def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
     catalog.write_text(CATALOG)
     snapshot = write_snapshot(tmp_path / "snapshot.json")
     return catalog, snapshot
-
-
-def scheduler_pod(cpu: str, family: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": "web-7d9c5b8f4-x2k8q",
-        "namespace": "team-a",
-        "uid": "0b7c3f8e-2d6a-4c43-9f5e-1b2a3c4d5e6f",
-    }
-    if family:
-        meta["annotations"] = {"machine-catalog.io/family": family}
-    return {
-        "metadata": meta,
-        "spec": {
-            "schedulerName": "machine-catalog",
-            "containers": [
-                {"name": "app", "image": "nginx:1.27", "resources": {"requests": {"cpu": cpu}}}
-            ],
-        },
-        "status": {"phase": "Pending"},
-    }
 
 
 # -- configuration --------------------------------------------------------------------------
