@@ -70,6 +70,7 @@ from extender.placement import (
     requested_families,
     toleration_mask,
 )
+from extender.responses import error_body, json_response
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
 
@@ -83,7 +84,6 @@ log = logging.getLogger(__name__)
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 NORMALIZE_LABEL = "machine-catalog.io/normalize"
-JSON = "application/json"
 MAX_WARNING = 120
 WARNING_PREFIX = "machine-catalog: "
 
@@ -441,7 +441,7 @@ def review(admitter: Admitter, body: bytes) -> tuple[int, bytes]:
                 "error", False, code=500, message=f"internal error: {type(exc).__name__}"
             )
     except MalformedReview as exc:
-        return 400, orjson.dumps({"error": str(exc)})
+        return 400, error_body(str(exc))
     if verdict.decision == "denied":
         log.info("denied %s (uid %s): %s", _describe(req), uid, verdict.message)
     elif verdict.decision == "mutated":
@@ -458,4 +458,4 @@ def register(app: Flask, runtime: Runtime) -> None:
     def webhook_mutate() -> Any:
         # get_data goes through werkzeug's stream, bounded by MAX_CONTENT_LENGTH (413 beyond).
         status, body = review(admitter, request.get_data(cache=False))
-        return app.response_class(body, status=status, content_type=JSON)
+        return json_response(body, status)

@@ -11,19 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from flask import Flask, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from extender import admission, health, memory, metrics, scheduling
+from extender.responses import json_error
 from extender.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-def _json_error(app: Flask, status: int, message: str, headers: Any = None) -> Any:
-    body = orjson.dumps({"error": message})
-    return app.response_class(body, status=status, headers=headers, content_type="application/json")
 
 
 def create_app(runtime: Runtime) -> Flask:
@@ -69,12 +64,12 @@ def create_app(runtime: Runtime) -> Flask:
         if status == 405:
             allowed = exc.get_response().headers.get("Allow")
             headers = {"Allow": allowed} if allowed else None
-        return _json_error(app, status, message, headers)
+        return json_error(status, message, headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _json_error(app, 500, "internal server error (see the server log)")
+        return json_error(500, "internal server error (see the server log)")
 
     scheduling.register(app, runtime)
     admission.register(app, runtime)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from extender.responses import json_response
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -79,9 +81,7 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
 
 def register(app: Flask, runtime: Runtime) -> None:
     def json(status: int, payload: dict[str, Any]) -> Any:
-        return app.response_class(
-            orjson.dumps(payload), status=status, content_type="application/json"
-        )
+        return json_response(orjson.dumps(payload), status)
 
     @app.get("/healthz")
     def healthz() -> Any:

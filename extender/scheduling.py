@@ -26,7 +26,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 from flask import request
 
 from extender import metrics
@@ -38,6 +37,7 @@ from extender.filtering import (
     pinned_family,
     pod_request_millis,
 )
+from extender.responses import json_error, json_response
 from extender.scoring import node_scores
 from extender.wire import (
     ExtenderArgs,
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOT_SYNCED = "cluster cache not synced"
-JSON = "application/json"
 
 
 def _read_args() -> ExtenderArgs:
@@ -91,13 +90,6 @@ def priorities(runtime: Runtime, args: ExtenderArgs, pod_millis: int) -> np.ndar
 
 
 def register(app: Flask, runtime: Runtime) -> None:
-    def error(status: int, message: str) -> Any:
-        body = orjson.dumps({"error": message})
-        return app.response_class(body, status=status, content_type=JSON)
-
-    def ok(body: bytes) -> Any:
-        return app.response_class(body, status=200, content_type=JSON)
-
     @app.post("/scheduler/filter")
     def scheduler_filter() -> Any:
         try:
@@ -105,12 +97,14 @@ def register(app: Flask, runtime: Runtime) -> None:
             pod_millis = pod_request_millis(args.pod)
             pinned = pinned_family(args.pod)
         except (WireError, PodError) as exc:
-            return error(400, str(exc))
+            return json_error(400, str(exc))
         try:
-            return ok(filter_response(runtime, args, pod_millis, pinned))
+            return json_response(filter_response(runtime, args, pod_millis, pinned))
         except Exception:
             log.exception("filter failed for pod %s", _pod_name(args))
-            return ok(encode_filter_error("machine-catalog extender internal error (see its log)"))
+            return json_response(
+                encode_filter_error("machine-catalog extender internal error (see its log)")
+            )
 
     @app.post("/scheduler/prioritize")
     def scheduler_prioritize() -> Any:
@@ -119,14 +113,16 @@ def register(app: Flask, runtime: Runtime) -> None:
             pod_millis = pod_request_millis(args.pod)
             pinned_family(args.pod)  # same validation as filter: one request, one verdict
         except (WireError, PodError) as exc:
-            return error(400, str(exc))
+            return json_error(400, str(exc))
         if not runtime.cluster.synced:
-            return error(503, NOT_SYNCED)
+            return json_error(503, NOT_SYNCED)
         try:
-            return ok(encode_host_priorities(args.names, priorities(runtime, args, pod_millis)))
+            return json_response(
+                encode_host_priorities(args.names, priorities(runtime, args, pod_millis))
+            )
         except Exception:
             log.exception("prioritize failed for pod %s", _pod_name(args))
-            return error(500, "machine-catalog extender internal error (see its log)")
+            return json_error(500, "machine-catalog extender internal error (see its log)")
 
 
 def _pod_name(args: ExtenderArgs) -> str:
