@@ -582,11 +582,6 @@ class ClusterState:
                 instance_types=t.instance_types,
             )
 
-    def node_labels(self, name: str) -> Mapping[str, str] | None:
-        with self._lock:
-            slot = self._t.index.get(name)
-            return None if slot is None else self._t.labels[slot]
-
     def labels_of(self, names: Sequence[str]) -> list[Mapping[str, str] | None]:
         """Labels of many nodes under one lock (None for a name the cache does not know)."""
         with self._lock:
