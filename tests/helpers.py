@@ -228,7 +228,7 @@ def serve(
     tmp_path: Path,
     *args: str,
     env: Mapping[str, str] | None = None,
-    program: Sequence[str] = (sys.executable, "-m", "machine_catalog"),
+    program: Sequence[str] = (sys.executable, "-m", "machine_catalog_cli"),
 ) -> Served:
     """``machine-catalog serve --bind 127.0.0.1:0 *args``; returns once it listens.
 

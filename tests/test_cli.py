@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from extender.runtime import DEFAULT_MAX_BODY
-from machine_catalog import cli
 from machine_catalog.quantities import format_scu, physical_to_scu_millis, to_millis
+from machine_catalog_cli import main as cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODES = FIXTURES / "nodes-real-world.json"
@@ -761,7 +761,7 @@ def test_console_script_end_to_end(catalog: Path, broken: Path) -> None:
     assert "spec.families[1].scuPerCore" in bad.stderr
     assert "Traceback" not in bad.stderr
     module = subprocess.run(
-        [sys.executable, "-m", "machine_catalog", "convert", "--catalog", str(catalog),
+        [sys.executable, "-m", "machine_catalog_cli", "convert", "--catalog", str(catalog),
          "--family", "m6i", "2"],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip

@@ -52,10 +52,10 @@ from extender.patching import (
     STANDARD_RESOURCES_ANNOTATION,
 )
 from extender.snapshot import SnapshotError, load_snapshot
-from machine_catalog import cli
+from machine_catalog_cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT_CODE = ["machine_catalog", "extender", "benchmarks"]
+PRODUCT_CODE = ["machine_catalog", "extender", "machine_catalog_cli", "benchmarks"]
 
 # -- YAML -----------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ def test_a_python_tag_in_any_yaml_input_is_refused_not_run(tmp_path: Path) -> No
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(f"apiVersion: v1\nkind: Config\nclusters: {payload}\n")
     done = subprocess.run(
-        [sys.executable, "-m", "machine_catalog", "serve", "--kubeconfig", str(kubeconfig)],
+        [sys.executable, "-m", "machine_catalog_cli", "serve", "--kubeconfig", str(kubeconfig)],
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -300,7 +300,7 @@ def test_a_broken_kubeconfig_is_reported_without_its_token(tmp_path: Path, case:
     path = tmp_path / "kubeconfig"
     path.write_text(BROKEN_KUBECONFIGS[case].replace("TOKEN", token))
     done = subprocess.run(
-        [sys.executable, "-m", "machine_catalog", "serve", "--kubeconfig", str(path)],
+        [sys.executable, "-m", "machine_catalog_cli", "serve", "--kubeconfig", str(path)],
         capture_output=True,
         text=True,
         timeout=DEADLINE,
