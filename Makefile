@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean controlplane e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# The real control plane: builds etcd, kube-apiserver, kube-scheduler and
+# kube-controller-manager from source once (e2e/controlplane, cached in
+# ~/.cache/machine-catalog/controlplane), then runs the end-to-end suite against them.
+controlplane:
+	bash e2e/controlplane/build.sh
+
+e2e: $(STAMP)
+	bash e2e/controlplane/build.sh >/dev/null
+	$(BIN)/python -m pytest -c e2e/pytest.ini e2e

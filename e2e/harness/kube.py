@@ -1,0 +1,63 @@
+"""Small waits and reads the end-to-end tests share (the kubernetes client does the rest)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def eventually(fetch: Callable[[], T], ok: Callable[[T], bool], timeout: float, what: str) -> T:
+    """Poll ``fetch`` until ``ok`` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = fetch()
+        if ok(last):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; last: {last}"
+            )
+        time.sleep(0.25)
+
+
+def pod_manifest(
+    name: str,
+    cpu: str = "1",
+    *,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    scheduler: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+                }
+            ],
+            "terminationGracePeriodSeconds": 0,
+            **spec,
+        },
+    }
+    if scheduler:
+        body["spec"]["schedulerName"] = scheduler
+    return body
+
+
+def cpu_requests(pod: Any) -> list[str]:
+    return [c.resources.requests["cpu"] for c in pod.spec.containers]
+
+
+def events_for(api: Any, namespace: str, name: str, reason: str | None = None) -> list[Any]:
+    items = api.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return [e for e in items if reason is None or e.reason == reason]

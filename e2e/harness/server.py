@@ -1,0 +1,110 @@
+"""``machine-catalog serve --kubeconfig`` as the tests run it: TLS, a fixed port, restartable."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.controlplane import REPO, ControlPlane, Process, free_port, https_ok, start, wait_until
+
+
+def deployment_args() -> list[str]:
+    """``args`` of the server container in ``manifests/base/deployment.yaml``."""
+    docs = yaml.safe_load_all((REPO / "manifests" / "base" / "deployment.yaml").read_text())
+    for doc in docs:
+        if doc and doc.get("kind") == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                if container.get("args", [])[:1] == ["serve"]:
+                    return list(container["args"])
+    raise LookupError("no serve container in manifests/base/deployment.yaml")
+
+
+class Server:
+    """One ``serve`` process; ``stop()`` and ``start()`` keep the same port (and URL), so the
+    scheduler's extender URL and the webhook configuration stay valid across a restart."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        catalog: Path,
+        kubeconfig: Path,
+        *,
+        extra: tuple[str, ...] = (),
+        name: str = "machine-catalog",
+    ) -> None:
+        self.plane = plane
+        self.catalog = catalog
+        self.kubeconfig = kubeconfig
+        self.extra = extra
+        self.name = name
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.proc: Process | None = None
+        self.context = ssl.create_default_context(cafile=str(plane.pki.ca))
+
+    def argv(self) -> list[str]:
+        """The Deployment's own ``serve`` arguments, with the cluster's paths swapped in.
+
+        ``--in-cluster`` becomes ``--kubeconfig``; the catalog, certificate and bind address
+        point at the harness's files and port; every other flag (workers, threads, the
+        scheduler name) is the manifest's, so the test runs what a cluster would.
+        """
+        swap = {
+            "--catalog": str(self.catalog),
+            "--bind": f"127.0.0.1:{self.port}",
+            "--certfile": str(self.plane.pki.server_cert),
+            "--keyfile": str(self.plane.pki.server_key),
+            "--state-dir": str(self.plane.workdir / f"{self.name}-state"),
+        }
+        args: list[str] = []
+        manifest = iter(deployment_args())
+        for arg in manifest:
+            if arg == "--in-cluster":
+                args += ["--kubeconfig", str(self.kubeconfig)]
+            elif arg in swap:
+                next(manifest)
+                args += [arg, swap[arg]]
+            else:
+                args.append(arg)
+        (self.plane.workdir / f"{self.name}-state").mkdir(exist_ok=True)
+        return [sys.executable, "-m", "machine_catalog_cli", *args, *self.extra]
+
+    def start(self, timeout: float = 60) -> Server:
+        self.proc = start(self.name, self.argv(), self.plane.logs())
+        self.plane.processes[self.name] = self.proc
+        wait_until(
+            lambda: https_ok(f"{self.url}/readyz", self.context), timeout, "ready", self.proc
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, context=self.context, timeout=10) as r:
+                body = r.read()
+                status = r.status
+        except urllib.error.HTTPError as err:
+            body, status = err.read(), err.code
+        return status, json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+
+    def post(self, path: str, body: Any) -> Any:
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, context=self.context, timeout=10) as r:
+            return json.loads(r.read())
+
+    def readyz(self) -> dict[str, Any]:
+        return self.get("/readyz")[1]
