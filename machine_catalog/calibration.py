@@ -329,7 +329,7 @@ def observe(
 
 
 def t_quantile(p: float, dof: int) -> float:
-    """Student's t quantile (Cornish-Fisher expansion; within 0.1% of exact for dof >= 3).
+    """Student's t quantile (Cornish-Fisher expansion; within 0.2% of exact for dof >= 3).
 
     For 1 and 2 degrees of freedom the closed forms are used.
     """
