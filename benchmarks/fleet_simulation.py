@@ -903,7 +903,7 @@ def plot(res: Results, args: argparse.Namespace, path: Path) -> None:
                 vals = [metric(r.operating) for r in res.sweep if r.mode == mode and r.target == t]
                 m, lo, hi = interval(vals)
                 means.append(100 * m)
-                lows.append(100 * lo)
+                lows.append(100 * max(lo, 0.0))
                 highs.append(100 * hi)
             ax.plot(targets, means, "o-", ms=3, color=COLORS[mode], label=mode)
             ax.fill_between(targets, lows, highs, color=COLORS[mode], alpha=0.2)
@@ -947,7 +947,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--seed", type=int, default=7, help="first seed")
     p.add_argument("--seeds", type=int, default=5, help="seeds at the main target")
-    p.add_argument("--sweep-seeds", type=int, default=3, help="seeds of the target sweep")
+    p.add_argument("--sweep-seeds", type=int, default=5, help="seeds of the target sweep")
     p.add_argument("--out", type=Path, default=report.RESULTS, help="directory for the plot")
     p.add_argument("--readme", type=Path, default=report.README, help="README to update")
     p.add_argument("--no-readme", action="store_true", help="print the tables only")
