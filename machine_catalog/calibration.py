@@ -160,6 +160,24 @@ class Calibration:
 # -- reading objects -------------------------------------------------------------------
 
 
+def _get(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...``, or None where a level is missing or not an object.
+
+    Snapshots and metrics come from files a user made; one odd object must give "left out"
+    or a clear error, never an AttributeError.
+    """
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _each(value: Any) -> list[Any]:
+    """The mappings of a list field; anything else is no items."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -199,31 +217,29 @@ def _cpu_millis(value: Any) -> float | None:
 
 
 def _controller(pod: Mapping[str, Any]) -> str | None:
-    meta = pod.get("metadata") or {}
-    for ref in meta.get("ownerReferences") or ():
-        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind"):
-            return f"{meta.get('namespace', 'default')}/{ref['kind']}/{ref.get('name', '')}"
+    namespace = _get(pod, "metadata", "namespace") or "default"
+    for ref in _each(_get(pod, "metadata", "ownerReferences")):
+        if ref.get("controller") is True and ref.get("kind"):
+            return f"{namespace}/{ref['kind']}/{ref.get('name', '')}"
     return None
 
 
 def _started(pod: Mapping[str, Any]) -> datetime | None:
     """When the pod last (re)started a container; ``status.startTime`` if none says."""
-    status = pod.get("status") or {}
     starts = [
-        _time(((cs.get("state") or {}).get("running") or {}).get("startedAt"))
-        for cs in status.get("containerStatuses") or ()
-        if isinstance(cs, Mapping)
+        _time(_get(cs, "state", "running", "startedAt"))
+        for cs in _each(_get(pod, "status", "containerStatuses"))
     ]
     known = [s for s in starts if s is not None]
-    return max(known) if known else _time(status.get("startTime"))
+    return max(known) if known else _time(_get(pod, "status", "startTime"))
 
 
 def _limit_millis(pod: Mapping[str, Any]) -> float | None:
     """The pod's CPU limit, or None when a container has none (the pod is then unbounded)."""
     total = 0.0
-    containers = (pod.get("spec") or {}).get("containers") or ()
+    containers = _each(_get(pod, "spec", "containers"))
     for c in containers:
-        limit = ((c.get("resources") or {}).get("limits") or {}).get("cpu")
+        limit = _get(c, "resources", "limits", "cpu")
         millis = _cpu_millis(limit) if limit is not None else None
         if millis is None:
             return None
@@ -242,13 +258,10 @@ def _samples(metrics: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list
     out: dict[tuple[str, str], list[_Sample]] = defaultdict(list)
     seen: set[tuple[str, str, Any]] = set()
     for document in metrics:
-        for item in document.get("items") or ():
-            if not isinstance(item, Mapping):
-                continue
-            meta = item.get("metadata") or {}
+        for item in _each(_get(document, "items")):
             total = 0.0
-            for c in item.get("containers") or ():
-                millis = _cpu_millis(((c or {}).get("usage") or {}).get("cpu"))
+            for c in _each(item.get("containers")):
+                millis = _cpu_millis(_get(c, "usage", "cpu"))
                 if millis is None:
                     break
                 total += millis
@@ -256,7 +269,10 @@ def _samples(metrics: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list
                 stamp = _time(item.get("timestamp"))
                 window = _seconds(item.get("window"))
                 start = None if stamp is None else stamp.timestamp() - window
-                key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+                key = (
+                    str(_get(item, "metadata", "namespace") or "default"),
+                    str(_get(item, "metadata", "name") or ""),
+                )
                 # metrics-server refreshes every 15 s by default: two samples taken closer
                 # together return the same window, which must count once.
                 if stamp is not None and (*key, stamp) in seen:
@@ -276,53 +292,63 @@ def observe(
     """Every pod's evidence, with the rule that left it out (see the module's docstring)."""
     node_family: dict[str, str | None] = {}
     for node in nodes:
-        meta = node.get("metadata") or {}
-        matched = catalog.match(meta.get("labels") or {})
-        node_family[str(meta.get("name", ""))] = (
+        labels = _get(node, "metadata", "labels")
+        labels = {
+            k: v
+            for k, v in (labels.items() if isinstance(labels, Mapping) else ())
+            if isinstance(k, str) and isinstance(v, str)
+        }
+        matched = catalog.match(labels)
+        node_family[str(_get(node, "metadata", "name") or "")] = (
             matched.family.name if matched.family is not None else None
         )
     samples = _samples(metrics)
     out = []
     for pod in pods:
-        meta = pod.get("metadata") or {}
-        ns, name = str(meta.get("namespace", "default")), str(meta.get("name", ""))
+        ns = str(_get(pod, "metadata", "namespace") or "default")
+        name = str(_get(pod, "metadata", "name") or "")
         workload = _controller(pod)
-        node = (pod.get("spec") or {}).get("nodeName")
-        family = node_family.get(node) if node else None
-        seen = samples.get((ns, name), [])
-
-        def obs(reason: str | None, usage: float | None = None, count: int = 0) -> Observation:
-            return Observation(ns, name, workload, family, usage, count, reason)  # noqa: B023
-
-        if (pod.get("status") or {}).get("phase") != "Running" or not node:
-            out.append(obs("not running"))
-        elif workload is None:
-            out.append(obs("no controller"))
-        elif family is None:
-            out.append(obs("no family"))
-        elif not seen:
-            out.append(obs("no metrics"))
-        else:
-            started = _started(pod)
-            warm = [
-                s
-                for s in seen
-                if started is not None
-                and s.start is not None
-                and s.start - started.timestamp() >= rules.warmup_seconds
-            ]
-            if not warm:
-                out.append(obs("not warm"))
-                continue
-            usage = sum(s.millis for s in warm) / len(warm)
-            limit = _limit_millis(pod)
-            if usage < rules.idle_millis:
-                out.append(obs("idle", usage, len(warm)))
-            elif limit is not None and max(s.millis for s in warm) >= rules.limit_share * limit:
-                out.append(obs("at limit", usage, len(warm)))
-            else:
-                out.append(obs(None, usage, len(warm)))
+        node = _get(pod, "spec", "nodeName")
+        family = node_family.get(node) if isinstance(node, str) and node else None
+        reason, usage, count = _judge(pod, workload, family, samples.get((ns, name), []), rules)
+        out.append(Observation(ns, name, workload, family, usage, count, reason))
     return out
+
+
+def _judge(
+    pod: Mapping[str, Any],
+    workload: str | None,
+    family: str | None,
+    seen: Sequence[_Sample],
+    rules: Rules,
+) -> tuple[str | None, float | None, int]:
+    """(reason it is left out or None, mean warm usage, warm samples): the rules in order."""
+    node = _get(pod, "spec", "nodeName")
+    if _get(pod, "status", "phase") != "Running" or not isinstance(node, str) or not node:
+        return "not running", None, 0
+    if workload is None:
+        return "no controller", None, 0
+    if family is None:
+        return "no family", None, 0
+    if not seen:
+        return "no metrics", None, 0
+    started = _started(pod)
+    warm = [
+        s
+        for s in seen
+        if started is not None
+        and s.start is not None
+        and s.start - started.timestamp() >= rules.warmup_seconds
+    ]
+    if not warm:
+        return "not warm", None, 0
+    usage = sum(s.millis for s in warm) / len(warm)
+    limit = _limit_millis(pod)
+    if usage < rules.idle_millis:
+        return "idle", usage, len(warm)
+    if limit is not None and max(s.millis for s in warm) >= rules.limit_share * limit:
+        return "at limit", usage, len(warm)
+    return None, usage, len(warm)
 
 
 # -- the fit ---------------------------------------------------------------------------

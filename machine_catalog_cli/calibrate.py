@@ -170,6 +170,13 @@ def read_pod_metrics(path: str) -> dict[str, Any]:
     kind = document.get("kind")
     if kind not in (None, "PodMetricsList", "List"):
         raise CliError(f"{path}: a {kind}, not a PodMetricsList")
+    for i, item in enumerate(document["items"]):
+        if not isinstance(item, dict) or not isinstance(item.get("containers"), list):
+            what = item.get("kind") if isinstance(item, dict) else None
+            raise CliError(
+                f"{path}: items[{i}] is {f'a {what}' if what else 'not a PodMetrics'} "
+                "(no 'containers' list); expected a PodMetricsList"
+            )
     return document
 
 
@@ -261,13 +268,19 @@ def to_json(result: Calibration, rules: Rules) -> dict[str, Any]:
 
 def _render(result: Calibration, rules: Rules, show: int) -> None:
     rows = [["FAMILY", "SCUPERCORE", "ESTIMATE", "95% INTERVAL", "WORKLOADS", "PODS", "CURRENT"]]
+    silent = [f.name for f in result.families if not f.pods and f.name != result.baseline]
     for f in result.families:
+        if f.name in silent:
+            continue
         if f.name == result.baseline:
             current = "baseline"
         elif f.relative_error is None:
             current = "no evidence"
         else:
-            current = f"{f.relative_error:+.1%}" + ("" if tight(f, rules) else " (wide)")
+            error = f.relative_error
+            current = ("±0.0%" if abs(error) < 0.0005 else f"{error:+.1%}") + (
+                "" if tight(f, rules) else " (wide)"
+            )
         interval = "-" if f.low is None else f"{f.low:.3f} – {f.high:.3f}"
         rows.append(
             [
@@ -282,6 +295,8 @@ def _render(result: Calibration, rules: Rules, show: int) -> None:
         )
     for line in _table(rows):
         _out(line)
+    if silent:
+        _out(f"no usable replica (estimate null): {', '.join(silent)}")
     used = sum(w.pods for w in result.workloads)
     excluded = ", ".join(f"{n} {r}" for r, n in sorted(result.excluded.items())) or "none"
     _out()
@@ -295,6 +310,11 @@ def _render(result: Calibration, rules: Rules, show: int) -> None:
             else ""
         )
     )
+    if not result.workloads:
+        _out(
+            "nothing to estimate: no workload has usable replicas on two families, one of "
+            "them linked to the baseline (see what was left out above)"
+        )
     if result.sigma is not None:
         _out(
             f"residual standard deviation: {result.sigma:.3f} (log usage, ~±"

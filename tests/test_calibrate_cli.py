@@ -101,6 +101,7 @@ def test_table_and_write(
         (["--snapshot", "SNAP", "--pod-metrics", "BAD"], 1, "not a PodMetricsList"),
         (["--snapshot", "missing.json", "--pod-metrics", "BAD"], 1, "cannot read"),
         (["--snapshot", "SNAP", "--pod-metrics", "NODELIST"], 1, "a NodeList, not"),
+        (["--snapshot", "SNAP", "--pod-metrics", "SNAP"], 1, "items[0] is a Node"),
         (["--kubeconfig", "missing-kc", "--pod-metrics", "BAD"], 2, "goes with --snapshot"),
         (["--kubeconfig", "missing-kc"], 1, "missing-kc"),
         (["--snapshot", "SNAP", "--pod-metrics", "BAD", "--limit-share", "1.5"], 2, "between 0"),
@@ -193,3 +194,45 @@ def test_live_cluster_without_a_metrics_api(
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url)
         code, _, err = run(capsys, "--kubeconfig", kubeconfig, "--samples", "1")
     assert code == 1 and "404" in err and "metrics-server" in err
+
+
+def test_sampling_waits_the_interval_between_reads(tmp_path: Path, fleet: mf.UsageFleet) -> None:
+    from extender.usage_sampling import sample
+    from extender.watching import load_api_client
+
+    calls: list[int] = []
+    slept: list[float] = []
+    lines: list[str] = []
+    with FakeApiServer() as fake:
+        fake.add("nodes", fleet.nodes[0])
+        fake.pod_metrics = lambda: _metrics_items(fleet, calls)
+        with load_api_client(write_kubeconfig(tmp_path / "kc", fake.url)) as api:
+            nodes, pods, documents = sample(api, 3, 42.0, lines.append, slept.append)
+    assert slept == [42.0, 42.0] and len(documents) == 3 and len(nodes) == 1 and pods == []
+    assert [d["items"] for d in documents] == [m["items"] for m in fleet.metrics]
+    assert lines[0].startswith("sample 1/3: ") and "next in 42 s" in lines[0]
+    assert lines[-1] == "listed 1 nodes and 0 pods"
+
+
+def test_odd_objects_are_left_out_not_a_crash(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fleet: mf.UsageFleet
+) -> None:
+    odd = [
+        {"kind": "Node", "metadata": "not an object"},
+        {"kind": "Node", "metadata": {"name": "n", "labels": ["a"]}},
+        {"kind": "Pod", "metadata": {"name": "x"}, "spec": [], "status": "zz"},
+        {"kind": "Pod", "metadata": None, "spec": {"nodeName": 3}, "status": {"phase": "Running"}},
+    ]
+    snapshot = tmp_path / "odd.json"
+    snapshot.write_bytes(orjson.dumps({"kind": "List", "items": fleet.nodes + fleet.pods + odd}))
+    metrics = tmp_path / "m.json"
+    document = dict(fleet.metrics[0])
+    document["items"] = [*document["items"], {"containers": [{"usage": "x"}]}]
+    metrics.write_bytes(orjson.dumps(document))
+    code, out, err = run(
+        capsys, "--snapshot", str(snapshot), "--pod-metrics", str(metrics), "-o", "json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["excluded"] == {"not running": 2}
+    assert next(f for f in data["families"] if f["name"] == "aws-m7i")["estimate"] is not None
