@@ -104,6 +104,17 @@ def test_simulation_pins_every_normalized_replica_to_its_nodes_family() -> None:
         assert view.requested[i] == sum(r.request for r in replicas if r.node == i)
 
 
+def test_calibration_accuracy_writes_its_section(tmp_path: Path) -> None:
+    from benchmarks import calibration_accuracy
+
+    readme = tmp_path / "README.md"
+    readme.write_text("")
+    assert calibration_accuracy.main(["--seeds", "2", "--readme", str(readme)]) == 0
+    section = _section(readme, "calibration_accuracy")
+    rows = [line for line in section.splitlines() if line.startswith("| 3 | 100 | 3 |")]
+    assert rows and "seeds with every family within 2%" in section
+
+
 @pytest.mark.slow
 def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
