@@ -808,6 +808,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=cmd_serve)
+
+    from machine_catalog_cli import calibrate
+
+    calibrate.add_parser(sub, parents=[common, catalog, output])
     return parser
 
 

@@ -64,6 +64,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 RESOURCES = {"/api/v1/nodes": "nodes", "/api/v1/pods": "pods"}
+#: metrics.k8s.io's PodMetrics of every namespace (served when ``pod_metrics`` is set).
+POD_METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/pods"
 KINDS = {"nodes": "Node", "pods": "Pod"}
 
 
@@ -146,6 +148,10 @@ class FakeApiServer:
         self.delay = 0.0
         self.requests: list[Request] = []
         self.default_watch_timeout = 1800
+        #: PodMetrics items for ``GET /apis/metrics.k8s.io/v1beta1/pods``, called on each
+        #: request (so a test can change usage between samples); None answers 404, as an
+        #: API server without metrics-server does.
+        self.pod_metrics: Callable[[], list[dict[str, Any]]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -463,6 +469,15 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append(request)
         if fake.delay:
             time.sleep(fake.delay)
+        if url.path == POD_METRICS_PATH and fake.pod_metrics is not None:
+            body = {
+                "kind": "PodMetricsList",
+                "apiVersion": "metrics.k8s.io/v1beta1",
+                "metadata": {},
+                "items": fake.pod_metrics(),
+            }
+            self._send_json(200, body)
+            return
         if resource is None:
             self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
             return

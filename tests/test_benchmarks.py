@@ -1,9 +1,9 @@
 """The benchmark harnesses run end to end on a tiny fleet (no timing is asserted).
 
 The fleet simulation is also checked for the mechanism its README claims, on a fleet small
-enough to take a second: with raw vCPU requests the slow family runs hotter than the fast
-one and the first node saturates earlier; with SCU-normalized requests node usage is even
-across families.
+enough to take a second: true speeds are apart from the catalog; with raw vCPU requests the
+HPA's average hides how much hotter one family runs, with the packaged factors less so, and
+after calibrate (run on the simulation's own pods and metrics) least.
 """
 
 from __future__ import annotations
@@ -12,15 +12,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fleet_simulation, fleets  # noqa: E402
+from benchmarks import fleet_simulation  # noqa: E402
 
-SMALL = ["--nodes-per-family", "6", "--deployments", "20", "--step", "0.05", "--seed", "3"]
+SMALL = [
+    "--nodes-per-family", "6", "--deployments", "20", "--step", "0.05", "--seed", "3",
+    "--seeds", "2", "--sweep-seeds", "1",
+]  # fmt: skip
 
 
 def _section(readme: Path, name: str) -> str:
@@ -33,52 +37,58 @@ def _section(readme: Path, name: str) -> str:
 def test_fleet_simulation_writes_its_section_and_plot(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# intro\n\n<!-- BEGIN other -->\nkept\n<!-- END other -->\n")
-    code = fleet_simulation.main(
-        [*SMALL, "--targets", "60", "--readme", str(readme), "--out", str(tmp_path)]
-    )
-    assert code == 0
+    argv = [*SMALL, "--targets", "60,70", "--readme", str(readme), "--out", str(tmp_path)]
+    assert fleet_simulation.main(argv) == 0
     section = _section(readme, "fleet_simulation")
-    assert "| `raw` |" in section and "| `normalized` |" in section
+    for mode in fleet_simulation.MODES:
+        assert f"| `{mode}` |" in section
+        assert f"**`{mode}`**" in _section(readme, "fleet_simulation_summary")
     assert "kept" in _section(readme, "other")  # another harness's section is untouched
     assert (tmp_path / "fleet_simulation.png").stat().st_size > 10_000
     # Running again replaces the section instead of appending a second one.
-    fleet_simulation.main(
-        [*SMALL, "--targets", "60", "--readme", str(readme), "--out", str(tmp_path)]
-    )
+    fleet_simulation.main(argv)
     assert readme.read_text().count("<!-- BEGIN fleet_simulation -->") == 1
 
 
+def test_true_speed_is_apart_from_the_catalog() -> None:
+    catalog = fleet_simulation.packaged_catalog()
+    fleet = fleet_simulation.build_fleet(catalog, 4, seed=3, catalog_error=0.1)
+    assert set(fleet.true_speed) == set(fleet_simulation.FAMILY_PREFIXES)
+    assert fleet.true_speed["aws-m5"] == 1.0  # the baseline is the unit
+    off = [abs(fleet.true_speed[n] / float(catalog.by_name[n].scu_per_core) - 1) for n in
+           ("aws-m6i", "aws-m7i")]  # fmt: skip
+    assert all(0 < e <= 0.1 for e in off)
+    assert not np.allclose(fleet.speed, fleet.factor)
+
+
 def test_fleet_simulation_shows_the_mechanism() -> None:
-    args = fleet_simulation.parse_args(SMALL)
-    catalog = fleets.bench_catalog()
-    fleet = fleet_simulation.build_fleet(catalog, args.nodes_per_family, args.seed)
-    raw = fleet_simulation.run("raw", args, catalog, 60, until_pending=False)
-    norm = fleet_simulation.run("normalized", args, catalog, 60, until_pending=False)
-    slow, fast = (catalog.family_index[n] for n in ("m4", "m7i"))
-
-    def mean(run: fleet_simulation.Run, family: int) -> float:
-        return float(run.operating.node_util[fleet.family == family].mean())
-
-    # vCPU requests: the same requests put more real load on the slow family's nodes.
-    assert mean(raw, slow) > 1.2 * mean(raw, fast)
-    # SCU requests: usage follows capacity, so the families are within a few points.
-    assert abs(mean(norm, slow) - mean(norm, fast)) < 0.1
-    assert norm.operating.node_util.std() < raw.operating.node_util.std()
-    # Both runs end on a saturated node, the normalized one at a fuller fleet.
-    assert raw.stopped_by == norm.stopped_by == "first node saturated"
-    assert norm.ceiling.fleet_util > raw.ceiling.fleet_util
-    # The HPA's average hides the slow replicas only with vCPU requests.
-    raw_ratio = raw.operating.replicas / raw.operating.needed
-    norm_ratio = norm.operating.replicas / norm.operating.needed
-    assert raw_ratio < norm_ratio
+    """raw hides hot families from the HPA; packaged less; calibrated least."""
+    args = fleet_simulation.parse_args([*SMALL, "--catalog-error", "0.1", "--sensitivity", "0"])
+    catalog = fleet_simulation.packaged_catalog()
+    calibrated = fleet_simulation.calibrate_fleet(args, catalog, args.seed)
+    assert calibrated.applied  # the simulated usage went through calibrate + propose
+    runs = {
+        mode: fleet_simulation.run(mode, args, cat, 60, until_pending=False)
+        for mode, cat in (
+            ("raw", catalog),
+            ("packaged", catalog),
+            ("calibrated", calibrated.catalog),
+        )
+    }
+    bias = {mode: r.operating.worst_bias() for mode, r in runs.items()}
+    assert bias["raw"] > 0.1  # vCPU requests: the faster families run cooler than the average
+    assert bias["calibrated"] < bias["packaged"] < bias["raw"]
+    assert bias["calibrated"] < 0.03
+    for r in runs.values():
+        assert r.stopped_by == "first node saturated" and r.operating.pending == 0
 
 
 def test_simulation_pins_every_normalized_replica_to_its_nodes_family() -> None:
     args = fleet_simulation.parse_args(SMALL)
-    catalog = fleets.bench_catalog()
+    catalog = fleet_simulation.packaged_catalog()
     fleet = fleet_simulation.build_fleet(catalog, args.nodes_per_family, args.seed)
     deployments = fleet_simulation.build_deployments(8, fleet, 0.3, seed=1)
-    sim = fleet_simulation.Simulation("normalized", catalog, fleet, seed=2)
+    sim = fleet_simulation.Simulation("packaged", catalog, fleet, seed=2)
     sim.converge(deployments, 1.0)
     replicas = [r for d in deployments for r in d.replicas]
     assert replicas and all(r.node >= 0 for r in replicas)
@@ -92,6 +102,17 @@ def test_simulation_pins_every_normalized_replica_to_its_nodes_family() -> None:
     view = sim.state.view(fleet.names)
     for i in range(len(fleet.names)):
         assert view.requested[i] == sum(r.request for r in replicas if r.node == i)
+
+
+def test_calibration_accuracy_writes_its_section(tmp_path: Path) -> None:
+    from benchmarks import calibration_accuracy
+
+    readme = tmp_path / "README.md"
+    readme.write_text("")
+    assert calibration_accuracy.main(["--seeds", "2", "--readme", str(readme)]) == 0
+    section = _section(readme, "calibration_accuracy")
+    rows = [line for line in section.splitlines() if line.startswith("| 3 | 100 | 3 |")]
+    assert rows and "seeds with every family within 2%" in section
 
 
 @pytest.mark.slow

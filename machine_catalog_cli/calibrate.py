@@ -1,0 +1,382 @@
+"""``machine-catalog calibrate``: each family's speed measured from the fleet's own usage.
+
+Input is either files (``--snapshot`` of nodes and pods, ``--pod-metrics`` PodMetricsLists,
+repeatable, one per sample) or a live cluster (``--kubeconfig``: ``--samples`` reads of
+metrics.k8s.io, ``--interval`` seconds apart, progress on stderr). Both end in the same
+pure estimator, :func:`machine_catalog.calibration.calibrate`; its model, the rules that
+leave replicas out and the interval are described there and in ``docs/cli.md``.
+
+Output: a table per family (or ``-o json``), the replicas left out and why, and the
+workloads whose residuals break the equal-work assumption. ``--write FILE`` writes the
+catalog with every *tight* estimate applied (the 95% interval's half-width at most
+``--max-halfwidth`` of the estimate, 5% by default), validated before it is written, so
+``machine-catalog diff CURRENT FILE`` shows its effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from machine_catalog.calibration import Calibration, Rules, calibrate, propose, tight
+from machine_catalog.catalog import Catalog
+from machine_catalog.loading import default_catalog_path, parse_catalog, parse_document
+from machine_catalog.validation import CatalogInvalid
+from machine_catalog_cli.main import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    _err,
+    _json,
+    _number,
+    _out,
+    _positive_int,
+    _table,
+)
+
+DEFAULT_SAMPLES = 5
+DEFAULT_INTERVAL = 60.0  # seconds: four metrics-server refreshes (15 s) apart
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``calibrate`` on the main parser's subcommands."""
+    p = sub.add_parser(
+        "calibrate",
+        parents=parents,
+        help="estimate each family's scuPerCore from observed CPU usage",
+        description=(
+            "Fit log(usage) = workload effect - log(speed of family) over the workloads "
+            "with replicas on two or more families; the baseline's speed is 1.0."
+        ),
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--snapshot", metavar="FILE", help="v1 List of nodes and pods (kubectl get nodes,pods)"
+    )
+    source.add_argument("--kubeconfig", metavar="PATH", help="sample a live cluster")
+    p.add_argument(
+        "--pod-metrics",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="PodMetricsList (kubectl get --raw /apis/metrics.k8s.io/v1beta1/pods); repeatable",
+    )
+    p.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, help="live reads")
+    p.add_argument(
+        "--interval",
+        type=_non_negative,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="between live reads",
+    )
+    defaults = Rules()
+    p.add_argument(
+        "--warmup",
+        type=_non_negative,
+        default=defaults.warmup_seconds,
+        metavar="SECONDS",
+        help="ignore samples from the first SECONDS after a container (re)started",
+    )
+    p.add_argument(
+        "--idle",
+        type=_non_negative,
+        default=defaults.idle_millis,
+        metavar="MILLICORES",
+        help="leave out replicas using less on average",
+    )
+    p.add_argument(
+        "--limit-share",
+        type=_fraction,
+        default=defaults.limit_share,
+        metavar="SHARE",
+        help="leave out replicas with a sample at or above this share of their CPU limit",
+    )
+    p.add_argument(
+        "--max-halfwidth",
+        type=_fraction,
+        default=defaults.max_halfwidth,
+        metavar="SHARE",
+        help="--write applies an estimate whose 95%% interval is at most +-SHARE of it",
+    )
+    p.add_argument("--write", metavar="FILE", help="write the proposed catalog here")
+    p.add_argument(
+        "--show-workloads", type=int, default=10, metavar="N", help="residual rows to print"
+    )
+    p.set_defaults(handler=cmd_calibrate)
+
+
+# -- input -------------------------------------------------------------------------------
+
+
+def _read_catalog(path: str | None) -> tuple[Catalog, bytes, str]:
+    """The catalog and its raw text (``--write`` edits the document, not the model)."""
+    if path == "-":
+        raw, source = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        source = str(path or default_catalog_path())
+        try:
+            raw = Path(source).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return parse_catalog(raw, source), raw, source
+    except CatalogInvalid as exc:
+        raise CliError("\n".join(f"{source}: {e}" for e in exc.errors)) from exc
+
+
+def read_pod_metrics(path: str) -> dict[str, Any]:
+    """One PodMetricsList file (JSON, or YAML as ``kubectl get podmetrics -o yaml``)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            document = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise CliError(f"{path}: not valid JSON or YAML") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        raise CliError(
+            f"{path}: not a PodMetricsList (expected an object with 'items', as "
+            "'kubectl get --raw /apis/metrics.k8s.io/v1beta1/pods' prints it)"
+        )
+    kind = document.get("kind")
+    if kind not in (None, "PodMetricsList", "List"):
+        raise CliError(f"{path}: a {kind}, not a PodMetricsList")
+    for i, item in enumerate(document["items"]):
+        if not isinstance(item, dict) or not isinstance(item.get("containers"), list):
+            what = item.get("kind") if isinstance(item, dict) else None
+            raise CliError(
+                f"{path}: items[{i}] is {f'a {what}' if what else 'not a PodMetrics'} "
+                "(no 'containers' list); expected a PodMetricsList"
+            )
+    return document
+
+
+def _from_files(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
+    from extender.snapshot import SnapshotError, load_snapshot
+
+    if not args.pod_metrics:
+        raise CliError("--snapshot needs at least one --pod-metrics FILE", EXIT_USAGE)
+    try:
+        nodes, pods = load_snapshot(args.snapshot)
+    except SnapshotError as exc:
+        raise CliError(str(exc)) from exc
+    if not nodes or not pods:
+        raise CliError(
+            f"{args.snapshot}: needs both Nodes and Pods (got {len(nodes)} nodes, "
+            f"{len(pods)} pods); kubectl get nodes,pods -A -o json"
+        )
+    return nodes, pods, [read_pod_metrics(p) for p in args.pod_metrics]
+
+
+def _from_cluster(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from extender.usage_sampling import sample
+    from extender.watching import ApiConfigError, load_api_client
+
+    if args.pod_metrics:
+        raise CliError("--pod-metrics goes with --snapshot, not --kubeconfig", EXIT_USAGE)
+    try:
+        api = load_api_client(args.kubeconfig)
+    except ApiConfigError as exc:
+        raise CliError(str(exc)) from exc
+    total = (args.samples - 1) * args.interval
+    _err(f"sampling metrics.k8s.io {args.samples} times, {args.interval:g} s apart (~{total:g} s)")
+    try:
+        with api:
+            return sample(api, args.samples, args.interval, progress=_err)
+    except ApiException as exc:
+        hint = ""
+        if exc.status == 404:
+            hint = " (is metrics-server, or another metrics.k8s.io provider, installed?)"
+        raise CliError(f"API server answered {exc.status} {exc.reason}{hint}") from exc
+    except HTTPError as exc:
+        raise CliError(f"cannot reach the API server: {exc}") from exc
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _opt(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def to_json(result: Calibration, rules: Rules) -> dict[str, Any]:
+    return {
+        "baseline": result.baseline,
+        "families": [
+            {
+                "name": f.name,
+                "scuPerCore": _number(f.scu_per_core),
+                "estimate": f.estimate,
+                "low": f.low,
+                "high": f.high,
+                "workloads": f.workloads,
+                "pods": f.pods,
+                "relativeError": f.relative_error,
+                "tight": tight(f, rules),
+            }
+            for f in result.families
+        ],
+        "excluded": dict(sorted(result.excluded.items())),
+        "singleFamilyWorkloads": result.single_family_workloads,
+        "unlinkedWorkloads": result.unlinked_workloads,
+        "sigma": result.sigma,
+        "degreesOfFreedom": result.dof,
+        "workloads": [
+            {
+                "workload": w.workload,
+                "pods": w.pods,
+                "rms": w.rms,
+                "byFamily": w.by_family,
+                "flagged": w.flagged,
+            }
+            for w in result.workloads
+        ],
+    }
+
+
+def _render(result: Calibration, rules: Rules, show: int) -> None:
+    rows = [["FAMILY", "SCUPERCORE", "ESTIMATE", "95% INTERVAL", "WORKLOADS", "PODS", "CURRENT"]]
+    silent = [f.name for f in result.families if not f.pods and f.name != result.baseline]
+    for f in result.families:
+        if f.name in silent:
+            continue
+        if f.name == result.baseline:
+            current = "baseline"
+        elif f.relative_error is None:
+            current = "no evidence"
+        else:
+            error = f.relative_error
+            current = ("±0.0%" if abs(error) < 0.0005 else f"{error:+.1%}") + (
+                "" if tight(f, rules) else " (wide)"
+            )
+        interval = "-" if f.low is None else f"{f.low:.3f} – {f.high:.3f}"
+        rows.append(
+            [
+                f.name,
+                str(f.scu_per_core),
+                _opt(f.estimate),
+                interval,
+                str(f.workloads),
+                str(f.pods),
+                current,
+            ]
+        )
+    for line in _table(rows):
+        _out(line)
+    if silent:
+        _out(f"no usable replica (estimate null): {', '.join(silent)}")
+    used = sum(w.pods for w in result.workloads)
+    excluded = ", ".join(f"{n} {r}" for r, n in sorted(result.excluded.items())) or "none"
+    _out()
+    _out(
+        f"replicas used: {used} in {len(result.workloads)} workloads on two or more families; "
+        f"left out: {excluded}; workloads on one family only: "
+        f"{result.single_family_workloads}"
+        + (
+            f"; not linked to the baseline: {result.unlinked_workloads}"
+            if result.unlinked_workloads
+            else ""
+        )
+    )
+    if not result.workloads:
+        _out(
+            "nothing to estimate: no workload has usable replicas on two families, one of "
+            "them linked to the baseline (see what was left out above)"
+        )
+    if result.sigma is not None:
+        _out(
+            f"residual standard deviation: {result.sigma:.3f} (log usage, ~±"
+            f"{result.sigma:.0%} per replica), {result.dof} degrees of freedom"
+        )
+    flagged = [w for w in result.workloads if w.flagged]
+    if result.workloads and show > 0:
+        _out()
+        _out(
+            f"workloads by residual (flagged: rms above {rules.flag_factor:g} x the pooled "
+            f"deviation; {len(flagged)} flagged):"
+        )
+        wrows = [["WORKLOAD", "PODS", "RMS", "MEAN RESIDUAL PER FAMILY", "FLAG"]]
+        for w in result.workloads[:show]:
+            per = ", ".join(f"{n} {v:+.2f}" for n, v in w.by_family.items())
+            wrows.append([w.workload, str(w.pods), f"{w.rms:.3f}", per, "!" if w.flagged else ""])
+        for line in _table(wrows):
+            _out(f"  {line}")
+
+
+def _write(path: str, raw: bytes, source: str, result: Calibration, rules: Rules) -> list[str]:
+    data, changed = propose(parse_document(raw, source), result, rules)
+    try:
+        Catalog.from_data(data, path)  # never write a catalog that `validate` would refuse
+    except CatalogInvalid as exc:  # pragma: no cover - propose keeps the document valid
+        raise CliError("\n".join(f"{path}: {e}" for e in exc.errors)) from exc
+    header = (
+        f"# Proposed by machine-catalog calibrate from {source}: estimates applied to "
+        f"{', '.join(changed) or 'no family'} (95% interval within +-{rules.max_halfwidth:.0%})."
+        "\n"
+    )
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    try:
+        Path(path).write_text(header + body)
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    return changed
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    catalog, raw, source = _read_catalog(args.catalog)
+    rules = Rules(
+        warmup_seconds=args.warmup,
+        idle_millis=args.idle,
+        limit_share=args.limit_share,
+        max_halfwidth=args.max_halfwidth,
+    )
+    nodes, pods, metrics = _from_files(args) if args.snapshot else _from_cluster(args)
+    result = calibrate(catalog, nodes, pods, metrics, rules)
+    changed = _write(args.write, raw, source, result, rules) if args.write else None
+    if args.output == "json":
+        out = to_json(result, rules)
+        if args.write:
+            out["written"] = {"file": args.write, "applied": changed}
+        _json(out)
+        return EXIT_OK
+    _render(result, rules, args.show_workloads)
+    if args.write:
+        _out()
+        _out(
+            f"wrote {args.write}: "
+            + (f"applied {', '.join(changed)}" if changed else "no estimate tight enough to apply")
+            + f"; see: machine-catalog diff {source} {args.write}"
+        )
+    return EXIT_OK
