@@ -14,14 +14,23 @@ The rules (``k8s.io/component-helpers/resource``, ``PodRequests``):
 
 A container with a CPU limit and no request is counted at its limit, as the API server's
 defaulting would have made it.
+
+In-place resize (``UseStatusResources``, GA in 1.35): a container whose status reports
+``resources`` counts ``max(spec request, status.resources.requests, allocatedResources)``,
+so an unapplied downsize still counts what the kubelet holds; while the pod's resize is
+``Infeasible`` (condition ``PodResizePending`` with that reason, or the older
+``status.resize``) only ``max(status.resources.requests, allocatedResources)``: what is
+actually allocated, not the upsize that will never happen. App containers and sidecars
+only: a regular init container has finished by the time the pod is resized.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
-from machine_catalog.quantities import to_millis
+from machine_catalog.quantities import parse_quantity, to_millis
 
 
 def _container_cpu(container: Mapping[str, Any], kind: str = "requests") -> int | None:
@@ -41,6 +50,70 @@ def is_sidecar(container: Mapping[str, Any]) -> bool:
     return container.get("restartPolicy") == "Always"
 
 
+def aggregate_container_requests(app: Iterable[int], init: Iterable[tuple[int, bool]]) -> int:
+    """``AggregateContainerRequests`` for one resource: the pod's need without pod-level
+    resources and without overhead.
+
+    ``app`` holds the app containers' requests; ``init`` the init containers' in spec
+    order, each with whether it is a sidecar. Result: ``max(sum(app) + sum(sidecars),
+    max over regular init containers i of (request_i + sidecars started before i))``.
+    The API server requires a pod-level request to be at least this (see
+    :mod:`extender.converting`), and the scheduler counts it when there is none.
+    """
+    sidecars = 0
+    init_peak = 0
+    for cpu, sidecar in init:
+        if sidecar:
+            sidecars += cpu
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, sidecars + cpu)
+    return max(sum(app) + sidecars, init_peak)
+
+
+def resize_infeasible(pod: Mapping[str, Any]) -> bool:
+    """The kubelet declared the pod's pending resize ``Infeasible`` (it will never fit)."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, dict) and condition.get("type") == "PodResizePending":
+            return condition.get("reason") == "Infeasible"
+    return status.get("resize") == "Infeasible"  # before 1.33: a field instead of a condition
+
+
+def _status_cpu(status: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(``resources.requests.cpu``, ``allocatedResources.cpu``) of a container status."""
+    resources = status.get("resources")
+    reported = ((resources or {}).get("requests") or {}).get("cpu")
+    allocated = (status.get("allocatedResources") or {}).get("cpu")
+    return (
+        None if reported is None else to_millis(reported),
+        None if allocated is None else to_millis(allocated),
+    )
+
+
+def _statuses(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    status = pod.get("status") or {}
+    out: dict[str, Mapping[str, Any]] = {}
+    for key in ("containerStatuses", "initContainerStatuses"):
+        for cs in status.get(key) or ():
+            if isinstance(cs, dict) and cs.get("resources") is not None:
+                out[str(cs.get("name"))] = cs
+    return out
+
+
+def _effective_cpu(
+    container: Mapping[str, Any], statuses: Mapping[str, Mapping[str, Any]], infeasible: bool
+) -> int:
+    """A running container's CPU as kube-scheduler counts it (``determineContainerReqs``)."""
+    spec = _container_cpu(container) or 0
+    status = statuses.get(str(container.get("name"))) if statuses else None
+    if status is None:
+        return spec
+    reported, allocated = _status_cpu(status)
+    held = max(reported or 0, allocated or 0)
+    return held if infeasible else max(spec, held)
+
+
 def pod_cpu_request_millis(pod: Mapping[str, Any]) -> int:
     """Effective CPU request of a pod in millicores (0 when nothing requests CPU)."""
     spec = pod.get("spec") or {}
@@ -49,17 +122,17 @@ def pod_cpu_request_millis(pod: Mapping[str, Any]) -> int:
     if pod_level is not None:
         return to_millis(pod_level) + overhead
 
-    app = sum(_container_cpu(c) or 0 for c in spec.get("containers") or ())
-    sidecars = 0
-    init_peak = 0
-    for container in spec.get("initContainers") or ():
-        cpu = _container_cpu(container) or 0
-        if is_sidecar(container):
-            sidecars += cpu
-            init_peak = max(init_peak, sidecars)
-        else:
-            init_peak = max(init_peak, sidecars + cpu)
-    return max(app + sidecars, init_peak) + overhead
+    statuses = _statuses(pod)
+    infeasible = bool(statuses) and resize_infeasible(pod)
+    app = [_effective_cpu(c, statuses, infeasible) for c in spec.get("containers") or ()]
+    init = [
+        (
+            _effective_cpu(c, statuses, infeasible) if is_sidecar(c) else (_container_cpu(c) or 0),
+            is_sidecar(c),
+        )
+        for c in spec.get("initContainers") or ()
+    ]
+    return aggregate_container_requests(app, init) + overhead
 
 
 def holds_resources(pod: Mapping[str, Any]) -> bool:
@@ -81,3 +154,58 @@ def node_allocatable_millis(node: Mapping[str, Any]) -> int:
     if value is None:
         value = (status.get("capacity") or {}).get("cpu", 0)
     return to_millis(value)
+
+
+_QOS_RESOURCES = ("cpu", "memory")
+
+
+def _positive(values: Any) -> dict[str, Decimal]:
+    """The cpu/memory entries of a resource list that are above zero, parsed."""
+    if not isinstance(values, dict):
+        return {}
+    out = {}
+    for name in _QOS_RESOURCES:
+        if name in values:
+            quantity = parse_quantity(values[name])
+            if quantity > 0:
+                out[name] = quantity
+    return out
+
+
+def pod_qos(pod: Mapping[str, Any]) -> str:
+    """The pod's QoS class (``Guaranteed``, ``Burstable``, ``BestEffort``), by the API
+    server's rules (``ComputePodQOS``), from the spec alone.
+
+    Only cpu and memory count. With pod-level resources set, they alone decide;
+    otherwise app and init containers (ephemeral ones cannot set resources). Guaranteed:
+    every container (or the pod level) has cpu and memory limits, and the summed requests
+    equal the summed limits (a missing request was defaulted from its limit). BestEffort:
+    no cpu or memory request or limit anywhere. Raises ``QuantityError`` on a bad value.
+    """
+    spec = pod.get("spec") or {}
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
+    pod_level = spec.get("resources") or {}
+    if pod_level.get("requests") or pod_level.get("limits"):
+        scopes = [pod_level]
+    else:
+        scopes = [
+            (c.get("resources") or {}) if isinstance(c, dict) else {}
+            for c in (*(spec.get("containers") or ()), *(spec.get("initContainers") or ()))
+        ]
+    for resources in scopes:
+        found_limits = _positive(resources.get("limits"))
+        found_requests = _positive(resources.get("requests"))
+        for name, value in found_limits.items():
+            found_requests.setdefault(name, value)  # defaulting: request = limit
+            limits[name] = limits.get(name, Decimal(0)) + value
+        for name, value in found_requests.items():
+            requests[name] = requests.get(name, Decimal(0)) + value
+        if set(found_limits) != set(_QOS_RESOURCES):
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and requests == limits:
+        return "Guaranteed"
+    return "Burstable"
