@@ -186,19 +186,29 @@ def pod_qos(pod: Mapping[str, Any]) -> str:
     requests: dict[str, Decimal] = {}
     limits: dict[str, Decimal] = {}
     guaranteed = True
+    containers = [
+        (c.get("resources") or {}) if isinstance(c, dict) else {}
+        for c in (*(spec.get("containers") or ()), *(spec.get("initContainers") or ()))
+    ]
     pod_level = spec.get("resources") or {}
     if pod_level.get("requests") or pod_level.get("limits"):
         scopes = [pod_level]
+        # Defaulting: a pod-level request takes the pod-level limit only for a resource
+        # no container requests (a container's request takes its own limit).
+        defaulted = {
+            name
+            for name in _QOS_RESOURCES
+            if not any(name in (r.get("requests") or r.get("limits") or {}) for r in containers)
+        }
     else:
-        scopes = [
-            (c.get("resources") or {}) if isinstance(c, dict) else {}
-            for c in (*(spec.get("containers") or ()), *(spec.get("initContainers") or ()))
-        ]
+        scopes = containers
+        defaulted = set(_QOS_RESOURCES)
     for resources in scopes:
         found_limits = _positive(resources.get("limits"))
         found_requests = _positive(resources.get("requests"))
         for name, value in found_limits.items():
-            found_requests.setdefault(name, value)  # defaulting: request = limit
+            if name in defaulted:
+                found_requests.setdefault(name, value)
             limits[name] = limits.get(name, Decimal(0)) + value
         for name, value in found_requests.items():
             requests[name] = requests.get(name, Decimal(0)) + value
