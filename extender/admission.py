@@ -11,6 +11,9 @@ What each situation becomes:
   pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch;
   but its annotations are checked, not trusted: one naming a family the catalog lacks,
   or a retired family on a pod not fixed to its nodes, is a forgery -> denied (403).
+- a mirror pod (``kubernetes.io/config.mirror``) -> allowed, no patch, always; a DaemonSet
+  pod fixed to a node the catalog cannot map -> allowed, no patch, with a warning, even
+  under ``unknownNodes: reject`` (:mod:`extender.exemptions`).
 - a pod that cannot be placed or read (unknown names in ``machine-catalog.io/families``,
   a CPU value that is not a quantity, no family with a node the pod allows) -> allowed:
   false, code 403, a message that says why for every family.
@@ -46,6 +49,7 @@ from flask import request
 
 from extender import metrics
 from extender.cluster import ClusterState, NodeView, Taint
+from extender.exemptions import daemonset_exemption, is_mirror_pod
 from extender.patching import (
     FAMILY_ANNOTATION,
     Op,
@@ -329,6 +333,8 @@ class Admitter:
         if _dict(metadata.get("labels")).get(NORMALIZE_LABEL) == "disabled":
             return _skipped()
         annotations = _dict(metadata.get("annotations"))
+        if is_mirror_pod(annotations):
+            return _skipped()  # the kubelet runs the static manifest, not this object
         if was_normalized(annotations):
             forged = self._not_ours(pod, annotations)
             return _skipped() if forged is None else _denied(forged)
@@ -370,6 +376,10 @@ class Admitter:
             pod_scu=pod_scu,
         )
         if isinstance(decision, Denied):
+            exempt = daemonset_exemption(pod, constraints.fixed_nodes, view)
+            if exempt is not None:
+                log.info("admitted %s unchanged: %s", _describe({"object": pod}), exempt)
+                return _skipped(*warnings, exempt)
             return _denied(decision.message)
         if not isinstance(decision, Placement):
             return _skipped(*warnings, decision.reason)

@@ -170,9 +170,7 @@ def resized(
             {"name": "s", "resources": {"requests": {"cpu": "300m"}}, "allocatedResources": {}}
         ]
     if condition is not None:
-        status["conditions"] = [
-            {"type": "PodResizePending", "status": "True", "reason": condition}
-        ]
+        status["conditions"] = [{"type": "PodResizePending", "status": "True", "reason": condition}]
     if legacy is not None:
         status["resize"] = legacy
     the_pod["status"] = status
