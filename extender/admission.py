@@ -48,7 +48,7 @@ import orjson
 from flask import request
 
 from extender import metrics
-from extender.cluster import ClusterState, NodeView, Taint
+from extender.cluster import MAX_CPU_MILLIS, ClusterState, NodeView, Taint
 from extender.exemptions import daemonset_exemption, is_mirror_pod
 from extender.patching import (
     FAMILY_ANNOTATION,
@@ -346,7 +346,7 @@ class Admitter:
             values = read_cpu_values(pod)
             constraints = pod_constraints(pod)
             tolerations = pod_tolerations(pod)
-            pod_scu = pod_cpu_request_millis(pod)
+            pod_scu = min(pod_cpu_request_millis(pod), MAX_CPU_MILLIS)
         except (PatchError, PlacementError) as exc:
             return _denied(str(exc))
         except QuantityError as exc:  # spec.overhead: containers were read above
