@@ -28,6 +28,10 @@ What each situation becomes:
   Denying makes an internal error behave like the webhook being down, which is the
   operator's stated choice; the owning controller retries.
 
+A ``pods/resize`` UPDATE of a pod the webhook normalized has its changed CPU values read
+as SCU and converted for the pod's family (:mod:`extender.resizing`, which also says how
+the SCU record stays true, since a resize cannot change annotations).
+
 ``dryRun`` requests get the same answer but take no reservation. Pods fixed to a node by
 name (``nodeName``, DaemonSet ``matchFields``) keep their scheduler: nothing is left to
 choose, and the extender would strand a DaemonSet pod on a retiring node.
@@ -74,6 +78,7 @@ from extender.placement import (
     requested_families,
     toleration_mask,
 )
+from extender.resizing import AUDIT_KEY, is_resize, resize
 from extender.responses import error_body, json_response
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
@@ -107,6 +112,8 @@ class Verdict:
     message: str = ""
     warnings: tuple[str, ...] = ()
     family: str | None = None
+    #: ``auditAnnotations`` of the response (the API server prefixes the webhook's name).
+    audit: tuple[tuple[str, str], ...] = ()
 
 
 def _skipped(*warnings: str) -> Verdict:
@@ -157,6 +164,8 @@ def encode_response(uid: str, verdict: Verdict) -> bytes:
         response["status"] = {"code": verdict.code, "message": verdict.message}
     if verdict.warnings:
         response["warnings"] = [_warning(w) for w in verdict.warnings]
+    if verdict.audit:
+        response["auditAnnotations"] = dict(verdict.audit)
     return orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": response})
 
 
@@ -324,6 +333,8 @@ class Admitter:
 
     def admit(self, req: Mapping[str, Any]) -> Verdict:
         """The verdict for a decoded request; raises :class:`MalformedReview` on a bad pod."""
+        if is_resize(req):
+            return self._admit_resize(req)
         if not _is_pod_create(req):
             return _skipped()
         pod = req.get("object")
@@ -395,6 +406,31 @@ class Admitter:
             patch=patch,
             warnings=(*warnings, *decision.warnings),
             family=family.name,
+        )
+
+    def _admit_resize(self, req: Mapping[str, Any]) -> Verdict:
+        """``pods/resize`` of a pod the webhook normalized: the changed CPU values are SCU
+        and become physical millicores of its family (:mod:`extender.resizing`)."""
+        new, old = req.get("object"), req.get("oldObject")
+        if not isinstance(new, dict) or not isinstance(old, dict):
+            raise MalformedReview("a resize review needs the Pod in object and oldObject")
+        try:
+            result = resize(old, new)
+        except PatchError as exc:
+            return _denied(str(exc))
+        if result is None:
+            return _skipped()
+        factor = f"{float(result.factor):g}"
+        return Verdict(
+            "mutated",
+            True,
+            patch=result.patch,
+            warnings=(
+                f"resize: {result.converted} CPU value(s) read as SCU, set for family "
+                f"{result.family} at {factor} SCU/core",
+            ),
+            family=result.family,
+            audit=((AUDIT_KEY, result.standard),),
         )
 
     def _not_ours(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> str | None:

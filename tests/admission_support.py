@@ -78,3 +78,65 @@ def patched(review: Mapping[str, Any], response: Mapping[str, Any]) -> dict[str,
         return obj
     ops = json.loads(base64.b64decode(response["patch"], validate=True))
     return jsonpatch.JsonPatch(ops).apply(obj)
+
+
+def running(pod: Mapping[str, Any], node: str, name: str = "checkout-5d8f7b9c4-x2x9z") -> dict:
+    """``pod`` (as admitted) as the API server holds it once bound and running: name, uid,
+    nodeName, status with QoS class and container statuses reporting their resources."""
+    pod = copy.deepcopy(dict(pod))
+    pod["metadata"]["name"] = name
+    pod["metadata"]["uid"] = str(uuid.uuid4())
+    pod["metadata"]["resourceVersion"] = "48213"
+    pod["spec"]["nodeName"] = node
+    statuses = []
+    for section, key in (
+        ("containers", "containerStatuses"),
+        ("initContainers", "initContainerStatuses"),
+    ):
+        entries = []
+        for c in pod["spec"].get(section, []):
+            res = c.get("resources") or {}
+            entries.append(
+                {
+                    "name": c["name"],
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": "2026-11-29T08:00:00Z"}},
+                    "allocatedResources": dict(res.get("requests") or {}),
+                    "resources": copy.deepcopy(res),
+                }
+            )
+        statuses.append((key, entries))
+    pod["status"] = {
+        "phase": "Running",
+        "qosClass": "Burstable",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        **{key: entries for key, entries in statuses if entries},
+    }
+    return pod
+
+
+def resize_review(old: Mapping[str, Any], new: Mapping[str, Any], **request: Any) -> dict:
+    """The AdmissionReview the API server sends for ``kubectl patch pod --subresource
+    resize``: an UPDATE of subresource ``resize`` with the whole pod before and after."""
+    meta = old["metadata"]
+    body = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "subResource": "resize",
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+        "requestSubResource": "resize",
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "operation": "UPDATE",
+        "userInfo": {"username": "alice@example.com", "groups": ["system:authenticated"]},
+        "object": copy.deepcopy(dict(new)),
+        "oldObject": copy.deepcopy(dict(old)),
+        "dryRun": False,
+        "options": {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
+        **request,
+    }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body}
