@@ -20,8 +20,8 @@ formulas, with ``c(x) = ceil(x / f)``:
   aggregate of the containers' physical requests (app containers plus sidecars, or the
   peak of an init container, whichever is larger:
   :func:`machine_catalog.resources.aggregate_container_requests`);
-- pod-level limit ``L' = max(c(L), R' + [R < L], max of l' over containers with l <= L)``
-  (the ``R'`` term when ``R <= L``).
+- pod-level limit ``L' = max(c(L), max of l' over containers with l <= L)``, then
+  ``L' = max(L', R' + 1)`` when ``R < L``, and ``R' = L' = max(R', L')`` when ``R = L``.
 
 Each result is at least ``c(x)``: nobody gets less than they asked for. The rules checked
 (Kubernetes 1.34/1.35): a request never above its limit, in every container and at pod
@@ -141,22 +141,33 @@ def convert(
             init_scu.append((effective_scu, sidecar))
 
     req, lim = pod_level.get("requests"), pod_level.get("limits")
-    req_p = None
+    req_p = lim_p = None
     if req is not None:
         req_p = fixed.get(req.pointer)
         if req_p is None:
             req_p = physical(req.scu_millis)
             if req.scu_millis >= aggregate_container_requests(app_scu, init_scu):
                 req_p = max(req_p, aggregate_container_requests(app, init))
-        out[req.pointer] = req_p
     if lim is not None:
         lim_p = fixed.get(lim.pointer)
         if lim_p is None:
             lim_p = physical(lim.scu_millis)
-            if req is not None and req_p is not None and req.scu_millis <= lim.scu_millis:
-                lim_p = max(lim_p, req_p + (req.scu_millis < lim.scu_millis))
             for scu, phys in limits:
                 if scu <= lim.scu_millis:
                     lim_p = max(lim_p, phys)
-        out[lim.pointer] = lim_p
+            if req is not None and req_p is not None and req.scu_millis < lim.scu_millis:
+                lim_p = max(lim_p, req_p + 1)
+    if req is not None and lim is not None and req.scu_millis == lim.scu_millis:
+        # Equal in SCU, equal after (a Guaranteed pod stays Guaranteed): the larger of
+        # the two lower bounds, unless the other one is fixed by a resize.
+        if lim.pointer in fixed:
+            req_p = lim_p if req.pointer not in fixed else req_p
+        elif req.pointer in fixed:
+            lim_p = req_p
+        else:
+            req_p = lim_p = max(req_p or 0, lim_p or 0)
+    if req is not None:
+        out[req.pointer] = req_p  # type: ignore[assignment]
+    if lim is not None:
+        out[lim.pointer] = lim_p  # type: ignore[assignment]
     return out
