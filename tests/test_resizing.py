@@ -14,15 +14,20 @@ import math
 from fractions import Fraction
 from typing import Any
 
+import jsonpatch
 import orjson
 import pytest
 from admission_support import Hook, create_review, labelled_node, patched, resize_review, running
+from cpu_rules import FACTORS, resized_values, rewrite, set_values, valid_pods, validation_errors
 from helpers import admission_pod
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from extender.converting import CPU_CONVERSION_ANNOTATION
 from extender.patching import STANDARD_RESOURCES_ANNOTATION
-from extender.resizing import explains, is_resize, scu_values
+from extender.resizing import explains, is_resize, resize, scu_values
 from machine_catalog.quantities import to_millis
+from machine_catalog.resources import pod_qos
 
 NODE = "ip-10-0-1-23.ec2.internal"
 F = Fraction("1.15")
@@ -227,3 +232,32 @@ def test_scu_values_follow_the_record_until_a_resize_makes_it_stale(hook):
 )
 def test_explains(scu, physical, factor, expected):
     assert explains(scu, physical, Fraction(factor)) is expected
+
+
+# -- property: a valid resize stays valid ---------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(FACTORS))
+def test_property_a_valid_resize_in_scu_gives_a_valid_pod_of_the_same_qos(data, factor):
+    scu_pod = data.draw(valid_pods())
+    scu_pod["spec"].pop("resources", None)  # pods with pod-level resources cannot be resized
+    changes = data.draw(resized_values(scu_pod))
+    resized_scu = set_values(scu_pod, changes)
+    # the resize the user meant is valid in SCU and keeps the QoS class (else the API
+    # server rejects it whatever the webhook does)
+    assume(validation_errors(resized_scu) == [])
+    assume(pod_qos(resized_scu) == pod_qos(scu_pod))
+
+    old = rewrite(scu_pod, factor)  # as created through the webhook
+    new = set_values(old, changes)  # the user's resize, in SCU, over the physical pod
+    result = resize(old, new)
+    after = new if result is None else jsonpatch.apply_patch(new, result.patch)
+    assert validation_errors(after) == []
+    assert pod_qos(after) == pod_qos(old)
+    f = Fraction(factor)
+    for (section, index, kind), scu in changes.items():
+        got = to_millis(after["spec"][section][index]["resources"][kind]["cpu"])
+        before = to_millis(old["spec"][section][index]["resources"][kind]["cpu"])
+        if got != before or result is None:
+            assert got >= math.ceil(scu / f)
