@@ -73,8 +73,11 @@ def aggregate_container_requests(app: Iterable[int], init: Iterable[tuple[int, b
 
 def resize_infeasible(pod: Mapping[str, Any]) -> bool:
     """The kubelet declared the pod's pending resize ``Infeasible`` (it will never fit)."""
-    status = pod.get("status") or {}
-    for condition in status.get("conditions") or ():
+    status = pod.get("status")
+    if not isinstance(status, dict):
+        return False
+    conditions = status.get("conditions")
+    for condition in conditions if isinstance(conditions, list) else ():
         if isinstance(condition, dict) and condition.get("type") == "PodResizePending":
             return condition.get("reason") == "Infeasible"
     return status.get("resize") == "Infeasible"  # before 1.33: a field instead of a condition
@@ -82,23 +85,31 @@ def resize_infeasible(pod: Mapping[str, Any]) -> bool:
 
 def _status_cpu(status: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(``resources.requests.cpu``, ``allocatedResources.cpu``) of a container status."""
-    resources = status.get("resources")
-    reported = ((resources or {}).get("requests") or {}).get("cpu")
-    allocated = (status.get("allocatedResources") or {}).get("cpu")
+    requests = status["resources"].get("requests")
+    allocated_list = status.get("allocatedResources")
+    reported = requests.get("cpu") if isinstance(requests, dict) else None
+    allocated = allocated_list.get("cpu") if isinstance(allocated_list, dict) else None
     return (
         None if reported is None else to_millis(reported),
         None if allocated is None else to_millis(allocated),
     )
 
 
-def _statuses(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    status = pod.get("status") or {}
+def _statuses(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]] | None:
+    """Container statuses that report resources, by name; None when there are none (a
+    pending pod, a kubelet before 1.33), so the common path stays the spec alone."""
+    status = pod.get("status")
+    if not status or not isinstance(status, dict):
+        return None
     out: dict[str, Mapping[str, Any]] = {}
     for key in ("containerStatuses", "initContainerStatuses"):
-        for cs in status.get(key) or ():
-            if isinstance(cs, dict) and cs.get("resources") is not None:
+        entries = status.get(key)
+        if not isinstance(entries, list):
+            continue
+        for cs in entries:
+            if isinstance(cs, dict) and isinstance(cs.get("resources"), dict):
                 out[str(cs.get("name"))] = cs
-    return out
+    return out or None
 
 
 def _effective_cpu(
@@ -106,7 +117,7 @@ def _effective_cpu(
 ) -> int:
     """A running container's CPU as kube-scheduler counts it (``determineContainerReqs``)."""
     spec = _container_cpu(container) or 0
-    status = statuses.get(str(container.get("name"))) if statuses else None
+    status = statuses.get(str(container.get("name")))
     if status is None:
         return spec
     reported, allocated = _status_cpu(status)
@@ -122,16 +133,21 @@ def pod_cpu_request_millis(pod: Mapping[str, Any]) -> int:
     if pod_level is not None:
         return to_millis(pod_level) + overhead
 
+    containers = spec.get("containers") or ()
+    init_containers = spec.get("initContainers") or ()
     statuses = _statuses(pod)
-    infeasible = bool(statuses) and resize_infeasible(pod)
-    app = [_effective_cpu(c, statuses, infeasible) for c in spec.get("containers") or ()]
-    init = [
-        (
-            _effective_cpu(c, statuses, infeasible) if is_sidecar(c) else (_container_cpu(c) or 0),
-            is_sidecar(c),
-        )
-        for c in spec.get("initContainers") or ()
-    ]
+    if statuses is None:
+        app = [_container_cpu(c) or 0 for c in containers]
+        init = [(_container_cpu(c) or 0, is_sidecar(c)) for c in init_containers]
+    else:
+        infeasible = resize_infeasible(pod)
+        app = [_effective_cpu(c, statuses, infeasible) for c in containers]
+        init = [
+            (_effective_cpu(c, statuses, infeasible), True)
+            if is_sidecar(c)
+            else (_container_cpu(c) or 0, False)
+            for c in init_containers
+        ]
     return aggregate_container_requests(app, init) + overhead
 
 
