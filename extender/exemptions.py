@@ -15,6 +15,10 @@
   usually a node that joined a second ago, the denial is retried, and the retry is
   normalized once the watch delivers the node.
 
+Anyone who may create pods can also write the mirror annotation (with ``spec.nodeName``,
+which the API server then requires): that buys what the ``machine-catalog.io/normalize:
+disabled`` label gives anyway, on a node they chose, which setting ``nodeName`` gives too.
+
 The DaemonSet test is the pod's controller ``ownerReference`` (``apps/v1`` kind
 ``DaemonSet``, ``controller: true``). Anyone may write one on a pod they create; it buys
 them only what ``unknownNodes: allow`` gives every pod, and only on a node the catalog

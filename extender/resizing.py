@@ -143,10 +143,16 @@ def explains(scu: int, physical: int, factor: Fraction) -> bool:
     return exact <= physical <= max(-(-exact // 1000) * 1000, exact + 1)
 
 
+def _annotations(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    return annotations if isinstance(annotations, dict) else {}
+
+
 def scu_values(pod: Mapping[str, Any]) -> dict[Key, int]:
     """The SCU each CPU value of a normalized pod stands for now (see the module docstring):
     the record while it explains the physical value, ``floor(physical * f)`` after that."""
-    annotations = ((pod.get("metadata") or {}).get("annotations")) or {}
+    annotations = _annotations(pod)
     factor = _factor(annotations)
     record = _record(annotations)
     out = {}
@@ -163,8 +169,8 @@ def resize(old: Mapping[str, Any], new: Mapping[str, Any]) -> Resize | None:
     """The rewrite of a resize of ``old`` into ``new``; None when the pod is not one the
     webhook normalized (its values are physical already). :class:`PatchError` on a value
     that is not a quantity or a broken factor annotation."""
-    annotations = ((old.get("metadata") or {}).get("annotations")) or {}
-    if not isinstance(annotations, dict) or not was_normalized(annotations):
+    annotations = _annotations(old)
+    if not was_normalized(annotations):
         return None
     factor = _factor(annotations)
     current = scu_values(old)

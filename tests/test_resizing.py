@@ -261,3 +261,50 @@ def test_property_a_valid_resize_in_scu_gives_a_valid_pod_of_the_same_qos(data, 
         before = to_millis(old["spec"][section][index]["resources"][kind]["cpu"])
         if got != before or result is None:
             assert got >= math.ceil(scu / f)
+
+
+# -- any value anywhere in a resize review gets an answer, never an internal error ---------
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out += _paths(item, (*prefix, index))
+    return out
+
+
+def _replaced(doc: Any, path: tuple, value: Any) -> Any:
+    doc = copy.deepcopy(doc)
+    if not path:
+        return value
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+ODD_VALUES = st.sampled_from(
+    [None, True, 0, -1, 1.5, "", "x", "1e16", "-1", "nan", [], {}, [1], {"a": 1}, "1Ki"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), value=ODD_VALUES, which=st.sampled_from(["object", "oldObject"]))
+def test_any_value_anywhere_in_a_resize_gets_an_answer_not_an_internal_error(
+    hook, data, value, which
+):
+    old = admitted(hook)
+    review = resize_review(old, with_cpu(old, "checkout", "requests", "1"))
+    path = data.draw(st.sampled_from(_paths(review["request"][which])))
+    review["request"][which] = _replaced(review["request"][which], path, value)
+    reply = hook.client.post("/webhook/mutate", data=json.dumps(review).encode())
+    assert reply.status_code in (200, 400), reply.data
+    assert b"Traceback" not in reply.data
+    if reply.status_code == 200:
+        response = reply.get_json()["response"]
+        assert response.get("status", {}).get("code") != 500, (which, path, value, response)
