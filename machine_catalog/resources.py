@@ -83,46 +83,62 @@ def resize_infeasible(pod: Mapping[str, Any]) -> bool:
     return status.get("resize") == "Infeasible"  # before 1.33: a field instead of a condition
 
 
-def _status_cpu(status: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """(``resources.requests.cpu``, ``allocatedResources.cpu``) of a container status."""
-    requests = status["resources"].get("requests")
-    allocated_list = status.get("allocatedResources")
-    reported = requests.get("cpu") if isinstance(requests, dict) else None
-    allocated = allocated_list.get("cpu") if isinstance(allocated_list, dict) else None
-    return (
-        None if reported is None else to_millis(reported),
-        None if allocated is None else to_millis(allocated),
-    )
-
-
-def _statuses(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]] | None:
-    """Container statuses that report resources, by name; None when there are none (a
-    pending pod, a kubelet before 1.33), so the common path stays the spec alone."""
+def _held(pod: Mapping[str, Any]) -> dict[str, int] | None:
+    """Per container name, ``max(status.resources.requests.cpu, allocatedResources.cpu)``
+    for the statuses that report resources; None when none do (a pending pod, a kubelet
+    before 1.33), so the common path stays the spec alone."""
     status = pod.get("status")
     if not status or not isinstance(status, dict):
         return None
-    out: dict[str, Mapping[str, Any]] = {}
+    out: dict[str, int] = {}
     for key in ("containerStatuses", "initContainerStatuses"):
         entries = status.get(key)
-        if not isinstance(entries, list):
+        if not entries or not isinstance(entries, list):
             continue
         for cs in entries:
-            if isinstance(cs, dict) and isinstance(cs.get("resources"), dict):
-                out[str(cs.get("name"))] = cs
+            if not isinstance(cs, dict):
+                continue
+            resources = cs.get("resources")
+            if not isinstance(resources, dict):
+                continue
+            requests, allocated = resources.get("requests"), cs.get("allocatedResources")
+            reported = requests.get("cpu") if isinstance(requests, dict) else None
+            granted = allocated.get("cpu") if isinstance(allocated, dict) else None
+            out[str(cs.get("name"))] = max(
+                0 if reported is None else to_millis(reported),
+                0 if granted is None else to_millis(granted),
+            )
     return out or None
 
 
-def _effective_cpu(
-    container: Mapping[str, Any], statuses: Mapping[str, Mapping[str, Any]], infeasible: bool
-) -> int:
-    """A running container's CPU as kube-scheduler counts it (``determineContainerReqs``)."""
-    spec = _container_cpu(container) or 0
-    status = statuses.get(str(container.get("name")))
-    if status is None:
-        return spec
-    reported, allocated = _status_cpu(status)
-    held = max(reported or 0, allocated or 0)
-    return held if infeasible else max(spec, held)
+def _with_status(
+    pod: Mapping[str, Any],
+    containers: Iterable[Any],
+    init_containers: Iterable[Any],
+    app: list[int],
+    init: list[tuple[int, bool]],
+    held: Mapping[str, int],
+) -> None:
+    """Replace the spec values of ``app`` and the sidecars of ``init`` in place by what
+    kube-scheduler counts for them (``determineContainerReqs``); a no-op unless some status
+    differs from its spec, which is the only case where ``Infeasible`` matters."""
+    differs = [
+        (i, h)
+        for i, c in enumerate(containers)
+        if (h := held.get(str(c.get("name")))) is not None and h != app[i]
+    ]
+    sidecars = [
+        (i, h)
+        for i, c in enumerate(init_containers)
+        if init[i][1] and (h := held.get(str(c.get("name")))) is not None and h != init[i][0]
+    ]
+    if not differs and not sidecars:
+        return
+    infeasible = resize_infeasible(pod)
+    for i, h in differs:
+        app[i] = h if infeasible else max(app[i], h)
+    for i, h in sidecars:
+        init[i] = (h if infeasible else max(init[i][0], h), True)
 
 
 def pod_cpu_request_millis(pod: Mapping[str, Any]) -> int:
@@ -135,19 +151,11 @@ def pod_cpu_request_millis(pod: Mapping[str, Any]) -> int:
 
     containers = spec.get("containers") or ()
     init_containers = spec.get("initContainers") or ()
-    statuses = _statuses(pod)
-    if statuses is None:
-        app = [_container_cpu(c) or 0 for c in containers]
-        init = [(_container_cpu(c) or 0, is_sidecar(c)) for c in init_containers]
-    else:
-        infeasible = resize_infeasible(pod)
-        app = [_effective_cpu(c, statuses, infeasible) for c in containers]
-        init = [
-            (_effective_cpu(c, statuses, infeasible), True)
-            if is_sidecar(c)
-            else (_container_cpu(c) or 0, False)
-            for c in init_containers
-        ]
+    app = [_container_cpu(c) or 0 for c in containers]
+    init = [(_container_cpu(c) or 0, is_sidecar(c)) for c in init_containers]
+    held = _held(pod)
+    if held is not None:
+        _with_status(pod, containers, init_containers, app, init, held)
     return aggregate_container_requests(app, init) + overhead
 
 
