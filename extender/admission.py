@@ -11,6 +11,9 @@ What each situation becomes:
   pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch;
   but its annotations are checked, not trusted: one naming a family the catalog lacks,
   or a retired family on a pod not fixed to its nodes, is a forgery -> denied (403).
+- a mirror pod (``kubernetes.io/config.mirror``) -> allowed, no patch, always; a DaemonSet
+  pod fixed to a node the catalog cannot map -> allowed, no patch, with a warning, even
+  under ``unknownNodes: reject`` (:mod:`extender.exemptions`).
 - a pod that cannot be placed or read (unknown names in ``machine-catalog.io/families``,
   a CPU value that is not a quantity, no family with a node the pod allows) -> allowed:
   false, code 403, a message that says why for every family.
@@ -24,6 +27,10 @@ What each situation becomes:
   misread as vCPUs, unpinned, and requests are immutable, so that is never fixed later.
   Denying makes an internal error behave like the webhook being down, which is the
   operator's stated choice; the owning controller retries.
+
+A ``pods/resize`` UPDATE of a pod the webhook normalized has its changed CPU values read
+as SCU and converted for the pod's family (:mod:`extender.resizing`, which also says how
+the SCU record stays true, since a resize cannot change annotations).
 
 ``dryRun`` requests get the same answer but take no reservation. Pods fixed to a node by
 name (``nodeName``, DaemonSet ``matchFields``) keep their scheduler: nothing is left to
@@ -45,7 +52,8 @@ import orjson
 from flask import request
 
 from extender import metrics
-from extender.cluster import ClusterState, NodeView, Taint
+from extender.cluster import MAX_CPU_MILLIS, ClusterState, NodeView, Taint
+from extender.exemptions import daemonset_exemption, is_mirror_pod
 from extender.patching import (
     FAMILY_ANNOTATION,
     Op,
@@ -70,6 +78,7 @@ from extender.placement import (
     requested_families,
     toleration_mask,
 )
+from extender.resizing import AUDIT_KEY, is_resize, resize
 from extender.responses import error_body, json_response
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
@@ -103,6 +112,8 @@ class Verdict:
     message: str = ""
     warnings: tuple[str, ...] = ()
     family: str | None = None
+    #: ``auditAnnotations`` of the response (the API server prefixes the webhook's name).
+    audit: tuple[tuple[str, str], ...] = ()
 
 
 def _skipped(*warnings: str) -> Verdict:
@@ -153,6 +164,8 @@ def encode_response(uid: str, verdict: Verdict) -> bytes:
         response["status"] = {"code": verdict.code, "message": verdict.message}
     if verdict.warnings:
         response["warnings"] = [_warning(w) for w in verdict.warnings]
+    if verdict.audit:
+        response["auditAnnotations"] = dict(verdict.audit)
     return orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": response})
 
 
@@ -320,6 +333,8 @@ class Admitter:
 
     def admit(self, req: Mapping[str, Any]) -> Verdict:
         """The verdict for a decoded request; raises :class:`MalformedReview` on a bad pod."""
+        if is_resize(req):
+            return self._admit_resize(req)
         if not _is_pod_create(req):
             return _skipped()
         pod = req.get("object")
@@ -329,6 +344,8 @@ class Admitter:
         if _dict(metadata.get("labels")).get(NORMALIZE_LABEL) == "disabled":
             return _skipped()
         annotations = _dict(metadata.get("annotations"))
+        if is_mirror_pod(annotations):
+            return _skipped()  # the kubelet runs the static manifest, not this object
         if was_normalized(annotations):
             forged = self._not_ours(pod, annotations)
             return _skipped() if forged is None else _denied(forged)
@@ -340,7 +357,7 @@ class Admitter:
             values = read_cpu_values(pod)
             constraints = pod_constraints(pod)
             tolerations = pod_tolerations(pod)
-            pod_scu = pod_cpu_request_millis(pod)
+            pod_scu = min(pod_cpu_request_millis(pod), MAX_CPU_MILLIS)
         except (PatchError, PlacementError) as exc:
             return _denied(str(exc))
         except QuantityError as exc:  # spec.overhead: containers were read above
@@ -370,6 +387,10 @@ class Admitter:
             pod_scu=pod_scu,
         )
         if isinstance(decision, Denied):
+            exempt = daemonset_exemption(pod, constraints.fixed_nodes, view)
+            if exempt is not None:
+                log.info("admitted %s unchanged: %s", _describe({"object": pod}), exempt)
+                return _skipped(*warnings, exempt)
             return _denied(decision.message)
         if not isinstance(decision, Placement):
             return _skipped(*warnings, decision.reason)
@@ -385,6 +406,31 @@ class Admitter:
             patch=patch,
             warnings=(*warnings, *decision.warnings),
             family=family.name,
+        )
+
+    def _admit_resize(self, req: Mapping[str, Any]) -> Verdict:
+        """``pods/resize`` of a pod the webhook normalized: the changed CPU values are SCU
+        and become physical millicores of its family (:mod:`extender.resizing`)."""
+        new, old = req.get("object"), req.get("oldObject")
+        if not isinstance(new, dict) or not isinstance(old, dict):
+            raise MalformedReview("a resize review needs the Pod in object and oldObject")
+        try:
+            result = resize(old, new)
+        except PatchError as exc:
+            return _denied(str(exc))
+        if result is None:
+            return _skipped()
+        factor = f"{float(result.factor):g}"
+        return Verdict(
+            "mutated",
+            True,
+            patch=result.patch,
+            warnings=(
+                f"resize: {result.converted} CPU value(s) read as SCU, set for family "
+                f"{result.family} at {factor} SCU/core",
+            ),
+            family=result.family,
+            audit=((AUDIT_KEY, result.standard),),
         )
 
     def _not_ours(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> str | None:

@@ -109,13 +109,58 @@ class NodeView:
         return None if labels is None else self.catalog.match(labels)
 
 
+#: The largest CPU value the cache keeps for one pod or node: a million cores, in millis.
+#: Real machines have at most a few thousand cores, so anything above is a typo or an
+#: attack (``cpu: "1e16"``). Bounding, not ignoring, is what kube-scheduler does
+#: (``MilliValue`` saturates at int64): such a pod still fills its node. It also keeps
+#: every int64 total far from overflow: 10^9 per pod times 10^6 pods on a node is 10^15,
+#: against 9.2 * 10^18 (an ``OverflowError`` in a total used to break every later event
+#: for that node, and the watch replayed the event after each backoff).
+MAX_CPU_MILLIS = 10**9
+
+#: Objects already logged for a bad value (bounded: forgotten wholesale when full), so a
+#: bad object logs once however many events it gets, and a flood of them cannot grow it.
+_LOGGED: set[tuple[str, str, str]] = set()
+_LOGGED_MAX = 10_000
+
+
+def _bad_value(kind: str, key: str, problem: str, detail: str) -> None:
+    """Log and count a bad CPU value (``problem``: unparsable | out_of_range), once per
+    object however many events it gets."""
+    from extender import metrics  # here, not at the top: metrics imports this module's users
+
+    seen = (kind, key, problem)
+    if seen in _LOGGED:
+        return
+    if len(_LOGGED) >= _LOGGED_MAX:
+        _LOGGED.clear()
+    _LOGGED.add(seen)
+    metrics.BAD_VALUES.labels(kind=kind, problem=problem).inc()
+    log.warning("%s %s: %s", kind, key, detail)
+
+
+def bounded_cpu(millis: int, kind: str, key: str) -> int:
+    """``millis``, or :data:`MAX_CPU_MILLIS` (counted and logged) when above it."""
+    if millis <= MAX_CPU_MILLIS:
+        return millis
+    _bad_value(
+        kind,
+        key,
+        "out_of_range",
+        f"cpu of {millis}m is beyond any machine; counted as {MAX_CPU_MILLIS}m",
+    )
+    return MAX_CPU_MILLIS
+
+
 def _node_allocatable_millis(node: Mapping[str, Any]) -> int:
-    """Allocatable CPU; a node with an unparsable value holds nothing rather than crash the feed."""
+    """Allocatable CPU; a node with an unparsable value holds nothing rather than crash the
+    feed, and an absurd one is bounded."""
     try:
-        return node_allocatable_millis(node)
+        millis = node_allocatable_millis(node)
     except QuantityError:
-        log.warning("node %s has an unparsable cpu allocatable", _name(node))
+        _bad_value("node", _name(node), "unparsable", "unparsable cpu allocatable; counting 0")
         return 0
+    return bounded_cpu(millis, "node", _name(node))
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -130,9 +175,9 @@ def _pod_key(pod: Mapping[str, Any]) -> str:
 def pod_entry(pod: Mapping[str, Any]) -> PodEntry | None:
     """The pod's contribution to the totals, or None when it contributes nothing."""
     try:
-        cpu = pod_cpu_request_millis(pod)
+        cpu = bounded_cpu(pod_cpu_request_millis(pod), "pod", _pod_key(pod))
     except QuantityError:
-        log.warning("pod %s has an unparsable cpu request; counting 0", _pod_key(pod))
+        _bad_value("pod", _pod_key(pod), "unparsable", "unparsable cpu request; counting 0")
         cpu = 0
     if holds_resources(pod):
         return PodEntry(node=pod["spec"]["nodeName"], pending_family=None, cpu_millis=cpu)

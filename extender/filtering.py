@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from extender.cluster import ABSENT, AMBIGUOUS, FAMILY_ANNOTATION, UNKNOWN, NodeView
+from extender.cluster import (
+    ABSENT,
+    AMBIGUOUS,
+    FAMILY_ANNOTATION,
+    MAX_CPU_MILLIS,
+    UNKNOWN,
+    NodeView,
+)
 from extender.wire import ReasonMap
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
@@ -85,9 +92,13 @@ def pinned_family(pod: Mapping[str, Any]) -> str | None:
 
 
 def pod_request_millis(pod: Mapping[str, Any]) -> int:
-    """The pod's effective CPU request, or :class:`PodError` for an unreadable quantity."""
+    """The pod's effective CPU request, or :class:`PodError` for an unreadable quantity.
+
+    Bounded like the cache's values (:data:`extender.cluster.MAX_CPU_MILLIS`): a pod asking
+    ``cpu: "1e16"`` fits no node either way, and the int64 score arithmetic stays exact.
+    """
     try:
-        return pod_cpu_request_millis(pod)
+        return min(pod_cpu_request_millis(pod), MAX_CPU_MILLIS)
     except (QuantityError, AttributeError, TypeError) as exc:
         raise PodError(f"cannot read the pod's CPU request: {exc}") from None
 

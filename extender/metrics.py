@@ -104,6 +104,13 @@ ADMISSIONS = Counter(
     "Pods the admission webhook handled, by decision (mutated, skipped, denied, error).",
     ["decision"],
 )
+BAD_VALUES = Counter(
+    PREFIX + "cache_bad_values",
+    "Watched pods and nodes whose CPU the cache could not use as it is (each object counted "
+    "once), by kind (pod, node) and problem (unparsable: counted as 0; out_of_range: bounded "
+    "to 10^6 cores).",
+    ["kind", "problem"],
+)
 CATALOG_INFO = Gauge(
     PREFIX + "catalog_info",
     "1 for each catalog version (name, content hash) a live worker serves; 0 once replaced.",

@@ -8,11 +8,14 @@ keys escaped per RFC 6901 (``machine-catalog.io/family`` is ``machine-catalog.io
 What changes:
 
 - every CPU request and limit of ``containers`` and ``initContainers`` (restartable
-  sidecars included), and of pod-level ``spec.resources``, becomes
-  ``ceil(scu_millis / scuPerCore)`` physical millicores. Request and limit go through the
-  same monotone function, so ``request <= limit`` and ``request == limit`` survive, and a
-  Guaranteed pod stays Guaranteed. Memory, other resources, ``ephemeralContainers`` and
-  ``spec.overhead`` (set by RuntimeClass admission, in physical units) are not touched;
+  sidecars included), and of pod-level ``spec.resources``, becomes physical millicores:
+  ``ceil(scu_millis / scuPerCore)``, raised where the API server's validation needs it
+  (pod-level requests cover the containers' aggregate, limits stay above requests) and
+  whole cores for whole requests of Guaranteed pods (static CPU manager), all in
+  :mod:`extender.converting`. ``request <= limit``, ``request == limit`` and
+  ``request < limit`` survive, so the QoS class never changes. Memory, other resources,
+  ``ephemeralContainers`` and ``spec.overhead`` (set by RuntimeClass admission, in
+  physical units) are not touched;
 - the pod is pinned to the family by a required node affinity: the family's ORed terms
   are ANDed into *every* existing required term (a cross product), never appended as a
   new OR branch, which would let the pod escape its own constraints;
@@ -29,14 +32,11 @@ from typing import Any
 
 import orjson
 
+from extender.converting import convert, keeps_whole_cores
 from machine_catalog.matching import family_selector_terms
 from machine_catalog.model import Family
-from machine_catalog.quantities import (
-    QuantityError,
-    format_millis,
-    scu_to_physical_millis,
-    to_millis,
-)
+from machine_catalog.quantities import QuantityError, format_millis, to_millis
+from machine_catalog.resources import is_sidecar
 
 FAMILY_ANNOTATION = "machine-catalog.io/family"
 SCU_PER_CORE_ANNOTATION = "machine-catalog.io/scu-per-core"
@@ -70,6 +70,8 @@ class CpuValue:
     kind: str  # "requests" or "limits"
     pointer: str
     scu_millis: int
+    index: int = 0  # position in its container list (spec order matters for init containers)
+    sidecar: bool = False  # a restartable init container
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -81,7 +83,13 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def _read(
-    resources: Any, where: str, base: str, section: str, container: str | None
+    resources: Any,
+    where: str,
+    base: str,
+    section: str,
+    container: str | None,
+    index: int = 0,
+    sidecar: bool = False,
 ) -> list[CpuValue]:
     out = []
     resources = _mapping(resources, where)
@@ -93,7 +101,7 @@ def _read(
             millis = to_millis(values["cpu"])
         except QuantityError as exc:
             raise PatchError(f"{where}.{kind}.cpu: {exc}") from None
-        out.append(CpuValue(section, container, kind, f"{base}/{kind}/cpu", millis))
+        out.append(CpuValue(section, container, kind, f"{base}/{kind}/cpu", millis, index, sidecar))
     return out
 
 
@@ -116,6 +124,8 @@ def read_cpu_values(pod: Mapping[str, Any]) -> tuple[CpuValue, ...]:
                 f"/spec/{section}/{i}/resources",
                 section,
                 name,
+                i,
+                section == "initContainers" and is_sidecar(container),
             )
     values += _read(spec.get("resources"), "pod spec.resources", "/spec/resources", "pod", None)
     return tuple(values)
@@ -140,14 +150,10 @@ def standard_resources_annotation(values: Sequence[CpuValue]) -> str:
     return orjson.dumps(doc).decode()
 
 
-def cpu_ops(values: Sequence[CpuValue], family: Family) -> list[Op]:
-    factor = family.factor
+def cpu_ops(values: Sequence[CpuValue], family: Family, *, whole_cores: bool = False) -> list[Op]:
+    physical = convert(values, family.factor, whole_cores=whole_cores)
     return [
-        {
-            "op": "replace",
-            "path": v.pointer,
-            "value": format_millis(scu_to_physical_millis(v.scu_millis, factor)),
-        }
+        {"op": "replace", "path": v.pointer, "value": format_millis(physical[v.pointer])}
         for v in values
     ]
 
@@ -235,7 +241,7 @@ def normalize_ops(
         CATALOG_ANNOTATION: catalog_version,
     }
     return (
-        cpu_ops(values, family)
+        cpu_ops(values, family, whole_cores=keeps_whole_cores(pod))
         + pinning_ops(spec, family)
         + scheduler_ops(spec, scheduler_name)
         + annotation_ops(pod, annotations)

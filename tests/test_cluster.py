@@ -415,3 +415,43 @@ def test_compact_pod_keeps_nothing_the_cache_does_not_read():
         "metadata": {"uid": pod["metadata"]["uid"]},
         "spec": {"nodeName": "n1", "resources": {"requests": {"cpu": "1000m"}}},
     }
+
+
+def test_an_in_place_resize_is_counted_as_kube_scheduler_counts_it(state):
+    """Spec, then kubelet status, event by event: a downsize holds its CPU until the
+    kubelet reports it, an Infeasible upsize counts only what is allocated."""
+    state.replace([make_node("n1")], [])
+    pod = make_pod(cpu="2", node="n1")
+
+    def stage(spec_cpu: str, reported: str, allocated: str, reason: str | None = None) -> dict:
+        out = {**pod, "spec": {**pod["spec"]}}
+        out["spec"]["containers"] = [
+            {"name": "app", "image": "app:1", "resources": {"requests": {"cpu": spec_cpu}}}
+        ]
+        status: dict[str, Any] = {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "resources": {"requests": {"cpu": reported}},
+                    "allocatedResources": {"cpu": allocated},
+                }
+            ],
+        }
+        if reason is not None:
+            status["conditions"] = [
+                {"type": "PodResizePending", "status": "True", "reason": reason}
+            ]
+        out["status"] = status
+        return out
+
+    state.apply("Pod", "ADDED", stage("2", "2", "2"))
+    assert requested(state, "n1") == [2000]
+    state.apply("Pod", "MODIFIED", stage("500m", "2", "2"))  # downsize asked, not applied
+    assert requested(state, "n1") == [2000]
+    state.apply("Pod", "MODIFIED", stage("500m", "500m", "500m"))  # applied
+    assert requested(state, "n1") == [500]
+    state.apply("Pod", "MODIFIED", stage("6", "500m", "500m", "Deferred"))  # may still come
+    assert requested(state, "n1") == [6000]
+    state.apply("Pod", "MODIFIED", stage("6", "500m", "500m", "Infeasible"))  # never will
+    assert requested(state, "n1") == [500]

@@ -126,7 +126,10 @@ class Cluster:
         self.state.apply("Pod", "ADDED", bound)
 
 
-def web_pod(scu: str = "2") -> dict[str, Any]:
+def web_pod(scu: str = "2", exact: bool = True) -> dict[str, Any]:
+    """A Guaranteed web pod; ``exact`` opts it out of whole-core rounding (the HPA then
+    sees the same utilisation everywhere, see test_whole_cores_trade_hpa_equivalence)."""
+    annotations = {"machine-catalog.io/cpu-conversion": "exact"} if exact else {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -134,6 +137,7 @@ def web_pod(scu: str = "2") -> dict[str, Any]:
             "generateName": "web-7d9c5b8f4-",
             "namespace": "shop",
             "labels": {"app": "web"},
+            "annotations": annotations,
         },
         "spec": {
             "schedulerName": "default-scheduler",
@@ -212,7 +216,7 @@ def test_the_hpa_sees_the_same_utilisation_on_every_family(family: str) -> None:
     """
     cluster = Cluster()
     pod = web_pod("2")
-    pod["metadata"]["annotations"] = {"machine-catalog.io/families": family}
+    pod["metadata"]["annotations"]["machine-catalog.io/families"] = family
     admitted = cluster.admit(pod)
     assert admitted["metadata"]["annotations"]["machine-catalog.io/family"] == family
     request = to_millis(admitted["spec"]["containers"][0]["resources"]["requests"]["cpu"])
@@ -222,3 +226,16 @@ def test_the_hpa_sees_the_same_utilisation_on_every_family(family: str) -> None:
     # Without normalization the same 2-vCPU request would read 1.2 / f / 2: 75% on old,
     # 44% on new -- the HPA's average hides the hot old replicas.
     assert abs(usage / 2000 - Fraction(60, 100)) > Fraction(5, 100) or family == "std"
+
+
+def test_whole_cores_trade_hpa_equivalence_for_exclusive_cores() -> None:
+    """Without the opt-out a Guaranteed ``cpu: 2`` keeps whole cores for the static CPU
+    manager: 2 / 0.8 = 2.5 -> 3 cores on old, so the same work reads 50% there, not 60%."""
+    cluster = Cluster()
+    pod = web_pod("2", exact=False)
+    pod["metadata"]["annotations"]["machine-catalog.io/families"] = "old"
+    admitted = cluster.admit(pod)
+    resources = admitted["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == "3"
+    usage = Fraction(1200) / family_factor("old")
+    assert usage / 3000 == Fraction(1, 2)

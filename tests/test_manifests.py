@@ -857,7 +857,14 @@ def test_webhook_configuration(base):
             "apiVersions": ["v1"],
             "resources": ["pods"],
             "scope": "Namespaced",
-        }
+        },
+        {
+            "operations": ["UPDATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods/resize"],
+            "scope": "Namespaced",
+        },
     ]
     assert "caBundle" not in hook["clientConfig"]  # set by the certificate overlays
 

@@ -142,3 +142,67 @@ def test_fixture_nodes_allocatable() -> None:
     for node in nodes:
         assert node_allocatable_millis(node) == to_millis(node["status"]["allocatable"]["cpu"])
         assert node_allocatable_millis(node) <= to_millis(node["status"]["capacity"]["cpu"])
+
+
+# -- in-place resize: what kube-scheduler counts for a bound pod ---------------------------
+
+
+def resized(
+    spec_cpu: str,
+    reported: str | None,
+    allocated: str | None,
+    *,
+    condition: str | None = None,
+    legacy: str | None = None,
+    sidecar_status: bool = False,
+) -> dict:
+    """A bound pod with one app container (and one sidecar at 100m) mid-resize."""
+    status_entry: dict[str, Any] = {"name": "c"}
+    if reported is not None:
+        status_entry["resources"] = {"requests": {"cpu": reported}}
+    if allocated is not None:
+        status_entry["allocatedResources"] = {"cpu": allocated}
+    the_pod = pod([c(spec_cpu)], init=[{**c("100m", sidecar=True), "name": "s"}])
+    the_pod["spec"]["nodeName"] = "n1"
+    status: dict[str, Any] = {"phase": "Running", "containerStatuses": [status_entry]}
+    if sidecar_status:
+        status["initContainerStatuses"] = [
+            {"name": "s", "resources": {"requests": {"cpu": "300m"}}, "allocatedResources": {}}
+        ]
+    if condition is not None:
+        status["conditions"] = [{"type": "PodResizePending", "status": "True", "reason": condition}]
+    if legacy is not None:
+        status["resize"] = legacy
+    the_pod["status"] = status
+    return the_pod
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "millis"),
+    [
+        # no resize in flight: spec == status
+        (resized("1", "1", "1"), 1100),
+        # downsize not applied yet: the kubelet still holds 2, the scheduler counts 2
+        (resized("500m", "2", "2"), 2100),
+        # downsize allocated but not yet reported by the runtime: the larger, 2
+        (resized("500m", "2", "500m"), 2100),
+        # upsize pending (Deferred): the spec's 3 counts
+        (resized("3", "1", "1", condition="Deferred"), 3100),
+        # upsize Infeasible: it will never happen, only what is allocated counts
+        (resized("3", "1", "1", condition="Infeasible"), 1100),
+        (resized("3", "1", "1500m", condition="Infeasible"), 1600),
+        # the field used before the condition (<= 1.32)
+        (resized("3", "1", "1", legacy="Infeasible"), 1100),
+        # a status without resources (old kubelet, container not started): the spec
+        (resized("500m", None, "2"), 600),
+        # sidecars are resized too; their status counts like an app container's
+        (resized("1", "1", "1", sidecar_status=True), 1300),
+    ],
+)
+def test_resized_pod_counts_like_kube_scheduler(the_pod: dict, millis: int) -> None:
+    assert pod_cpu_request_millis(the_pod) == millis
+
+
+def test_infeasible_resize_of_a_pod_without_status_resources_counts_the_spec() -> None:
+    # determineContainerReqs applies only to containers whose status reports resources
+    assert pod_cpu_request_millis(resized("3", None, None, condition="Infeasible")) == 3100
