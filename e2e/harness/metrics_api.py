@@ -85,10 +85,20 @@ def resources() -> dict[str, Any]:
         "apiVersion": "v1",
         "groupVersion": f"{GROUP}/{VERSION}",
         "resources": [
-            {"name": "nodes", "singularName": "", "namespaced": False, "kind": "NodeMetrics",
-             "verbs": verbs},
-            {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics",
-             "verbs": verbs},
+            {
+                "name": "nodes",
+                "singularName": "",
+                "namespaced": False,
+                "kind": "NodeMetrics",
+                "verbs": verbs,
+            },
+            {
+                "name": "pods",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "PodMetrics",
+                "verbs": verbs,
+            },
         ],
     }
 
@@ -115,8 +125,12 @@ def answer(path: str, query: dict[str, list[str]], data: dict[str, Any]) -> tupl
                 return 404, {"kind": "Status", "status": "Failure", "code": 404}
             return 200, node_metrics(parts[1], nodes[parts[1]])
         items = [node_metrics(n, cpu) for n, cpu in nodes.items()]
-        return 200, {"kind": "NodeMetricsList", "apiVersion": f"{GROUP}/{VERSION}",
-                     "metadata": {}, "items": items}
+        return 200, {
+            "kind": "NodeMetricsList",
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "metadata": {},
+            "items": items,
+        }
     namespace = None
     if parts[0] == "namespaces" and len(parts) >= 3 and parts[2] == "pods":
         namespace, parts = parts[1], parts[2:]
@@ -133,13 +147,17 @@ def answer(path: str, query: dict[str, list[str]], data: dict[str, Any]) -> tupl
         if not match:
             return 404, {"kind": "Status", "status": "Failure", "code": 404}
         return 200, pod_metrics(match[0])
-    return 200, {"kind": "PodMetricsList", "apiVersion": f"{GROUP}/{VERSION}",
-                 "metadata": {}, "items": [pod_metrics(p) for p in pods]}
+    return 200, {
+        "kind": "PodMetricsList",
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "metadata": {},
+        "items": [pod_metrics(p) for p in pods],
+    }
 
 
 def make_handler(data_file: Path) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             try:
                 data = json.loads(data_file.read_text()) if data_file.exists() else {}
@@ -177,3 +195,72 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class MetricsApi:
+    """The test server, running in a network namespace, registered with the aggregator.
+
+    ``publish(pods=..., nodes=...)`` rewrites what it serves; readers see it at once.
+    """
+
+    def __init__(self, plane: Any, netns: Any, port: int = 443) -> None:
+        import subprocess
+        import sys
+
+        from harness import objects
+        from harness.controlplane import Process
+
+        self.data = plane.workdir / "metrics.json"
+        self.publish()
+        argv = [
+            *netns.exec_prefix(),
+            sys.executable,
+            "-m",
+            "harness.metrics_api",
+            "--bind",
+            f"{netns.peer_ip}:{port}",
+            "--cert",
+            str(plane.pki.metrics_cert),
+            "--key",
+            str(plane.pki.metrics_key),
+            "--data",
+            str(self.data),
+        ]
+        log = plane.logs() / "metrics-api.log"
+        with log.open("ab") as handle:
+            popen = subprocess.Popen(
+                argv,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+            )
+        self.process = Process("metrics-api", argv, log, popen)
+        plane.processes["metrics-api"] = self.process
+        objects.register_metrics_api(plane, netns.peer_ip, port)
+        self.plane = plane
+
+    def publish(
+        self, pods: list[dict[str, Any]] | None = None, nodes: dict[str, str] | None = None
+    ) -> None:
+        tmp = self.data.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pods": pods or [], "nodes": nodes or {}}))
+        tmp.replace(self.data)
+
+    def current_pods(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.data.read_text()).get("pods", []))
+
+    def wait_available(self, timeout: float = 60) -> None:
+        from kubernetes import client
+
+        from harness.controlplane import wait_until
+
+        api = client.ApiregistrationV1Api(self.plane.api_client())
+
+        def available() -> bool:
+            status = api.read_api_service("v1beta1.metrics.k8s.io").status
+            return any(
+                c.type == "Available" and c.status == "True" for c in (status.conditions or [])
+            )
+
+        wait_until(available, timeout, "APIService v1beta1.metrics.k8s.io Available", self.process)

@@ -201,3 +201,51 @@ def family_for_labels(labels: dict[str, str]) -> str | None:
 
     family = load_catalog().match(labels).family
     return family.name if family is not None else None
+
+
+def register_metrics_api(plane: ControlPlane, address: str, port: int = 443) -> None:
+    """Service + EndpointSlice + APIService ``v1beta1.metrics.k8s.io``, as a metrics-server
+    install makes them, pointing at ``address`` (aggregator routing goes to the endpoint)."""
+    from kubernetes import client
+
+    api_client = plane.api_client()
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_service(
+        "kube-system",
+        {
+            "metadata": {"name": "metrics-server"},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
+        },
+    )
+    client.DiscoveryV1Api(api_client).create_namespaced_endpoint_slice(
+        "kube-system",
+        {
+            "metadata": {
+                "name": "metrics-server-e2e",
+                "labels": {"kubernetes.io/service-name": "metrics-server"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        },
+    )
+    client.ApiregistrationV1Api(api_client).create_api_service(
+        {
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+                "caBundle": base64.b64encode(plane.pki.ca.read_bytes()).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        }
+    )
+
+
+def millis(quantity: str) -> int:
+    """A CPU quantity in millicores, by the product's own quantity arithmetic."""
+    from machine_catalog.quantities import to_millis
+
+    return to_millis(quantity)

@@ -17,6 +17,8 @@ import pytest
 from harness import objects
 from harness.controlplane import ControlPlane, build_controlplane, running
 from harness.kubelet import FakeKubelet
+from harness.metrics_api import MetricsApi
+from harness.netns import veth_namespace
 from harness.server import Server
 
 
@@ -71,6 +73,25 @@ def scheduler(plane: ControlPlane, server: Server):
     proc = plane.start_scheduler("machine-catalog-scheduler", config)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def default_scheduler(plane: ControlPlane):
+    """The cluster's ordinary kube-scheduler, for pods that are not ours."""
+    config = plane.scheduler_config(None, name="default-scheduler")
+    proc = plane.start_scheduler("default-scheduler", config)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def metrics_api(plane: ControlPlane) -> Iterator[MetricsApi]:
+    """A metrics.k8s.io server in a network namespace of the test's own, aggregated."""
+    with veth_namespace() as ns:
+        metrics = MetricsApi(plane, ns)
+        metrics.wait_available()
+        yield metrics
+        metrics.process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,51 @@
+"""A network namespace of the test's own, joined to the host by a veth pair.
+
+The aggregator routes ``metrics.k8s.io`` to an EndpointSlice address, and EndpointSlice
+validation refuses loopback (and link-local) addresses, so the test metrics server cannot
+listen on 127.0.0.1. It listens on the namespace's end of a veth instead: an address that
+exists only inside this machine, made and removed by the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+HOST_IP = "10.213.0.1"
+PEER_IP = "10.213.0.2"
+
+
+@dataclass(frozen=True)
+class Netns:
+    name: str
+    host_ip: str
+    peer_ip: str
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+@contextlib.contextmanager
+def veth_namespace(host_ip: str = HOST_IP, peer_ip: str = PEER_IP) -> Iterator[Netns]:
+    tag = f"mc{os.getpid() % 100000}"
+    name, host, peer = f"{tag}-ns", f"{tag}h", f"{tag}p"
+    _ip("netns", "add", name)
+    try:
+        _ip("link", "add", host, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", name)
+        _ip("addr", "add", f"{host_ip}/30", "dev", host)
+        _ip("link", "set", host, "up")
+        _ip("netns", "exec", name, "ip", "addr", "add", f"{peer_ip}/30", "dev", peer)
+        _ip("netns", "exec", name, "ip", "link", "set", peer, "up")
+        _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield Netns(name, host_ip, peer_ip)
+    finally:
+        subprocess.run(["ip", "link", "del", host], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
