@@ -280,6 +280,37 @@ class ControlPlane:
         self.processes[name] = proc
         return proc
 
+    def restart(self, name: str) -> Process:
+        """Stop one component and start it again with the same arguments and log."""
+        old = self.processes[name]
+        old.stop()
+        proc = start(name, old.argv, self.logs(), old.env)
+        self.processes[name] = proc
+        if name == "kube-apiserver":
+            ctx = self.ssl_context()
+            wait_until(lambda: https_ok(f"{self.server}/readyz", ctx), 120, "ready", proc)
+        return proc
+
+    def compact_etcd(self) -> int:
+        """Compact etcd at its current revision (its JSON gateway); returns the revision.
+
+        Every resourceVersion before it is gone: a watch resumed from one gets 410 Gone.
+        """
+        import json
+
+        def call(path: str, body: dict) -> dict:
+            req = urllib.request.Request(
+                self.etcd_url + path,
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+
+        revision = int(call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+        call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):
             proc.stop()
