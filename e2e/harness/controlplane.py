@@ -317,8 +317,23 @@ class ControlPlane:
         self.processes.clear()
 
 
-def start_control_plane(workdir: Path, binaries: Path) -> ControlPlane:
-    """etcd and kube-apiserver, up and ready; the caller adds the rest."""
+def start_control_plane(workdir: Path, binaries: Path, attempts: int = 3) -> ControlPlane:
+    """etcd and kube-apiserver, up and ready; the caller adds the rest.
+
+    Ports are picked free and then bound by the child a moment later; on a busy machine
+    another process can take one in between, so a start that fails to bind is retried on
+    new ports.
+    """
+    for attempt in range(attempts):
+        try:
+            return _start_control_plane(workdir, binaries)
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_control_plane(workdir: Path, binaries: Path) -> ControlPlane:
     workdir.mkdir(parents=True, exist_ok=True)
     pki = make_pki(workdir / "pki", metrics_ip=METRICS_IP)
     logs = workdir / "logs"
@@ -347,51 +362,58 @@ def start_control_plane(workdir: Path, binaries: Path) -> ControlPlane:
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, pki)
     plane = ControlPlane(workdir, binaries, pki, kubeconfig, server, etcd_url, {"etcd": etcd})
-    wait_until(
-        lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200,
-        30,
-        "etcd healthy",
-        etcd,
-    )
-    apiserver = start(
-        "kube-apiserver",
-        [
-            str(binaries / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}",
-            f"--tls-cert-file={pki.apiserver_cert}",
-            f"--tls-private-key-file={pki.apiserver_key}",
-            f"--client-ca-file={pki.ca}",
-            f"--service-account-key-file={pki.sa_pub}",
-            f"--service-account-signing-key-file={pki.sa_key}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            "--authorization-mode=Node,RBAC",
-            # The aggregation layer, for the metrics.k8s.io test server (HPA test).
-            f"--requestheader-client-ca-file={pki.front_proxy_ca}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={pki.front_proxy_cert}",
-            f"--proxy-client-key-file={pki.front_proxy_key}",
-            # Route aggregated APIs to an endpoint address, not the Service's cluster IP
-            # (nothing here implements Service IPs).
-            "--enable-aggregator-routing=true",
-            # The kubernetes Service's endpoint would be 127.0.0.1, which endpoint
-            # validation refuses; nothing in these tests reaches the API by that Service.
-            "--endpoint-reconciler-type=none",
-            "--max-requests-inflight=2000",
-            "--max-mutating-requests-inflight=1000",
-            "-v=1",
-        ],
-        logs,
-    )
-    plane.processes["kube-apiserver"] = apiserver
-    ctx = plane.ssl_context()
-    wait_until(lambda: https_ok(f"{server}/readyz", ctx), 120, "kube-apiserver ready", apiserver)
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200,
+            30,
+            "etcd healthy",
+            etcd,
+        )
+        apiserver = start(
+            "kube-apiserver",
+            [
+                str(binaries / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={pki.apiserver_cert}",
+                f"--tls-private-key-file={pki.apiserver_key}",
+                f"--client-ca-file={pki.ca}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                # The aggregation layer, for the metrics.k8s.io test server (HPA test).
+                f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_cert}",
+                f"--proxy-client-key-file={pki.front_proxy_key}",
+                # Route aggregated APIs to an endpoint address, not the Service's cluster IP
+                # (nothing here implements Service IPs).
+                "--enable-aggregator-routing=true",
+                # The kubernetes Service's endpoint would be 127.0.0.1, which endpoint
+                # validation refuses; nothing in these tests reaches the API by that Service.
+                "--endpoint-reconciler-type=none",
+                "--max-requests-inflight=2000",
+                "--max-mutating-requests-inflight=1000",
+                "-v=1",
+            ],
+            logs,
+        )
+        plane.processes["kube-apiserver"] = apiserver
+        ctx = plane.ssl_context()
+        wait_until(
+            lambda: https_ok(f"{server}/readyz", ctx), 120, "kube-apiserver ready", apiserver
+        )
+
+    except BaseException:
+        plane.stop()
+        raise
     return plane
 
 
