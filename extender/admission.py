@@ -7,10 +7,15 @@ and the reservation ledger, and encodes the answer.
 
 What each situation becomes:
 
-- not a pod, not a CREATE, a pod labelled ``machine-catalog.io/normalize: disabled``, a
-  pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch;
-  but its annotations are checked, not trusted: one naming a family the catalog lacks,
-  or a retired family on a pod not fixed to its nodes, is a forgery -> denied (403).
+- not a pod, not a CREATE, a pod labelled ``machine-catalog.io/normalize: disabled`` ->
+  allowed, no patch.
+- a pod the webhook already normalized (reinvocation after a later webhook changed it,
+  re-admission) -> its annotations are checked, not trusted: one naming a family the
+  catalog lacks, or a retired family on a pod not fixed to its nodes, is a forgery ->
+  denied (403). Otherwise containers added since (absent from the SCU record) are
+  normalized, values another webhook changed are kept as physical and re-recorded, a lost
+  pin is restored (:mod:`extender.reinvocation`), and node rules that now leave no node of
+  the pinned family are denied (403); nothing to change -> allowed, no patch.
 - a pod that cannot be placed or read (unknown names in ``machine-catalog.io/families``,
   a CPU value that is not a quantity, no family with a node the pod allows) -> allowed:
   false, code 403, a message that says why for every family.
@@ -48,6 +53,7 @@ from extender import metrics
 from extender.cluster import ClusterState, NodeView, Taint
 from extender.patching import (
     FAMILY_ANNOTATION,
+    SCU_PER_CORE_ANNOTATION,
     Op,
     PatchError,
     normalize_ops,
@@ -70,6 +76,7 @@ from extender.placement import (
     requested_families,
     toleration_mask,
 )
+from extender.reinvocation import recorded_factor, second_look
 from extender.responses import error_body, json_response
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
@@ -331,7 +338,7 @@ class Admitter:
         annotations = _dict(metadata.get("annotations"))
         if was_normalized(annotations):
             forged = self._not_ours(pod, annotations)
-            return _skipped() if forged is None else _denied(forged)
+            return self._second_look(pod, annotations) if forged is None else _denied(forged)
 
         overhead = _dict(pod.get("spec")).get("overhead")
         if overhead is not None and not isinstance(overhead, dict):
@@ -385,6 +392,70 @@ class Admitter:
             patch=patch,
             warnings=(*warnings, *decision.warnings),
             family=family.name,
+        )
+
+    # -- reinvocation (reinvocationPolicy: IfNeeded) ------------------------------------
+
+    def _second_look(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> Verdict:
+        """A pod we already normalized, seen again after later webhooks changed it.
+
+        New containers are normalized and the SCU record updated, the pin restored where a
+        later webhook dropped it (:mod:`extender.reinvocation`); node rules added after us
+        that leave no node of the pinned family are denied, naming the family.
+        """
+        catalog = self.runtime.cluster.catalog
+        family = catalog.by_name[str(annotations[FAMILY_ANNOTATION]).strip()]
+        if recorded_factor(annotations) != family.factor:
+            # Forged, or the catalog changed the family's factor between our two calls:
+            # values converted with two factors would be wrong either way. A denied create
+            # is retried by its controller and normalized afresh.
+            return _denied(
+                f"annotation {SCU_PER_CORE_ANNOTATION} says "
+                f"{str(annotations[SCU_PER_CORE_ANNOTATION])[:20]!r}, but family {family.name} "
+                f"has scuPerCore {family.scu_per_core} in catalog {catalog.version}; remove "
+                "the machine-catalog.io annotations and let the webhook choose"
+            )
+        try:
+            values = read_cpu_values(pod)
+            constraints = pod_constraints(pod)
+            tolerations = pod_tolerations(pod)
+        except (PatchError, PlacementError) as exc:
+            return _denied(str(exc))
+        if not constraints.unconstrained:
+            if not self.runtime.cluster.synced:
+                return _denied("cluster cache not synced yet; retry shortly", code=503)
+            contradiction = self._contradiction(family.name, constraints, tolerations)
+            if contradiction is not None:
+                return _denied(contradiction)
+        second = second_look(pod, annotations, values, family)
+        if not second.ops:
+            return _skipped(*second.warnings)
+        return Verdict(
+            "mutated", True, patch=second.ops, warnings=second.warnings, family=family.name
+        )
+
+    def _contradiction(
+        self, family: str, constraints: NodeConstraints, tolerations: tuple[Toleration, ...]
+    ) -> str | None:
+        """Why the pod's node rules leave no node of its pinned ``family``; None if some is
+        left (cordoned nodes count: a cordon is temporary) or the family has no node at all
+        in the cache (nothing to contradict; the extender reports that at scheduling)."""
+        snapshot = self.fleet.snapshot()
+        view = snapshot.view
+        index = view.catalog.family_index.get(family)
+        if index is None:
+            return None
+        of_family = view.family == index
+        if not of_family.any():
+            return None
+        mask = self.fleet.mask(snapshot, constraints, tolerations)
+        if mask is None or (mask & of_family).any():
+            return None
+        return (
+            f"the pod is pinned to family {family} (its CPU is converted for it), but its "
+            "nodeSelector/node affinity/tolerations, as changed after normalization (by a "
+            f"later admission webhook), allow no node of family {family}; remove the "
+            "conflicting rule, or restrict families with machine-catalog.io/families"
         )
 
     def _not_ours(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> str | None:
