@@ -408,6 +408,9 @@ class Placement:
     free_scu: int  # millis of SCU free on the family for this pod, after the deductions
     fixed: bool  # the pod is fixed to nodes by name: no scheduler change, retired allowed
     warnings: tuple[str, ...] = ()
+    #: One allowed node of the family can hold the pod (after pending and reserved SCU);
+    #: False when no family could and the choice fell back to aggregated free SCU.
+    fits: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,7 +556,9 @@ def choose_family(
                 f"{family.name} has {free / 1000:g} SCU free in smaller pieces): it may stay "
                 "Pending"
             )
-        return Placement(family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings))
+        return Placement(
+            family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings), fits=fits
+        )
 
     odd = _odd_nodes(view, allowed_nodes, fixed)
     if catalog.unknown_nodes == "allow" and requested is None and odd["unknown"]:

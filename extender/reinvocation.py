@@ -215,3 +215,48 @@ def second_look(
         path = f"/metadata/annotations/{escape(STANDARD_RESOURCES_ANNOTATION)}"
         ops.append({"op": "replace", "path": path, "value": text})
     return Second(ops=tuple(ops), warnings=tuple(warnings))
+
+
+def without_pin(spec: Mapping[str, Any], family: Family) -> dict[str, Any]:
+    """``spec`` with the family's pin taken out of its required terms: the node rules the
+    pod had before the webhook (used to ask which family it would get now).
+
+    Each term loses the expressions of the family term it carries; terms that become the
+    same are merged; if every term was only the pin, the required affinity goes. Terms
+    without the pin are kept as they are.
+    """
+    out = dict(spec)
+    affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+    required = node_affinity.get(REQUIRED) if isinstance(node_affinity, dict) else None
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    if not isinstance(terms, list):
+        return out
+    family_terms = [_canonical(t) for t in family_selector_terms(family)]
+    kept: list[dict[str, Any]] = []
+    for term in terms:
+        if not isinstance(term, dict):
+            return out
+        expressions = term.get("matchExpressions")
+        present = _canonical(expressions)
+        pin = next((ft for ft in family_terms if ft <= present), None)
+        if pin is not None:
+            rest = [
+                e
+                for e in expressions  # type: ignore[union-attr]
+                if not isinstance(e, dict) or next(iter(_canonical([e]))) not in pin
+            ]
+            term = {**term, "matchExpressions": rest}
+            if not rest:
+                del term["matchExpressions"]
+        if term and term not in kept:
+            kept.append(term)
+    new_affinity = dict(affinity)  # type: ignore[arg-type]
+    new_node_affinity = dict(node_affinity)  # type: ignore[arg-type]
+    if kept:
+        new_node_affinity[REQUIRED] = {**required, "nodeSelectorTerms": kept}  # type: ignore[dict-item]
+    else:
+        new_node_affinity.pop(REQUIRED, None)
+    new_affinity["nodeAffinity"] = new_node_affinity
+    out["affinity"] = new_affinity
+    return out
