@@ -38,7 +38,8 @@ TLS, HTTP/2, protobuf or table output, namespaced lists (``/api/v1/namespaces/x/
 single-object GETs and every write verb but two (the store is changed through Python
 methods; a pod DELETE with uid/resourceVersion preconditions and an Event POST are
 served), label selectors (field selectors are: ``=``, ``==``, ``!=``),
-``resourceVersionMatch``, ``sendInitialEvents`` (streaming lists), the watch cache's time-based window (history is kept until
+``resourceVersionMatch``, ``sendInitialEvents`` (streaming lists), the watch cache's
+time-based window (history is kept until
 :meth:`FakeApiServer.compact`), periodic bookmarks (they are sent when a test calls
 :meth:`FakeApiServer.bookmark`), admission, defaulting and validation of objects (they are
 stored as given, plus uid/resourceVersion/creationTimestamp), generation/finalizers/
