@@ -10,6 +10,7 @@ which pods were deleted, with which preconditions, and the Events posted.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from extender.patching import normalize_ops, read_cpu_values
 from extender.placement import pod_constraints
 from extender.recreation import EVENT_REASON, Recreator, room_for
 from extender.reinvocation import without_pin
+from extender.server import ServeConfig, build_runtime, shutdown_runtime
 from extender.stranding import Choice, Settings, pending_pod
 from extender.watching import load_api_client
 from machine_catalog.loading import parse_catalog
@@ -128,7 +130,7 @@ def fake() -> Iterator[FakeApiServer]:
 
 
 @pytest.fixture
-def api(fake, tmp_path):
+def kubeconfig(fake, tmp_path) -> str:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -142,7 +144,12 @@ def api(fake, tmp_path):
             }
         )
     )
-    client = load_api_client(str(kubeconfig))
+    return str(kubeconfig)
+
+
+@pytest.fixture
+def api(kubeconfig):
+    client = load_api_client(kubeconfig)
     yield client
     client.close()
 
@@ -343,3 +350,20 @@ def test_without_pin_gives_back_the_pods_own_node_rules(affinity):
         assert pod_constraints({"spec": restored}).allows(name, labels) == pod_constraints(
             original
         ).allows(name, labels)
+
+
+def _loops() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "recreate-stranded" and t.is_alive()]
+
+
+@pytest.mark.parametrize("after", [None, 600.0])
+def test_serve_runs_the_loop_only_when_asked_and_stops_it(kubeconfig, tmp_path, after):
+    config = ServeConfig(
+        kubeconfig=kubeconfig, state_dir=str(tmp_path), recreate_stranded_after=after
+    )
+    runtime = build_runtime(config)
+    try:
+        assert len(_loops()) == (0 if after is None else 1)
+    finally:
+        shutdown_runtime(runtime)
+    assert _loops() == []
