@@ -474,22 +474,27 @@ def family_capacity(
     )
 
 
-def holdable_scu(capacity: FamilyCapacity, index: int, factor: Fraction, pod_scu: int) -> int:
-    """SCU millis of ``family[index]`` usable by pods the size of this one: fragmentation
-    counted, so free SCU scattered in pieces smaller than the pod counts for nothing.
+def holdable_scu(capacity: FamilyCapacity, factors: Sequence[Fraction], pod_scu: int) -> list[int]:
+    """SCU millis per family usable by pods the size of this one: fragmentation counted,
+    so free SCU scattered in pieces smaller than the pod counts for nothing.
 
-    ``holdable = pod_scu * sum over allowed uncordoned nodes of
-    floor(free_physical / ceil(pod_scu / factor))``: each node holds as many copies of the
-    pod as kube-scheduler's ``NodeResourcesFit`` would place there one after another. A
-    family whose largest free node is below one pod answers 0 without touching the nodes.
+    ``holdable[f] = pod_scu * sum over f's allowed uncordoned nodes of
+    floor(free_physical / ceil(pod_scu / factor_f))``: each node holds as many copies of
+    the pod as kube-scheduler's ``NodeResourcesFit`` would place there one after another.
+    One gather, one division and one ``bincount`` over the nodes with room, for every
+    family at once. A pod without a CPU request fits anywhere: the family's free SCU.
     """
-    need = scu_to_physical_millis(pod_scu, factor)
-    if need <= 0:
-        return physical_to_scu_millis(int(capacity.free_physical[index]), factor)
-    if index >= len(capacity.largest_free_physical) or capacity.largest_free_physical[index] < need:
-        return 0
-    free = capacity.node_free[capacity.node_family == index]
-    return int((free // need).sum()) * pod_scu
+    n = len(factors)
+    if pod_scu <= 0:
+        return [
+            physical_to_scu_millis(int(capacity.free_physical[i]), factors[i]) for i in range(n)
+        ]
+    need = np.array([scu_to_physical_millis(pod_scu, f) for f in factors], dtype=np.int64)
+    if not len(capacity.node_family) or not (capacity.largest_free_physical >= need).any():
+        return [0] * n
+    copies = capacity.node_free // need[capacity.node_family]
+    per_family = np.bincount(capacity.node_family, weights=copies, minlength=n)[:n]
+    return [int(c) * pod_scu for c in per_family]
 
 
 def choose_family(
@@ -510,6 +515,7 @@ def choose_family(
     reasons: dict[str, list[str]] = {}
     candidates: list[tuple[int, Family]] = []
     factors = _factors(catalog)
+    holdable = holdable_scu(capacity, factors, pod_scu)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:
@@ -529,7 +535,7 @@ def choose_family(
                 pending_physical.get(name, 0), factor
             ) + reserved_scu.get(name, 0)
             free = physical_to_scu_millis(int(capacity.free_physical[i]), factor) - claimed
-            fits = holdable_scu(capacity, i, factor, pod_scu) - claimed >= pod_scu
+            fits = holdable[i] - claimed >= pod_scu
             candidates.append((free, family, fits))
             continue
         reasons.setdefault(why, []).append(name)

@@ -9,10 +9,13 @@ Tables over :func:`extender.placement.holdable_scu` and :func:`choose_family`, o
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extender.cluster import ClusterState
 from extender.placement import (
@@ -175,7 +178,35 @@ def test_holdable_scu(free_cores, pod_scu, expected):
     view = fleet(nodes).all_nodes()
     capacity = family_capacity(CATALOG, view, None, fixed=False)
     index = CATALOG.family_index["quick"]
-    assert holdable_scu(capacity, index, Fraction(118, 100), pod_scu) == expected
+    factors = [f.factor for f in CATALOG.families]
+    assert factors[index] == Fraction(118, 100)
+    holdable = holdable_scu(capacity, factors, pod_scu)
+    assert holdable[index] == expected
+    assert holdable[CATALOG.family_index["std"]] == 0  # no std node at all
     if pod_scu:
         largest = max(int(Fraction(c) * 1000) for c in free_cores)
         assert capacity.largest_free_physical[index] == largest
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frees=st.lists(
+        st.tuples(st.sampled_from(["std", "wide", "quick"]), st.integers(0, 20_000)),
+        max_size=12,
+    ),
+    pod_scu=st.integers(1, 9_000),
+)
+def test_holdable_scu_agrees_with_placing_copies_node_by_node(frees, pod_scu):
+    nodes = [node(f"n{i}", family, f"{millis}m") for i, (family, millis) in enumerate(frees)]
+    view = fleet(nodes).all_nodes()
+    capacity = family_capacity(CATALOG, view, None, fixed=False)
+    holdable = holdable_scu(capacity, [f.factor for f in CATALOG.families], pod_scu)
+    for family in CATALOG.families:
+        need = math.ceil(Fraction(pod_scu) / family.factor)
+        copies = 0
+        for node_family, millis in frees:
+            free = millis
+            while node_family == family.name and free >= need:  # NodeResourcesFit, one at a time
+                free -= need
+                copies += 1
+        assert holdable[CATALOG.family_index[family.name]] == copies * pod_scu
