@@ -25,6 +25,9 @@ kind, ``requests`` / ``limits``):
   apply the factor twice) and the record is rewritten to its SCU equivalent
   ``floor(physical * factor)``, with a warning.
 - a recorded value that is gone is dropped from the record.
+- pod-level ``spec.resources`` CPU that is recorded is ours whatever its value (it is
+  rounded so that it stays at least the sum of the containers', not value by value); one
+  that is not recorded is SCU, like a new container's.
 
 A container that had no CPU value at all when we first saw it is not in the record, so a
 CPU value a later webhook gives it is read as SCU (as a new container's). VPA does that
@@ -142,7 +145,12 @@ def reconcile_cpu(
             new_record.append(v)
             continue
         scu = record.get(key)
-        if scu is not None and scu_to_physical_millis(scu, factor) == v.scu_millis:
+        if scu is not None and (
+            v.section == "pod" or scu_to_physical_millis(scu, factor) == v.scu_millis
+        ):
+            # Pod-level values are not rounded one by one (they must stay at least the sum
+            # of the containers'), so "what we wrote" is not ceil(scu / factor) there; and
+            # no webhook in use sets them after us. A recorded one is ours.
             new_record.append(CpuValue(v.section, v.container, v.kind, v.pointer, scu))
             continue
         scu = physical_to_scu_millis(v.scu_millis, factor)

@@ -260,3 +260,25 @@ def test_a_forged_record_on_a_new_pod_still_gets_its_containers_normalized(hook)
     assert record(after)["containers"][pod["spec"]["containers"][0]["name"]]["requests"] == {
         "cpu": "1500m"
     }
+
+
+def test_pod_level_resources_recorded_are_ours_and_unrecorded_ones_are_scu(hook):
+    pod = admission_review()["request"]["object"]
+    pod["spec"]["resources"] = {"requests": {"cpu": "4"}, "limits": {"cpu": "6"}}
+    _, first = hook.call(pod)
+    f = factor(first)
+    written = first["spec"]["resources"]
+    assert record(first)["pod"] == {"requests": {"cpu": "4"}, "limits": {"cpu": "6"}}
+    # A sidecar injected after us, the pod-level values left as we wrote them.
+    first["spec"]["containers"].append(sidecar("mesh-agent", "100m", "200m"))
+    response, after = hook.call(first, uid="uid-2")
+    assert response["allowed"] is True
+    assert after["spec"]["resources"] == written
+    assert record(after)["pod"] == record(first)["pod"]
+    assert "warnings" not in response
+    # Pod-level CPU that a later webhook added (no record of it): SCU, converted.
+    later = hook.normalized()
+    later["spec"]["resources"] = {"requests": {"cpu": "2"}}
+    _, converted = hook.call(later, uid="uid-4")
+    assert converted["spec"]["resources"]["requests"]["cpu"] == physical(2000, f)
+    assert record(converted)["pod"] == {"requests": {"cpu": "2"}}
