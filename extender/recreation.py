@@ -8,8 +8,8 @@ webhook pins to a family that can hold it.
 
 Safety:
 
-- **Only pods that are ours, unbound, never started and controller-owned** (ReplicaSet or
-  StatefulSet) are ever deleted: :func:`extender.stranding.choose_recreations` decides,
+- **Only pods that are ours, unbound, never started and owned by a ReplicaSet** are ever
+  deleted: :func:`extender.stranding.choose_recreations` decides,
   and the delete carries **preconditions** on the pod's uid and resourceVersion. If the pod
   changed after the LIST (it got bound, a new pod took its name, another replica or
   worker already deleted it) the API server refuses with 409 Conflict and nothing

@@ -20,7 +20,9 @@ in this order):
 2. it is not bound (no ``spec.nodeName``), not being deleted, and never started (phase
    ``Pending``, no container status that ran);
 3. it has a controller owner of a kind that re-creates deleted pods
-   (``ReplicaSet``, ``StatefulSet`` by default; never a bare pod, a Job, a DaemonSet pod);
+   (``ReplicaSet`` by default; never a bare pod, a Job, a DaemonSet pod). Not a
+   ``StatefulSet`` by default either: its pods usually have volumes bound in one zone,
+   which the family choice does not see, so the replacement could be stranded again;
 4. it is not waiting on scheduling gates, nor nominated to a node (a preemption is under
    way for it);
 5. kube-scheduler reported it unschedulable (``PodScheduled=False``, reason
@@ -42,7 +44,7 @@ from typing import Any
 
 from extender.patching import FAMILY_ANNOTATION, was_normalized
 
-DEFAULT_KINDS = frozenset({"ReplicaSet", "StatefulSet"})
+DEFAULT_KINDS = frozenset({"ReplicaSet"})
 
 
 @dataclass(frozen=True, slots=True)

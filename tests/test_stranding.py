@@ -44,7 +44,14 @@ def stuck(**changes: Any) -> PendingPod:
     ("pod", "room", "settings", "recreate", "reason"),
     [
         (stuck(), FULL_ELSEWHERE, ON, True, "pending 900s on full family aws-m6i"),
-        (stuck(owner_kind="StatefulSet"), FULL_ELSEWHERE, ON, True, "by its StatefulSet"),
+        (stuck(owner_kind="StatefulSet"), FULL_ELSEWHERE, ON, False, "owned by a StatefulSet"),
+        (
+            stuck(owner_kind="StatefulSet"),
+            FULL_ELSEWHERE,
+            Settings(after=600.0, kinds=frozenset({"ReplicaSet", "StatefulSet"})),
+            True,
+            "by its StatefulSet",
+        ),
         # Rule 1: not ours.
         (stuck(family=None), FULL_ELSEWHERE, ON, False, "not normalized"),
         # Rule 2: bound, being deleted, started.
