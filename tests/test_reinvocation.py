@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from helpers import admission_review
+from helpers import admission_review, serve
 
 from extender.app import create_app
 from extender.cluster import ClusterState
@@ -282,3 +282,65 @@ def test_pod_level_resources_recorded_are_ours_and_unrecorded_ones_are_scu(hook)
     _, converted = hook.call(later, uid="uid-4")
     assert converted["spec"]["resources"]["requests"]["cpu"] == physical(2000, f)
     assert record(converted)["pod"] == {"requests": {"cpu": "2"}}
+
+
+# -- through `machine-catalog serve --snapshot` ------------------------------------------------
+
+
+def test_serve_snapshot_picks_a_family_that_fits_and_normalizes_a_sidecar_on_reinvocation(
+    tmp_path,
+):
+    # aws-m5 (1.0): 4 nodes with 2 cores free each (8 SCU in total, no node holds 4 SCU);
+    # aws-m6i (1.15): one node with 5 cores free (5.75 SCU). Aggregated free SCU would
+    # pick aws-m5, where the pod could never run.
+    nodes = [node(f"m5-{i}", "m5.xlarge", "4", "us-east-1a") for i in range(4)]
+    nodes.append(node("m6i-0", "m6i.2xlarge", "8", "us-east-1b"))
+    busy = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"busy-{n}", "namespace": "x", "uid": f"uid-{n}"},
+            "spec": {
+                "nodeName": n,
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}],
+            },
+            "status": {"phase": "Running"},
+        }
+        for n, cpu in [*((f"m5-{i}", "2") for i in range(4)), ("m6i-0", "3")]
+    ]
+    items = [{"apiVersion": "v1", "kind": "Node", **n} for n in nodes] + busy
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    server = serve(tmp_path, "--snapshot", str(snapshot), "--workers", "1")
+    try:
+        pod = admission_review()["request"]["object"]
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "4"
+        pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "4"
+
+        def call(obj: dict[str, Any], uid: str) -> tuple[dict, dict]:
+            reply = server.post("/webhook/mutate", json.dumps(admission_review(obj, uid)).encode())
+            assert reply.status == 200
+            response = reply.json()["response"]
+            if "patch" not in response:
+                return response, obj
+            ops = json.loads(base64.b64decode(response["patch"]))
+            return response, jsonpatch.JsonPatch(ops).apply(copy.deepcopy(obj))
+
+        response, first = call(pod, "uid-1")
+        assert response["allowed"] is True
+        assert first["metadata"]["annotations"][FAMILY_ANNOTATION] == "aws-m6i"
+        assert first["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "3479m"
+
+        first["spec"]["containers"].append(sidecar("mesh-agent", "250m", "500m"))
+        response, second = call(first, "uid-2")
+        assert response["allowed"] is True
+        added = second["spec"]["containers"][-1]["resources"]
+        # ceil(250 / 1.15) and ceil(500 / 1.15)
+        assert (added["requests"]["cpu"], added["limits"]["cpu"]) == ("218m", "435m")
+        assert record(second)["containers"]["mesh-agent"] == {
+            "requests": {"cpu": "250m"},
+            "limits": {"cpu": "500m"},
+        }
+        assert call(second, "uid-3")[0] == {"uid": "uid-3", "allowed": True}
+    finally:
+        assert server.stop() == 0
