@@ -131,8 +131,9 @@ RECREATIONS = Counter(
 STRANDED_PODS = Gauge(
     PREFIX + "stranded_pods",
     "Pods in the last cycle that waited past --recreate-stranded-after on a full family while "
-    "another allowed family had room (re-created or rate limited).",
-    multiprocess_mode="max",
+    "another allowed family had room (re-created or rate limited); the most any live worker "
+    "saw.",
+    multiprocess_mode="livemax",
 )
 for _outcome in RECREATION_OUTCOMES:
     RECREATIONS.labels(outcome=_outcome)
