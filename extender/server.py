@@ -168,6 +168,8 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
 
         feed_snapshot(cluster, source.path)
         cluster.source = source.describe()
+        if config.recreate_stranded_after is not None:
+            log.warning("--recreate-stranded-after ignored: a snapshot has no pods to delete")
     else:
         from extender.watching import ClusterWatcher, load_api_client
 
