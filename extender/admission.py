@@ -7,10 +7,15 @@ and the reservation ledger, and encodes the answer.
 
 What each situation becomes:
 
-- not a pod, not a CREATE, a pod labelled ``machine-catalog.io/normalize: disabled``, a
-  pod the webhook already normalized (reinvocation, re-admission) -> allowed, no patch;
-  but its annotations are checked, not trusted: one naming a family the catalog lacks,
-  or a retired family on a pod not fixed to its nodes, is a forgery -> denied (403).
+- not a pod, not a CREATE, a pod labelled ``machine-catalog.io/normalize: disabled`` ->
+  allowed, no patch.
+- a pod the webhook already normalized (reinvocation after a later webhook changed it,
+  re-admission) -> its annotations are checked, not trusted: one naming a family the
+  catalog lacks, or a retired family on a pod not fixed to its nodes, is a forgery ->
+  denied (403). Otherwise containers added since (absent from the SCU record) are
+  normalized, values another webhook changed are kept as physical and re-recorded, a lost
+  pin is restored (:mod:`extender.reinvocation`), and node rules that now leave no node of
+  the pinned family are denied (403); nothing to change -> allowed, no patch.
 - a mirror pod (``kubernetes.io/config.mirror``) -> allowed, no patch, always; a DaemonSet
   pod fixed to a node the catalog cannot map -> allowed, no patch, with a warning, even
   under ``unknownNodes: reject`` (:mod:`extender.exemptions`).
@@ -56,6 +61,7 @@ from extender.cluster import MAX_CPU_MILLIS, ClusterState, NodeView, Taint
 from extender.exemptions import daemonset_exemption, is_mirror_pod
 from extender.patching import (
     FAMILY_ANNOTATION,
+    SCU_PER_CORE_ANNOTATION,
     Op,
     PatchError,
     normalize_ops,
@@ -78,6 +84,7 @@ from extender.placement import (
     requested_families,
     toleration_mask,
 )
+from extender.reinvocation import recorded_factor, second_look
 from extender.resizing import AUDIT_KEY, is_resize, resize
 from extender.responses import error_body, json_response
 from machine_catalog.quantities import QuantityError
@@ -348,7 +355,7 @@ class Admitter:
             return _skipped()  # the kubelet runs the static manifest, not this object
         if was_normalized(annotations):
             forged = self._not_ours(pod, annotations)
-            return _skipped() if forged is None else _denied(forged)
+            return self._second_look(pod, annotations) if forged is None else _denied(forged)
 
         overhead = _dict(pod.get("spec")).get("overhead")
         if overhead is not None and not isinstance(overhead, dict):
@@ -431,6 +438,70 @@ class Admitter:
             ),
             family=result.family,
             audit=((AUDIT_KEY, result.standard),),
+        )
+
+    # -- reinvocation (reinvocationPolicy: IfNeeded) ------------------------------------
+
+    def _second_look(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> Verdict:
+        """A pod we already normalized, seen again after later webhooks changed it.
+
+        New containers are normalized and the SCU record updated, the pin restored where a
+        later webhook dropped it (:mod:`extender.reinvocation`); node rules added after us
+        that leave no node of the pinned family are denied, naming the family.
+        """
+        catalog = self.runtime.cluster.catalog
+        family = catalog.by_name[str(annotations[FAMILY_ANNOTATION]).strip()]
+        if recorded_factor(annotations) != family.factor:
+            # Forged, or the catalog changed the family's factor between our two calls:
+            # values converted with two factors would be wrong either way. A denied create
+            # is retried by its controller and normalized afresh.
+            return _denied(
+                f"annotation {SCU_PER_CORE_ANNOTATION} says "
+                f"{str(annotations[SCU_PER_CORE_ANNOTATION])[:20]!r}, but family {family.name} "
+                f"has scuPerCore {family.scu_per_core} in catalog {catalog.version}; remove "
+                "the machine-catalog.io annotations and let the webhook choose"
+            )
+        try:
+            values = read_cpu_values(pod)
+            constraints = pod_constraints(pod)
+            tolerations = pod_tolerations(pod)
+        except (PatchError, PlacementError) as exc:
+            return _denied(str(exc))
+        if not constraints.unconstrained:
+            if not self.runtime.cluster.synced:
+                return _denied("cluster cache not synced yet; retry shortly", code=503)
+            contradiction = self._contradiction(family.name, constraints, tolerations)
+            if contradiction is not None:
+                return _denied(contradiction)
+        second = second_look(pod, annotations, values, family)
+        if not second.ops:
+            return _skipped(*second.warnings)
+        return Verdict(
+            "mutated", True, patch=second.ops, warnings=second.warnings, family=family.name
+        )
+
+    def _contradiction(
+        self, family: str, constraints: NodeConstraints, tolerations: tuple[Toleration, ...]
+    ) -> str | None:
+        """Why the pod's node rules leave no node of its pinned ``family``; None if some is
+        left (cordoned nodes count: a cordon is temporary) or the family has no node at all
+        in the cache (nothing to contradict; the extender reports that at scheduling)."""
+        snapshot = self.fleet.snapshot()
+        view = snapshot.view
+        index = view.catalog.family_index.get(family)
+        if index is None:
+            return None
+        of_family = view.family == index
+        if not of_family.any():
+            return None
+        mask = self.fleet.mask(snapshot, constraints, tolerations)
+        if mask is None or (mask & of_family).any():
+            return None
+        return (
+            f"the pod is pinned to family {family} (its CPU is converted for it), but its "
+            "nodeSelector/node affinity/tolerations, as changed after normalization (by a "
+            f"later admission webhook), allow no node of family {family}; remove the "
+            "conflicting rule, or restrict families with machine-catalog.io/families"
         )
 
     def _not_ours(self, pod: Mapping[str, Any], annotations: Mapping[str, Any]) -> str | None:

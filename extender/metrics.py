@@ -126,6 +126,25 @@ CATALOG_RELOAD_FAILURES = Counter(
     "Catalog files refused because they failed validation (per worker process).",
 )
 
+#: The stranded-pod loop (:mod:`extender.recreation`): deletions by outcome (recreated,
+#: conflict: the pod changed or another replica acted first, gone, error).
+RECREATION_OUTCOMES = ("recreated", "conflict", "gone", "error")
+RECREATIONS = Counter(
+    PREFIX + "stranded_pod_recreations",
+    "Pods stranded on a full family that the server deleted so their controller re-creates "
+    "them, by outcome (recreated, conflict, gone, error).",
+    ["outcome"],
+)
+STRANDED_PODS = Gauge(
+    PREFIX + "stranded_pods",
+    "Pods in the last cycle that waited past --recreate-stranded-after on a full family while "
+    "another allowed family had room (re-created or rate limited); the most any live worker "
+    "saw.",
+    multiprocess_mode="livemax",
+)
+for _outcome in RECREATION_OUTCOMES:
+    RECREATIONS.labels(outcome=_outcome)
+
 # Children created up front: every reason and decision exists from the first scrape (0),
 # so rate() and alerts work before the first event; and the hot path skips labels().
 _REJECTION_CHILDREN = {reason: FILTER_REJECTIONS.labels(reason=reason) for reason in REASONS}

@@ -17,12 +17,18 @@ The rules, in the order a person reading a denial needs them:
    never run there). A family with no node in the cluster at all is not a candidate
    either: pinning a pod to it would leave it Pending for ever (node groups that scale
    from zero are therefore not chosen until they have one node).
-2. Among candidates the pod goes to the family with the most *free SCU*: over its
+2. A candidate *fits* when its allowed nodes can hold the pod as they are fragmented: each
+   node counts ``floor(free / pod)`` copies of the pod (:func:`holdable_scu`), and what is
+   pending on the family or reserved by this worker is taken off that. Aggregated free SCU
+   alone hides fragmentation (8 SCU free as 2 SCU on four nodes holds no 8 SCU pod). Only
+   fitting candidates are kept, unless no candidate fits: then all of them are (the pod
+   may wait for room anywhere, and is admitted with a warning).
+3. Among candidates the pod goes to the family with the most *free SCU*: over its
    schedulable, uncordoned nodes that the pod allows, ``(allocatable - requested) * factor``
    (a node never counts below zero), minus pods already pinned to the family and not yet
    bound (the cache's pending totals), minus what this worker reserved for pods it admitted
    seconds ago that the cache has not seen yet (:class:`ReservationLedger`).
-3. Ties go to the higher ``scuPerCore`` (the faster hardware gives the same SCU with fewer
+4. Ties go to the higher ``scuPerCore`` (the faster hardware gives the same SCU with fewer
    physical cores), then to the name, so every worker picks the same family for the same
    state.
 
@@ -54,7 +60,7 @@ import numpy as np
 from extender.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
 from machine_catalog.catalog import Catalog
 from machine_catalog.model import Family
-from machine_catalog.quantities import physical_to_scu_millis
+from machine_catalog.quantities import physical_to_scu_millis, scu_to_physical_millis
 from machine_catalog.selectors import requirement_matches
 
 FAMILIES_ANNOTATION = "machine-catalog.io/families"
@@ -402,6 +408,9 @@ class Placement:
     free_scu: int  # millis of SCU free on the family for this pod, after the deductions
     fixed: bool  # the pod is fixed to nodes by name: no scheduler change, retired allowed
     warnings: tuple[str, ...] = ()
+    #: One allowed node of the family can hold the pod (after pending and reserved SCU);
+    #: False when no family could and the choice fell back to aggregated free SCU.
+    fits: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +434,12 @@ class FamilyCapacity:
 
     has_node: np.ndarray  # bool
     free_physical: np.ndarray  # int64 physical millicores, uncordoned nodes only
+    #: The most physical millicores free on one allowed uncordoned node, per family.
+    largest_free_physical: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: The allowed uncordoned nodes with room, as (family index, free physical millicores),
+    #: for :func:`holdable_scu`.
+    node_family: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    node_free: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def family_capacity(
@@ -433,7 +448,8 @@ def family_capacity(
     """``np.bincount`` by family over the allowed nodes: O(nodes), vectorised.
 
     Cordoned nodes never add free capacity; they make a family compatible only for a pod
-    fixed to them by name (DaemonSet pods tolerate ``unschedulable``).
+    fixed to them by name (DaemonSet pods tolerate ``unschedulable``). The largest free
+    node per family is one ``np.maximum.at`` over the same nodes.
     """
     n = len(catalog.families)
     family = view.family
@@ -445,7 +461,40 @@ def family_capacity(
     has_node = np.bincount(family[reachable], minlength=n)[:n] > 0
     free = np.clip(view.allocatable - view.requested, 0, None)
     free_physical = np.bincount(family[uncordoned], weights=free[uncordoned], minlength=n)[:n]
-    return FamilyCapacity(has_node=has_node, free_physical=free_physical.astype(np.int64))
+    roomy = uncordoned & (free > 0)
+    node_family, node_free = family[roomy], free[roomy]
+    largest = np.zeros(n, dtype=np.int64)
+    np.maximum.at(largest, node_family, node_free)
+    return FamilyCapacity(
+        has_node=has_node,
+        free_physical=free_physical.astype(np.int64),
+        largest_free_physical=largest,
+        node_family=node_family,
+        node_free=node_free,
+    )
+
+
+def holdable_scu(capacity: FamilyCapacity, factors: Sequence[Fraction], pod_scu: int) -> list[int]:
+    """SCU millis per family usable by pods the size of this one: fragmentation counted,
+    so free SCU scattered in pieces smaller than the pod counts for nothing.
+
+    ``holdable[f] = pod_scu * sum over f's allowed uncordoned nodes of
+    floor(free_physical / ceil(pod_scu / factor_f))``: each node holds as many copies of
+    the pod as kube-scheduler's ``NodeResourcesFit`` would place there one after another.
+    One gather, one division and one ``bincount`` over the nodes with room, for every
+    family at once. A pod without a CPU request fits anywhere: the family's free SCU.
+    """
+    n = len(factors)
+    if pod_scu <= 0:
+        return [
+            physical_to_scu_millis(int(capacity.free_physical[i]), factors[i]) for i in range(n)
+        ]
+    need = np.array([scu_to_physical_millis(pod_scu, f) for f in factors], dtype=np.int64)
+    if not len(capacity.node_family) or not (capacity.largest_free_physical >= need).any():
+        return [0] * n
+    copies = capacity.node_free // need[capacity.node_family]
+    per_family = np.bincount(capacity.node_family, weights=copies, minlength=n)[:n]
+    return [int(c) * pod_scu for c in per_family]
 
 
 def choose_family(
@@ -466,6 +515,7 @@ def choose_family(
     reasons: dict[str, list[str]] = {}
     candidates: list[tuple[int, Family]] = []
     factors = _factors(catalog)
+    holdable = holdable_scu(capacity, factors, pod_scu)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:
@@ -481,18 +531,21 @@ def choose_family(
                 why = NO_ALLOWED_NODE
         else:
             factor = factors[i]
-            free = (
-                physical_to_scu_millis(int(capacity.free_physical[i]), factor)
-                - physical_to_scu_millis(pending_physical.get(name, 0), factor)
-                - reserved_scu.get(name, 0)
-            )
-            candidates.append((free, family))
+            claimed = physical_to_scu_millis(
+                pending_physical.get(name, 0), factor
+            ) + reserved_scu.get(name, 0)
+            free = physical_to_scu_millis(int(capacity.free_physical[i]), factor) - claimed
+            fits = holdable[i] - claimed >= pod_scu
+            candidates.append((free, family, fits))
             continue
         reasons.setdefault(why, []).append(name)
 
     if candidates:
+        # Families where one allowed node can hold the pod (after what is already promised
+        # to them); only when there is none, every candidate (aggregated free SCU decides).
+        fitting = [c for c in candidates if c[2]] or candidates
         # Most free SCU; then the faster hardware; then the name: deterministic everywhere.
-        free, family = min(candidates, key=lambda c: (-c[0], -c[1].scu_per_core, c[1].name))
+        free, family, fits = min(fitting, key=lambda c: (-c[0], -c[1].scu_per_core, c[1].name))
         warnings: list[str] = []
         if fixed and not family.schedulable:
             warnings.append(
@@ -503,7 +556,15 @@ def choose_family(
                 f"family {family.name} has {free / 1000:g} SCU free, the pod asks "
                 f"{pod_scu / 1000:g}: it may stay Pending"
             )
-        return Placement(family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings))
+        elif not fits:
+            warnings.append(
+                f"no allowed node of any family has {pod_scu / 1000:g} SCU free (family "
+                f"{family.name} has {free / 1000:g} SCU free in smaller pieces): it may stay "
+                "Pending"
+            )
+        return Placement(
+            family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings), fits=fits
+        )
 
     odd = _odd_nodes(view, allowed_nodes, fixed)
     if catalog.unknown_nodes == "allow" and requested is None and odd["unknown"]:

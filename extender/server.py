@@ -86,6 +86,10 @@ class ServeConfig:
     reload_interval: float = 1.0
     log_level: str = "info"
     access_log: bool = False
+    #: Seconds a pod pinned to a full family may stay Pending before it is deleted for its
+    #: controller to re-create (:mod:`extender.recreation`); None: never (the default).
+    recreate_stranded_after: float | None = None
+    recreate_max_per_cycle: int = 5
 
     def __post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):
@@ -96,6 +100,10 @@ class ServeConfig:
             raise ServeError("max_body must be a positive number of bytes")
         if not min(self.max_cache_age, self.reload_interval, self.body_timeout) > 0:
             raise ServeError("max_cache_age, reload_interval and body_timeout must be positive")
+        if self.recreate_stranded_after is not None and not self.recreate_stranded_after > 0:
+            raise ServeError("recreate_stranded_after must be a positive number of seconds")
+        if self.recreate_max_per_cycle < 1:
+            raise ServeError("recreate_max_per_cycle must be at least 1")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -160,6 +168,8 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
 
         feed_snapshot(cluster, source.path)
         cluster.source = source.describe()
+        if config.recreate_stranded_after is not None:
+            log.warning("--recreate-stranded-after ignored: a snapshot has no pods to delete")
     else:
         from extender.watching import ClusterWatcher, load_api_client
 
@@ -170,12 +180,31 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         if start:
             watcher.start()
             stoppers.append(watcher.stop)
+        if start and config.recreate_stranded_after is not None:
+            stoppers.append(_start_recreator(config, cluster, client))
     if start:
         catalogs.start(config.reload_interval)
         stoppers.append(catalogs.stop)
     runtime = Runtime(catalogs=catalogs, cluster=cluster, settings=config.settings)
     _STOPPERS[id(runtime)] = stoppers
     return runtime
+
+
+def _start_recreator(config: ServeConfig, cluster: ClusterState, client: Any) -> Callable[[], None]:
+    """The stranded-pod loop of this worker (``--recreate-stranded-after``); its stop."""
+    from extender.recreation import Recreator
+    from extender.stranding import Settings as RecreateSettings
+
+    recreator = Recreator(
+        cluster,
+        client,
+        RecreateSettings(
+            after=config.recreate_stranded_after,
+            max_per_cycle=config.recreate_max_per_cycle,
+        ),
+    )
+    recreator.start()
+    return recreator.stop
 
 
 def shutdown_runtime(runtime: Runtime) -> None:

@@ -669,6 +669,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reload_interval=args.reload_interval,
             log_level=args.log_level,
             access_log=args.access_log,
+            recreate_stranded_after=args.recreate_stranded_after,
+            recreate_max_per_cycle=args.recreate_max_per_cycle,
         )
     except ServeError as exc:  # the server's own checks of a combination
         raise CliError(str(exc), EXIT_USAGE) from exc
@@ -807,6 +809,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=("debug", "info", "warning", "error", "critical"), default="info"
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--recreate-stranded-after",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="delete a controller-owned pod pinned to a full family after it waited this long "
+        "unscheduled while another allowed family has room, so its controller re-creates it "
+        "(off when not given; needs a cluster source and RBAC to delete pods)",
+    )
+    p.add_argument(
+        "--recreate-max-per-cycle",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="at most N such deletions per 30 s cycle and worker",
+    )
     p.set_defaults(handler=cmd_serve)
 
     from machine_catalog_cli import calibrate

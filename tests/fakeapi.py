@@ -34,10 +34,12 @@ refuse connections for N seconds (the listening socket is closed and reopened on
 port), and delay every response and every event. Every request is recorded (path, query).
 
 What it does not reproduce: authentication/authorization (any or no credentials pass),
-TLS, HTTP/2, protobuf or table output, namespaced paths (``/api/v1/namespaces/x/pods``),
-single-object GETs and every write verb (the store is changed through Python methods
-only), field and label selectors, ``resourceVersionMatch``, ``sendInitialEvents``
-(streaming lists), the watch cache's time-based window (history is kept until
+TLS, HTTP/2, protobuf or table output, namespaced lists (``/api/v1/namespaces/x/pods``),
+single-object GETs and every write verb but two (the store is changed through Python
+methods; a pod DELETE with uid/resourceVersion preconditions and an Event POST are
+served), label selectors (field selectors are: ``=``, ``==``, ``!=``),
+``resourceVersionMatch``, ``sendInitialEvents`` (streaming lists), the watch cache's
+time-based window (history is kept until
 :meth:`FakeApiServer.compact`), periodic bookmarks (they are sent when a test calls
 :meth:`FakeApiServer.bookmark`), admission, defaulting and validation of objects (they are
 stored as given, plus uid/resourceVersion/creationTimestamp), generation/finalizers/
@@ -124,6 +126,42 @@ def _key(resource: str, obj: Mapping[str, Any]) -> str:
     return meta["name"]
 
 
+def _field_value(obj: Mapping[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def _field_selector(selector: str) -> Callable[[Mapping[str, Any]], bool]:
+    """``a.b=x,c.d!=y`` (``=``, ``==``, ``!=``; a missing field reads as ``""``), as the
+    API server's field selectors on pods (``status.phase``, ``spec.nodeName``)."""
+    rules = []
+    for part in filter(None, selector.split(",")):
+        if "!=" in part:
+            key, value = part.split("!=", 1)
+            rules.append((key, value, False))
+        else:
+            key, value = part.replace("==", "=", 1).split("=", 1)
+            rules.append((key, value, True))
+    return lambda obj: all((_field_value(obj, k) == v) == eq for k, v, eq in rules)
+
+
+def _namespaced(path: str) -> tuple[str, str, str | None] | None:
+    """``/api/v1/namespaces/{ns}/{resource}[/{name}]`` -> (ns, resource, name)."""
+    parts = path.strip("/").split("/")
+    if len(parts) in (5, 6) and parts[:3] == ["api", "v1", "namespaces"]:
+        return parts[3], parts[4], parts[5] if len(parts) == 6 else None
+    return None
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> dict[str, Any]:
+    length = int(handler.headers.get("Content-Length") or 0)
+    data = handler.rfile.read(length) if length else b""
+    body = orjson.loads(data) if data else {}
+    return body if isinstance(body, dict) else {}
+
+
 class FakeApiServer:
     """A scriptable fake API server; use as a context manager or call start()/stop()."""
 
@@ -152,6 +190,8 @@ class FakeApiServer:
         #: request (so a test can change usage between samples); None answers 404, as an
         #: API server without metrics-server does.
         self.pod_metrics: Callable[[], list[dict[str, Any]]] | None = None
+        #: Events POSTed to ``/api/v1/namespaces/{ns}/events``, as received.
+        self.events: list[dict[str, Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -375,7 +415,12 @@ class FakeApiServer:
                     )
             else:
                 rv = self._rv
-                items = [self._list_item(o) for _, o in sorted(self._objects[resource].items())]
+                selected = _field_selector(query.get("fieldSelector") or "")
+                items = [
+                    self._list_item(o)
+                    for _, o in sorted(self._objects[resource].items())
+                    if selected(o)
+                ]
                 start = 0
                 snapshot_id = uuid.uuid4().hex
             end = start + limit if limit else len(items)
@@ -596,6 +641,57 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         self._chunk(line)
         return True
+
+    # -- writes: DELETE of a pod with preconditions, POST of an Event ---------------
+
+    def do_DELETE(self) -> None:
+        """Delete a pod at once (no graceful deletion); ``preconditions`` on uid and
+        resourceVersion are checked as the API server does (409 Conflict on a mismatch)."""
+        fake = self.fake
+        url = urlsplit(self.path)
+        fake.requests.append(Request("DELETE", url.path, {}, "pods", False, time.monotonic()))
+        where = _namespaced(url.path)
+        body = _read_body(self)
+        if where is None or where[1] != "pods" or where[2] is None:
+            self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
+            return
+        namespace, _, name = where
+        key = f"{namespace}/{name}"
+        preconditions = body.get("preconditions") or {}
+        with fake._cond:
+            obj = fake._objects["pods"].get(key)
+            meta = obj["metadata"] if obj is not None else {}
+            conflict = next(
+                (
+                    f"Precondition failed: {field} in precondition: {preconditions[field]}, "
+                    f"{field} in object meta: {meta.get(field)}"
+                    for field in ("uid", "resourceVersion")
+                    if preconditions.get(field) is not None
+                    and preconditions[field] != meta.get(field)
+                ),
+                None,
+            )
+            if obj is not None and conflict is None:
+                gone = fake.delete("pods", key)
+        if obj is None:
+            self._send_json(404, _status(404, "NotFound", f'pods "{name}" not found'))
+        elif conflict is not None:
+            self._send_json(409, _status(409, "Conflict", conflict))
+        else:
+            self._send_json(200, gone)
+
+    def do_POST(self) -> None:
+        fake = self.fake
+        url = urlsplit(self.path)
+        fake.requests.append(Request("POST", url.path, {}, None, False, time.monotonic()))
+        where = _namespaced(url.path)
+        body = _read_body(self)
+        if where is None or where[1] != "events" or where[2] is not None:
+            self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
+            return
+        with fake._cond:
+            fake.events.append(body)
+        self._send_json(201, body)
 
 
 _counter = itertools.count(1)

@@ -644,9 +644,14 @@ def test_serve_maps_every_flag(capsys: pytest.CaptureFixture[str], served: list[
         "--log-level",
         "debug",
         "--access-log",
+        "--recreate-stranded-after",
+        "900",
+        "--recreate-max-per-cycle",
+        "2",
     )
     assert code == 0
     (config,) = served
+    assert (config.recreate_stranded_after, config.recreate_max_per_cycle) == (900.0, 2)
     assert (config.catalog, config.snapshot, config.kubeconfig) == ("c.yaml", "s.json", None)
     assert config.in_cluster is False
     assert (config.bind, config.workers, config.threads) == ("0.0.0.0:8443", 3, 8)
@@ -665,6 +670,7 @@ def test_serve_defaults(capsys: pytest.CaptureFixture[str], served: list[Any]) -
     assert (config.bind, config.workers, config.threads) == ("127.0.0.1:8080", 2, 4)
     assert (config.max_cache_age, config.reload_interval, config.log_level) == (120.0, 1.0, "info")
     assert config.catalog is None
+    assert config.recreate_stranded_after is None  # the stranded-pod remedy is opt-in
     assert config.settings.max_body == DEFAULT_MAX_BODY  # the server's default, not ours
 
 
@@ -683,6 +689,8 @@ def test_serve_defaults(capsys: pytest.CaptureFixture[str], served: list[Any]) -
         (["--max-cache-age", "-1"], "positive number of seconds"),
         (["--reload-interval", "nan"], "positive number of seconds"),
         (["--log-level", "loud"], "invalid choice"),
+        (["--recreate-stranded-after", "0"], "positive number of seconds"),
+        (["--recreate-max-per-cycle", "0"], "must be at least 1"),
     ],
 )
 def test_serve_rejects_bad_flags(

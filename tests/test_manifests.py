@@ -811,7 +811,7 @@ def test_pod_disruption_budget_keeps_one_server(base):
     assert server(base)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
 
 
-def test_server_rbac_is_read_only_nodes_and_pods(base):
+def test_server_rbac_reads_nodes_and_pods_and_only_deletes_pods_and_creates_events(base):
     deployment = server(base)
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     find(base, "ServiceAccount", account, NAMESPACE)
@@ -829,7 +829,14 @@ def test_server_rbac_is_read_only_nodes_and_pods(base):
         assert not rule.get("resourceNames")
         for resource in rule["resources"]:
             granted.setdefault(resource, set()).update(rule["verbs"])
-    assert granted == {"nodes": {"get", "list", "watch"}, "pods": {"get", "list", "watch"}}
+    # delete pods and create events: the stranded-pod remedy (--recreate-stranded-after).
+    assert granted == {
+        "nodes": {"get", "list", "watch"},
+        "pods": {"get", "list", "watch", "delete"},
+        "events": {"create"},
+    }
+    args = flags(container(deployment)["args"])
+    assert float(args["--recreate-stranded-after"]) >= 60
 
 
 # --------------------------------------------------------------------------- webhook

@@ -394,9 +394,38 @@ def test_a_retired_family_on_a_pod_fixed_to_its_node_is_the_webhooks_own_work(
     assert again["allowed"] is True and "patch" not in again
 
 
-def test_forged_annotations_naming_a_schedulable_family_are_left_alone(webhook: Webhook) -> None:
+def test_forged_annotations_naming_a_schedulable_family_are_taken_at_their_word(
+    webhook: Webhook,
+) -> None:
     """All four, consistent and naming a family that takes new pods: indistinguishable from
-    the webhook's own reinvocation, and worth no more than ``normalize: disabled``."""
-    family = next(f.name for f in webhook.runtime.catalogs.current.families if f.schedulable)
-    response = webhook.review(forged(family))
-    assert response["allowed"] is True and "patch" not in response
+    the webhook's own reinvocation, and worth no more than ``normalize: disabled``. Its
+    containers are absent from the (empty) SCU record, so they are normalized as new ones
+    with the recorded factor, which must be the family's."""
+    family = next(f for f in webhook.runtime.catalogs.current.families if f.schedulable)
+    assert family.factor == 1  # forged() records scu-per-core "1"
+    review = forged(family.name)
+    response = webhook.review(review)
+    assert response["allowed"] is True
+    ops = orjson.loads(base64.b64decode(response["patch"]))
+    # Factor 1: the values stay; the pin is added (the pod had none); the record now holds
+    # every container.
+    assert all(
+        op["path"].endswith(("/cpu", "standard-resources"))
+        or op["path"].startswith("/spec/affinity/nodeAffinity")
+        for op in ops
+    )
+    assert any(op["path"].startswith("/spec/affinity/nodeAffinity") for op in ops)
+    record = orjson.loads(ops[-1]["value"])
+    assert set(record) == {"containers", "initContainers"}
+
+
+def test_forged_annotations_with_another_factor_than_the_familys_are_denied(
+    webhook: Webhook,
+) -> None:
+    family = next(
+        f for f in webhook.runtime.catalogs.current.families if f.schedulable and f.factor != 1
+    )
+    review = forged(family.name)
+    response = webhook.review(review)
+    assert response["allowed"] is False and response["status"]["code"] == 403
+    assert "scu-per-core" in response["status"]["message"]

@@ -1,0 +1,281 @@
+"""The loop that re-creates pods stranded on a full family (``serve --recreate-stranded-after``).
+
+Every ``interval`` seconds it lists the pods that are Pending and unbound (one LIST with a
+field selector, all namespaces), asks the pure rules of :mod:`extender.stranding` which to
+re-create, answering their question about room from the cluster cache the webhook uses,
+and deletes those pods. Each deleted pod's controller creates a replacement, which the
+webhook pins to a family that can hold it.
+
+Safety:
+
+- **Only pods that are ours, unbound, never started and owned by a ReplicaSet** are ever
+  deleted: :func:`extender.stranding.choose_recreations` decides,
+  and the delete carries **preconditions** on the pod's uid and resourceVersion. If the pod
+  changed after the LIST (it got bound, a new pod took its name, another replica or
+  worker already deleted it) the API server refuses with 409 Conflict and nothing
+  happens. So two server replicas, each with several workers running this loop, act at
+  most once per pod, and no leader election is needed.
+- **Bounded**: at most ``max_per_cycle`` deletions per cycle and worker, longest-waiting
+  first; a pod is deleted only after it waited ``after`` seconds (so a replacement that is
+  stranded again waits that long too); nothing runs until the cache has synced.
+- **Off** unless ``--recreate-stranded-after`` is given; never with a snapshot source.
+
+Visible: a ``Warning`` Event ``StrandedPodRecreated`` on the pod and on its controller
+(``kubectl describe rs``), a log line, and ``machine_catalog_stranded_pod_recreations_total
+{outcome}`` / ``machine_catalog_stranded_pods``. RBAC: ``delete`` on pods and ``create`` on
+events (manifests/base/rbac.yaml).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from extender import metrics
+from extender.admission import Fleet
+from extender.cluster import ClusterState
+from extender.patching import PatchError
+from extender.placement import (
+    Placement,
+    PlacementError,
+    choose_family,
+    pod_constraints,
+    pod_tolerations,
+    requested_families,
+)
+from extender.reinvocation import without_pin
+from extender.stranding import Choice, PendingPod, Room, Settings, choose_recreations, pending_pod
+from machine_catalog.quantities import QuantityError, physical_to_scu_millis
+from machine_catalog.resources import pod_cpu_request_millis
+
+log = logging.getLogger(__name__)
+
+#: Pending pods not bound to a node: the only ones the rules can pick.
+FIELD_SELECTOR = "status.phase=Pending,spec.nodeName="
+EVENT_REASON = "StrandedPodRecreated"
+COMPONENT = "machine-catalog"
+DEFAULT_INTERVAL = 30.0
+PAGE_SIZE = 500
+REQUEST_TIMEOUT = (5.0, 30.0)
+#: The API server's owner kinds by apiVersion, for the Event on the controller.
+OWNER_API_VERSIONS = {"ReplicaSet": "apps/v1", "StatefulSet": "apps/v1", "Job": "batch/v1"}
+
+
+def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
+    """Can the pod's family hold it now, and which family would the webhook choose for it
+    now (its own node rules, without our pin, and its families annotation)?
+
+    "Hold" is kube-scheduler's fit on one node: the family's largest free allowed node has
+    the pod's physical request. Anything the cache cannot judge (a family no longer in the
+    catalog, a spec it cannot read) answers "fits": never act on a guess.
+    """
+    snapshot = fleet.snapshot()
+    catalog = snapshot.view.catalog
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    family = catalog.by_name.get(str(annotations.get("machine-catalog.io/family", "")).strip())
+    if family is None:
+        return Room(True, None)
+    try:
+        physical = pod_cpu_request_millis(pod)
+        spec = without_pin(pod.get("spec") or {}, family)
+        unpinned = {**pod, "spec": spec}
+        constraints = pod_constraints(unpinned)
+        tolerations = pod_tolerations(unpinned)
+        requested, _ = requested_families(annotations, catalog, trusted_family=True)
+    except (QuantityError, PatchError, PlacementError, ValueError) as exc:
+        log.debug("cannot judge %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+        return Room(True, None)
+    mask = fleet.mask(snapshot, constraints, tolerations)
+    capacity = fleet.capacity(snapshot, mask, fixed=False)
+    index = catalog.family_index[family.name]
+    if physical <= 0 or capacity.largest_free_physical[index] >= physical:
+        return Room(True, None)
+    decision = choose_family(
+        snapshot.view,
+        capacity,
+        constraints=constraints,
+        allowed_nodes=mask,
+        requested=requested,
+        pending_physical=snapshot.pending,
+        reserved_scu={},
+        pod_scu=physical_to_scu_millis(physical, family.factor),
+    )
+    if isinstance(decision, Placement) and decision.fits:
+        return Room(False, decision.family.name)
+    return Room(False, None)
+
+
+def _now_rfc3339(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Recreator:
+    """The loop; :meth:`run_once` is one cycle (the tests call it directly)."""
+
+    def __init__(
+        self,
+        cluster: ClusterState,
+        api_client: client.ApiClient,
+        settings: Settings,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if settings.after is None:
+            raise ValueError("Recreator needs settings.after (seconds); None turns it off")
+        self.cluster = cluster
+        self.api = client.CoreV1Api(api_client)
+        self.settings = settings
+        self.interval = interval
+        self.clock = clock
+        self.fleet = Fleet(cluster)
+        self.instance = os.environ.get("HOSTNAME") or f"pid-{os.getpid()}"
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="recreate-stranded", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        # Workers and replicas start together; spread their cycles over the interval.
+        if self._stopping.wait(random.uniform(0, self.interval)):
+            return
+        while not self._stopping.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the loop must outlive any one bad cycle
+                log.exception("stranded-pod cycle failed")
+            self._stopping.wait(self.interval)
+
+    # -- one cycle ---------------------------------------------------------------------
+
+    def run_once(self) -> list[Choice]:
+        if not self.cluster.synced:
+            return []
+        objects = self._pending_pods()
+        pods: dict[str, tuple[PendingPod, Mapping[str, Any]]] = {}
+        for obj in objects:
+            parsed = pending_pod(obj)
+            if parsed is not None:
+                pods[parsed.uid] = (parsed, obj)
+        choices = choose_recreations(
+            [p for p, _ in pods.values()],
+            lambda p: room_for(self.fleet, pods[p.uid][1]),
+            self.clock(),
+            self.settings,
+        )
+        stranded = 0
+        for choice in choices:
+            if choice.recreate or choice.target is not None:
+                stranded += 1
+            if choice.recreate:
+                self._recreate(choice)
+        metrics.STRANDED_PODS.set(stranded)
+        return choices
+
+    def _pending_pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            response = self.api.list_pod_for_all_namespaces(
+                field_selector=FIELD_SELECTOR,
+                limit=PAGE_SIZE,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            try:
+                body = orjson.loads(response.data)
+            finally:
+                response.release_conn()
+            items += [i for i in body.get("items") or [] if isinstance(i, dict)]
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def _recreate(self, choice: Choice) -> None:
+        pod = choice.pod
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=pod.uid, resource_version=pod.resource_version)
+        )
+        try:
+            self.api.delete_namespaced_pod(
+                pod.name, pod.namespace, body=options, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            outcome = {409: "conflict", 404: "gone"}.get(exc.status, "error")
+            metrics.RECREATIONS.labels(outcome=outcome).inc()
+            level = logging.WARNING if outcome == "error" else logging.INFO
+            log.log(
+                level,
+                "not re-creating %s/%s: %s %s",
+                pod.namespace,
+                pod.name,
+                exc.status,
+                exc.reason,
+            )
+            return
+        except Exception:
+            metrics.RECREATIONS.labels(outcome="error").inc()
+            log.exception("deleting stranded pod %s/%s failed", pod.namespace, pod.name)
+            return
+        metrics.RECREATIONS.labels(outcome="recreated").inc()
+        log.warning("re-created %s/%s: %s", pod.namespace, pod.name, choice.reason)
+        self._event(pod, "Pod", "v1", pod.name, pod.uid, choice.reason)
+        if pod.owner_kind and pod.owner_name:
+            message = f"deleted pod {pod.name} so it is re-created: {choice.reason}"
+            api_version = OWNER_API_VERSIONS.get(pod.owner_kind, "apps/v1")
+            self._event(pod, pod.owner_kind, api_version, pod.owner_name, pod.owner_uid, message)
+
+    def _event(
+        self,
+        pod: PendingPod,
+        kind: str,
+        api_version: str,
+        name: str,
+        uid: str | None,
+        message: str,
+    ) -> None:
+        """A core/v1 Event; a failure is logged, never raised (the deletion happened)."""
+        stamp = _now_rfc3339(self.clock())
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{name[:200]}.{uuid.uuid4().hex[:16]}", namespace=pod.namespace
+            ),
+            involved_object=client.V1ObjectReference(
+                kind=kind, api_version=api_version, name=name, namespace=pod.namespace, uid=uid
+            ),
+            reason=EVENT_REASON,
+            message=message[:1024],
+            type="Warning",
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=self.instance,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+        )
+        try:
+            self.api.create_namespaced_event(pod.namespace, event, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as exc:
+            log.warning("event for %s %s/%s not recorded: %s", kind, pod.namespace, name, exc)
