@@ -3,8 +3,9 @@
 Nodes here have no kubelet. Controllers that wait for readiness (Deployments rolling, the
 HPA counting ready pods) need pods to get there, so this loop writes the status a kubelet
 would: phase Running, a start time, Ready and ContainersReady conditions, one running
-status per container. It does nothing else (no resource reporting, no resize handling):
-tests that need more write the status themselves.
+status per container. It reports each container's resources as allocated at start (as a kubelet with in-place
+resize does) and nothing else: no resize is ever actuated, so a resized pod's status keeps
+its old values; tests that need more write the status themselves.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def running_status(pod: Any) -> dict[str, Any]:
             "started": True,
             "restartCount": 0,
             "state": {"running": {"startedAt": now}},
+            # What a kubelet with in-place resize (GA in 1.35) reports; the API server
+            # accepts pods/resize only for pods whose running containers report it.
+            "resources": _resources(c),
+            "allocatedResources": (_resources(c).get("requests") or {}),
         }
         for c in pod.spec.containers
     ]
@@ -45,6 +50,16 @@ def running_status(pod: Any) -> dict[str, Any]:
             "containerStatuses": containers,
         }
     }
+
+
+def _resources(container: Any) -> dict[str, Any]:
+    res = container.resources
+    out: dict[str, Any] = {}
+    if res is not None and res.requests:
+        out["requests"] = dict(res.requests)
+    if res is not None and res.limits:
+        out["limits"] = dict(res.limits)
+    return out
 
 
 class FakeKubelet:
