@@ -4,7 +4,8 @@ controller, ``calibrate`` and ``serve``'s usage poller read it as they would met
 It serves PodMetrics and NodeMetrics from a JSON file the test writes (re-read on every
 request, so a test changes usage by rewriting the file):
 
-    {"pods": [{"namespace": NS, "name": N, "labels": {...}, "containers": {"app": "450m"}}],
+    {"pods": [{"namespace": NS, "name": N, "labels": {...}, "containers": {"app": "450m"},
+               "window": "30s"}],
      "nodes": {"node-a": "3200m"}}
 
 Run inside a network namespace (``harness.netns``): the aggregator routes to an
@@ -59,7 +60,7 @@ def pod_metrics(entry: dict[str, Any]) -> dict[str, Any]:
             "creationTimestamp": _now(),
         },
         "timestamp": _now(),
-        "window": "30s",
+        "window": entry.get("window", "30s"),
         "containers": [
             {"name": name, "usage": {"cpu": cpu, "memory": "64Mi"}}
             for name, cpu in entry["containers"].items()

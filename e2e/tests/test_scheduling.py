@@ -128,25 +128,29 @@ def test_a_full_family_gives_failed_scheduling_events_with_the_extenders_reasons
 
 
 def test_the_scoring_strategy_is_visible_in_where_pods_land(
-    api, server, scheduler, kubelet, namespace, catalog
+    plane, api, server, scheduler, kubelet, namespace, catalog
 ):
-    """aws-m5 has two equal nodes (m5-a, m5-b). With ``balanced`` pods alternate between
-    them; after a hot reload to ``binpack`` the next pods all go to the fuller node, which
-    the in-tree scorers (least allocated) alone would never do."""
+    """aws-m6g gets two equal nodes made for this test. With ``balanced`` pods alternate
+    between them; after a hot reload to ``binpack`` the next pods all go to the fuller
+    node, which the in-tree scorers (least allocated) alone would never do."""
+    nodes = ["score-a", "score-b"]
+    objects.create_nodes(
+        plane, [objects.node(n, {objects.INSTANCE_TYPE: "m6g.2xlarge"}) for n in nodes]
+    )
     original = catalog.read_text()
 
     def place(prefix: str, count: int) -> list[str]:
-        nodes = []
+        placed = []
         for i in range(count):
             name = f"{prefix}{i}"
             api.create_namespaced_pod(
-                namespace, pod_manifest(name, "1", annotations={FAMILIES: "aws-m5"})
+                namespace, pod_manifest(name, "1", annotations={FAMILIES: "aws-m6g"})
             )
-            nodes.append(bound(api, namespace, name).spec.node_name)
-        return nodes
+            placed.append(bound(api, namespace, name).spec.node_name)
+        return placed
 
     balanced = place("bal", 4)
-    assert sorted(balanced) == ["m5-a", "m5-a", "m5-b", "m5-b"], balanced
+    assert sorted(balanced) == ["score-a", "score-a", "score-b", "score-b"], balanced
     try:
         set_scoring(server, catalog, "binpack")
         packed = place("pack", 3)

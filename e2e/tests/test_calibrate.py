@@ -1,0 +1,160 @@
+"""``machine-catalog calibrate --kubeconfig`` against the real API server and the aggregated
+test metrics API: it recovers the families' true speeds from what replicas use.
+
+Three nodes made for this test: aws-m5 (the baseline, 1.0), aws-m7a (the catalog says 1.45;
+here its true speed is 1.30) and gcp-c3 (1.25, true). Two Deployments spread two replicas
+on each; a replica of work W uses W / speed vCPUs, times a fixed +-2% pattern of noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from harness import objects
+from harness.kube import eventually
+from kubernetes import client
+
+TYPES = {
+    "m5.xlarge": ("aws-m5", 1.0),
+    "m7a.2xlarge": ("aws-m7a", 1.30),
+    "c3-standard-8": ("gcp-c3", 1.25),
+}
+WORK = {"light": 600, "heavy": 1500}  # baseline millicores per replica
+NOISE = [1.02, 0.98, 1.01, 0.99, 1.0, 1.015]
+
+
+def deployment(name: str) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 6,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": "2", "memory": "64Mi"}},
+                        }
+                    ],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {
+                                                "key": objects.INSTANCE_TYPE,
+                                                "operator": "In",
+                                                "values": list(TYPES),
+                                            }
+                                        ]
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": objects.INSTANCE_TYPE,
+                            "whenUnsatisfiable": "DoNotSchedule",
+                            "labelSelector": {"matchLabels": labels},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_calibrate_recovers_true_speeds_from_a_live_cluster(
+    plane, api, default_scheduler, kubelet, metrics_api, tmp_path
+):
+    objects.create_nodes(
+        plane,
+        [objects.node(f"cal-{t.split('.')[0]}", {objects.INSTANCE_TYPE: t}, "16") for t in TYPES],
+    )
+    api.create_namespace({"metadata": {"name": "calibration"}})
+    apps = client.AppsV1Api(plane.api_client())
+    for name in WORK:
+        apps.create_namespaced_deployment("calibration", deployment(name))
+    pods = eventually(
+        lambda: api.list_namespaced_pod("calibration").items,
+        lambda items: len(items) == 12 and all(p.status.phase == "Running" for p in items),
+        90,
+        "twelve running replicas",
+    )
+    node_type = {
+        n.metadata.name: n.metadata.labels.get(objects.INSTANCE_TYPE) for n in api.list_node().items
+    }
+    published = []
+    for i, pod in enumerate(sorted(pods, key=lambda p: p.metadata.name)):
+        speed = TYPES[node_type[pod.spec.node_name]][1]
+        usage = round(WORK[pod.metadata.labels["app"]] / speed * NOISE[i % len(NOISE)])
+        published.append(
+            {
+                "namespace": "calibration",
+                "name": pod.metadata.name,
+                "labels": pod.metadata.labels,
+                "containers": {"app": f"{usage}m"},
+                # A window that starts after the containers did: calibrate (rightly) leaves
+                # out samples that cover time before a container started.
+                "window": "2s",
+            }
+        )
+    time.sleep(3)
+    metrics_api.publish(pods=metrics_api.current_pods() + published)
+
+    proposed = tmp_path / "proposed.yaml"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "machine_catalog_cli",
+            "calibrate",
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "--samples",
+            "2",
+            "--interval",
+            "1",
+            "--warmup",
+            "0",
+            "-o",
+            "json",
+            "--write",
+            str(proposed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    families = {f["name"]: f for f in result["families"]}
+    assert result["baseline"] == "aws-m5"
+    for family, truth in [("aws-m7a", 1.30), ("gcp-c3", 1.25)]:
+        f = families[family]
+        assert f["estimate"] is not None, (f, out.stderr[-2000:])
+        assert abs(f["estimate"] - truth) / truth < 0.02, f
+        assert f["low"] <= truth <= f["high"], f
+        assert f["workloads"] == 2 and f["pods"] == 4, f
+    # A family with no evidence has no estimate.
+    assert families["aws-m6i"]["estimate"] is None
+    # The proposal validates, and diff shows the m7a change.
+    check = subprocess.run(
+        [sys.executable, "-m", "machine_catalog_cli", "validate", str(proposed)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
