@@ -162,9 +162,9 @@ def to_scu(physical: np.ndarray, family: np.ndarray, catalog: Catalog) -> np.nda
     return out
 
 
-def node_load(usage: UsageView, requested_scu: np.ndarray, now: float, max_age: float) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def node_load(
+    usage: UsageView, requested_scu: np.ndarray, now: float, max_age: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(load in SCU millis, fresh mask) per node.
 
     ``load = usage + unseen`` for a node whose sample is at most ``max_age`` seconds old,

@@ -18,11 +18,15 @@ from machine_catalog.matching import NodeMatch, match_families
 from machine_catalog.model import Family, MachineCatalogDocument, Scoring
 from machine_catalog.validation import CatalogInvalid, validate_document
 
-
 #: ``spec.scoring`` keys added after the first release of the format: at their default they
 #: are left out of the content hash, so a catalog that does not use them keeps the version
 #: (``name@hash``) it had, the one recorded on its pods.
-_LATER_SCORING_KEYS = ("hotSpotUsage", "requestWeight", "sampleIntervalSeconds", "maxSampleAgeSeconds")
+_LATER_SCORING_KEYS = (
+    "hotSpotUsage",
+    "requestWeight",
+    "sampleIntervalSeconds",
+    "maxSampleAgeSeconds",
+)
 
 
 def _hash_form(document: MachineCatalogDocument) -> dict[str, Any]:
