@@ -102,13 +102,14 @@ def parse_timestamp(text: str) -> float:
 
 
 def parse_node_metrics(
-    document: Any, *, received_at: float | None = None
+    document: Any, *, default_at: float | None = None
 ) -> tuple[dict[str, UsageSample], list[str]]:
     """(node name -> sample, one message per item skipped) of a ``NodeMetricsList``.
 
-    ``received_at`` replaces every item's timestamp (a file is taken as measured when it
-    was loaded); otherwise each item's ``timestamp`` and ``window`` are used. One bad item
-    is skipped with a message and never stops the others.
+    Each item's ``timestamp`` and ``window`` say when it was measured, whether it came from
+    the API or from a file (a file ages like the API's answer it is a copy of);
+    ``default_at`` stands in for an item without a timestamp. One bad item is skipped with
+    a message and never stops the others.
     """
     if isinstance(document, Mapping) and isinstance(document.get("items"), list):
         items = document["items"]
@@ -127,11 +128,11 @@ def parse_node_metrics(
             if not isinstance(name, str) or not name:
                 raise ValueError("metadata.name is not a name")
             millis = to_millis(item["usage"]["cpu"])
-            if received_at is not None:
-                at, window = received_at, 0.0
+            if item.get("timestamp") is None and default_at is not None:
+                at = default_at
             else:
                 at = parse_timestamp(item["timestamp"])
-                window = parse_duration(item.get("window") or "0s")
+            window = parse_duration(item.get("window") or "0s")
         except (KeyError, TypeError, ValueError, QuantityError) as exc:
             skipped.append(f"items[{i}]: {type(exc).__name__}: {exc}")
             continue
