@@ -64,6 +64,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 RESOURCES = {"/api/v1/nodes": "nodes", "/api/v1/pods": "pods"}
+NODE_METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/nodes"
 KINDS = {"nodes": "Node", "pods": "Pod"}
 
 
@@ -146,6 +147,9 @@ class FakeApiServer:
         self.delay = 0.0
         self.requests: list[Request] = []
         self.default_watch_timeout = 1800
+        #: NodeMetrics items served at ``/apis/metrics.k8s.io/v1beta1/nodes`` (a plain
+        #: NodeMetricsList, no watch); None: the metrics API is not installed (404).
+        self.node_metrics: list[dict[str, Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -463,6 +467,21 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append(request)
         if fake.delay:
             time.sleep(fake.delay)
+        if url.path == NODE_METRICS_PATH and fake.node_metrics is not None:
+            failure = fake._take_failure(request)
+            if failure is not None:
+                self._send_json(failure.status, _status(failure.status, "Error", "scripted"))
+                return
+            self._send_json(
+                200,
+                {
+                    "kind": "NodeMetricsList",
+                    "apiVersion": "metrics.k8s.io/v1beta1",
+                    "metadata": {},
+                    "items": list(fake.node_metrics),
+                },
+            )
+            return
         if resource is None:
             self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
             return
@@ -609,6 +628,19 @@ def make_node(
     }
 
 
+def make_node_metrics(name: str, cpu: str, at: float | None = None, window: str = "20s") -> dict:
+    """One NodeMetrics item as metrics-server serves it (``at``: wall-clock seconds)."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.fromtimestamp(time.time() if at is None else at, tz=timezone.utc)
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "window": window,
+        "usage": {"cpu": cpu, "memory": "1Gi"},
+    }
+
+
 def make_pod(
     name: str | None = None,
     cpu: str = "500m",
@@ -638,4 +670,4 @@ def make_pod(
     }
 
 
-__all__ = ["FakeApiServer", "Request", "make_node", "make_pod"]
+__all__ = ["FakeApiServer", "Request", "make_node", "make_node_metrics", "make_pod"]
