@@ -34,6 +34,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extender_latency.py
 	$(BIN)/python benchmarks/fleet_simulation.py
+	$(BIN)/python benchmarks/load_simulation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -22,7 +22,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -755,6 +755,9 @@ class ClusterState:
 
     # -- node usage (loadAware) -----------------------------------------------------------
 
+    #: Wall clock of bindings and of staleness (``time.time``; a simulation sets its own).
+    usage_clock: Callable[[], float] = staticmethod(time.time)
+
     def _note_binding(
         self, t: _Tables, key: str, old: PodEntry | None, new: PodEntry | None
     ) -> None:
@@ -762,7 +765,7 @@ class ClusterState:
         if (old is None or old.node is None) and (new is None or new.node is None):
             return  # the common pending-pod event: nothing on any node changes
         max_age = float(self._catalog.scoring.max_sample_age_seconds)
-        t.note_binding(key, old, new, time.time(), max_age, self._catalog)
+        t.note_binding(key, old, new, self.usage_clock(), max_age, self._catalog)
 
     def set_usage(self, samples: Mapping[str, UsageSample], *, replace: bool = False) -> None:
         """Record node usage samples (from the metrics poller or the metrics file)."""
@@ -775,7 +778,7 @@ class ClusterState:
 
         For the metrics and the feed's log lines, not for the scheduling path: O(nodes).
         """
-        now = time.time() if now is None else now
+        now = self.usage_clock() if now is None else now
         with self._lock:
             t = self._t
             max_age = float(self._catalog.scoring.max_sample_age_seconds)
