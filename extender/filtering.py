@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from extender.cluster import ABSENT, AMBIGUOUS, FAMILY_ANNOTATION, UNKNOWN, NodeView
-from extender.usage import node_load, to_scu
+from extender.usage import scoring_fractions, to_scu
 from extender.wire import ReasonMap
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
@@ -271,15 +271,19 @@ def hot_spots(view: NodeView, now: float | None) -> np.ndarray | None:
     at ``hotSpotUsage`` of its requests). None when the catalog has no ``hotSpotUsage``.
     """
     usage = view.usage
-    threshold = view.catalog.scoring.hot_spot_usage
+    threshold = scoring_fractions(view.catalog)[1]
     if usage is None or threshold is None:
         return None
     catalog = view.catalog
-    a, b = Fraction(threshold).as_integer_ratio()
+    a, b = threshold.numerator, threshold.denominator
     capacity = to_scu(view.allocatable, view.family, catalog)
-    requested = to_scu(view.requested, view.family, catalog)
     max_age = float(catalog.scoring.max_sample_age_seconds)
-    load, fresh = node_load(usage, requested, time.time() if now is None else now, max_age)
+    # Only fresh nodes are judged, so their load is usage + unseen: node_load's fallback to
+    # requests would be computed for nothing.
+    fresh = (usage.usage_scu >= 0) & (
+        usage.sample_at >= (time.time() if now is None else now) - max_age
+    )
+    load = usage.usage_scu + usage.unseen_scu
     return fresh & (view.family >= 0) & (load * b > capacity * a)
 
 

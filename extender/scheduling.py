@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +40,7 @@ from extender.filtering import (
 )
 from extender.responses import json_error, json_response
 from extender.scoring import load_aware_scores, node_scores
-from extender.usage import node_load, to_scu
+from extender.usage import node_factors, node_load, scoring_fractions, to_scu
 from extender.wire import (
     ExtenderArgs,
     WireError,
@@ -123,13 +122,13 @@ def load_aware_view_scores(
     assert view.usage is not None
     family = catalog.by_name.get(pinned) if pinned is not None else None
     pod_load = physical_to_scu_millis(pod_millis, (family or catalog.baseline).factor)
-    n = len(view.names)
-    capacity = to_scu(view.allocatable, view.family, catalog)
-    requested = to_scu(view.requested, view.family, catalog)
-    pod_request = to_scu(np.full(n, pod_millis, dtype=np.int64), view.family, catalog)
+    factors = node_factors(view.family, catalog)
+    capacity = to_scu(view.allocatable, view.family, catalog, factors)
+    requested = to_scu(view.requested, view.family, catalog, factors)
+    pod_request = to_scu(pod_millis, view.family, catalog, factors)
     max_age = float(catalog.scoring.max_sample_age_seconds)
     load, _fresh = node_load(view.usage, requested, now, max_age)
-    weight = Fraction(catalog.scoring.request_weight)
+    weight, _hot = scoring_fractions(catalog)
     return load_aware_scores(capacity, requested, load, pod_load, pod_request, weight)
 
 

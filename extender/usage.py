@@ -153,13 +153,33 @@ def factor_table(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
     return num, den
 
 
-def to_scu(physical: np.ndarray, family: np.ndarray, catalog: Catalog) -> np.ndarray:
-    """``floor(physical * scuPerCore)`` per node, exactly (integers, as
-    :func:`~machine_catalog.quantities.physical_to_scu_millis`)."""
+@lru_cache(maxsize=8)
+def scoring_fractions(catalog: Catalog) -> tuple[Fraction, Fraction | None]:
+    """(``requestWeight``, ``hotSpotUsage`` or None) as exact fractions, once per catalog."""
+    scoring = catalog.scoring
+    hot = scoring.hot_spot_usage
+    return Fraction(scoring.request_weight), None if hot is None else Fraction(hot)
+
+
+def node_factors(family: np.ndarray, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """(numerator, denominator) of each node's ``scuPerCore``, for :func:`to_scu`."""
     num, den = factor_table(catalog)
     index = np.where(family >= 0, family, len(num) - 1)
-    out = np.asarray(physical, dtype=np.int64) * num[index]
-    out //= den[index]
+    return num[index], den[index]
+
+
+def to_scu(
+    physical: np.ndarray | int,
+    family: np.ndarray,
+    catalog: Catalog,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``floor(physical * scuPerCore)`` per node, exactly (integers, as
+    :func:`~machine_catalog.quantities.physical_to_scu_millis`). ``factors`` (from
+    :func:`node_factors`) saves looking them up again for the same nodes."""
+    num, den = node_factors(family, catalog) if factors is None else factors
+    out = np.asarray(physical, dtype=np.int64) * num
+    out //= den
     return out
 
 
@@ -181,9 +201,11 @@ __all__ = [
     "UsageSample",
     "UsageView",
     "factor_table",
+    "node_factors",
     "node_load",
     "parse_duration",
     "parse_node_metrics",
     "parse_timestamp",
+    "scoring_fractions",
     "to_scu",
 ]
