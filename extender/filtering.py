@@ -303,6 +303,7 @@ class _Reasons:
         self.pod_millis = pod_millis
         self.pinned = pinned
         self.cache_age = cache_age
+        self._factors: dict[str, Fraction] = {}
 
     def grouped(
         self, positions: np.ndarray, codes: np.ndarray, from_request: np.ndarray | None
@@ -360,8 +361,19 @@ class _Reasons:
                 flag[other].tolist(),
             )
             for k, i, code, allocatable, requested, suffixed in zip(*columns, strict=True):
-                if code in (_AMBIGUOUS, _HOT_SPOT):  # hot: one text per load figure
+                if code == _AMBIGUOUS:
                     key_: tuple[int, ...] = (code, i)
+                elif code == _HOT_SPOT:  # one text per family, capacity and load figures
+                    usage = view.usage
+                    assert usage is not None
+                    key_ = (
+                        code,
+                        int(family[k]),
+                        allocatable,
+                        int(usage.usage_scu[i]),
+                        int(usage.unseen_scu[i]),
+                        suffixed,
+                    )
                 else:
                     key_ = (code, int(family[k]), allocatable, requested, suffixed)
                 index = memo.get(key_)
@@ -429,7 +441,9 @@ class _Reasons:
         """``usage 7.2 SCU (90%) of 8 SCU on family ...`` with where the load comes from."""
         usage = self.view.usage
         assert usage is not None
-        factor: Fraction = family.factor
+        factor = self._factors.get(family.name)
+        if factor is None:
+            factor = self._factors[family.name] = family.factor
         capacity = physical_to_scu_millis(int(self.view.allocatable[i]), factor)
         measured, unseen = int(usage.usage_scu[i]), int(usage.unseen_scu[i])
         load = measured + unseen

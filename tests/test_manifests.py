@@ -811,7 +811,7 @@ def test_pod_disruption_budget_keeps_one_server(base):
     assert server(base)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
 
 
-def test_server_rbac_is_read_only_nodes_and_pods(base):
+def test_server_rbac_is_read_only_nodes_pods_and_node_metrics(base):
     deployment = server(base)
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     find(base, "ServiceAccount", account, NAMESPACE)
@@ -825,11 +825,16 @@ def test_server_rbac_is_read_only_nodes_and_pods(base):
     role = find(base, "ClusterRole", bindings[0]["roleRef"]["name"])
     granted: dict[str, set[str]] = {}
     for rule in role["rules"]:
-        assert rule["apiGroups"] == [""], "the server reads core objects only"
+        (group,) = rule["apiGroups"]
+        assert group in ("", "metrics.k8s.io"), "core objects and NodeMetrics only"
         assert not rule.get("resourceNames")
         for resource in rule["resources"]:
-            granted.setdefault(resource, set()).update(rule["verbs"])
-    assert granted == {"nodes": {"get", "list", "watch"}, "pods": {"get", "list", "watch"}}
+            granted.setdefault(f"{group}/{resource}", set()).update(rule["verbs"])
+    assert granted == {
+        "/nodes": {"get", "list", "watch"},
+        "/pods": {"get", "list", "watch"},
+        "metrics.k8s.io/nodes": {"list"},  # loadAware's poll; no watch exists for it
+    }
 
 
 # --------------------------------------------------------------------------- webhook
