@@ -409,3 +409,22 @@ def test_metrics_file_is_hot_reloaded_and_a_bad_one_keeps_the_last(tmp_path: Pat
     assert feed.poll() is False
     assert feed.last_error is not None and "not valid JSON or YAML" in feed.last_error
     assert state.view(["old-b"], usage=True).usage.usage_scu.tolist() == [3000]
+
+
+def test_serve_loads_the_metrics_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    from helpers import write_snapshot
+
+    from extender.server import ServeConfig, ServeError, build_runtime, preflight
+
+    snapshot = write_snapshot(tmp_path / "snapshot.json")
+    good = tmp_path / "metrics.json"
+    names = [n["metadata"]["name"] for n in orjson.loads(snapshot.read_bytes())["items"]]
+    good.write_bytes(orjson.dumps({"items": [make_node_metrics(names[0], "1")]}))
+    config = ServeConfig(snapshot=str(snapshot), node_metrics=str(good), state_dir=str(tmp_path))
+    preflight(config)
+    runtime = build_runtime(config, start=False)
+    assert runtime.cluster.usage_status()["fresh"] == [names[0]]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "NodeMetricsList"}')
+    with pytest.raises(ServeError, match="not a NodeMetricsList"):
+        preflight(ServeConfig(snapshot=str(snapshot), node_metrics=str(bad)))
