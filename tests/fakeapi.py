@@ -630,9 +630,9 @@ def make_node(
 
 def make_node_metrics(name: str, cpu: str, at: float | None = None, window: str = "20s") -> dict:
     """One NodeMetrics item as metrics-server serves it (``at``: wall-clock seconds)."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
-    stamp = datetime.fromtimestamp(time.time() if at is None else at, tz=timezone.utc)
+    stamp = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
     return {
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
