@@ -122,6 +122,8 @@ def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert "NodeNames" in section and "Nodes 20" in section  # both extender modes
     assert "worker RSS MB, loaded" in section and "100 pods/node" in section
     assert (tmp_path / "extender_latency.png").stat().st_size > 10_000
+    strategies = _section(readme, "load_aware_latency")  # loadAware beside balanced
+    assert "`loadAware, 5% hot`" in strategies and "| prioritize |" in strategies
 
 
 def test_load_simulation_writes_its_section_on_a_tiny_fleet(tmp_path: Path) -> None:
