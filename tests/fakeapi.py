@@ -26,6 +26,8 @@ What it reproduces of the real API server:
 - One resourceVersion counter shared by all kinds (like etcd's revision), so a node change
   advances the resourceVersion a pod bookmark reports.
 - ``Status`` bodies for errors (404 for other paths, scripted 5xx/429 with Retry-After).
+- ``GET /apis/metrics.k8s.io/v1beta1/nodes``: a ``NodeMetricsList`` of
+  :attr:`FakeApiServer.node_metrics` (404 while it is None, as without metrics-server).
 
 Scriptable faults: force a 410 on the next watch (as an ``ERROR`` event or as an HTTP 410),
 compact the history, expire continue tokens, fail the next N requests with a status, cut
@@ -148,8 +150,9 @@ class FakeApiServer:
         self.requests: list[Request] = []
         self.default_watch_timeout = 1800
         #: NodeMetrics items served at ``/apis/metrics.k8s.io/v1beta1/nodes`` (a plain
-        #: NodeMetricsList, no watch); None: the metrics API is not installed (404).
-        self.node_metrics: list[dict[str, Any]] | None = None
+        #: NodeMetricsList, no watch), or a function making them per request (fresh
+        #: timestamps, as metrics-server's); None: the metrics API is not installed (404).
+        self.node_metrics: list[dict[str, Any]] | Callable[[], list[dict]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -478,7 +481,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "kind": "NodeMetricsList",
                     "apiVersion": "metrics.k8s.io/v1beta1",
                     "metadata": {},
-                    "items": list(fake.node_metrics),
+                    "items": (
+                        fake.node_metrics()
+                        if callable(fake.node_metrics)
+                        else list(fake.node_metrics)
+                    ),
                 },
             )
             return
