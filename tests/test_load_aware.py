@@ -428,3 +428,29 @@ def test_serve_loads_the_metrics_file_and_refuses_a_bad_one(tmp_path: Path) -> N
     bad.write_text('{"kind": "NodeMetricsList"}')
     with pytest.raises(ServeError, match="not a NodeMetricsList"):
         preflight(ServeConfig(snapshot=str(snapshot), node_metrics=str(bad)))
+
+
+# -- the catalog settings -------------------------------------------------------------------
+
+
+def test_scoring_settings_are_in_the_schema_with_their_defaults() -> None:
+    from machine_catalog.model import json_schema
+
+    schema = orjson.dumps(json_schema()).decode()
+    for text in ("loadAware:", "hotSpotUsage", "Default 0.8", "Default 180", "Default 30"):
+        assert text in schema, text
+
+
+def test_defaults_keep_the_content_hash_and_a_change_shows_in_diff() -> None:
+    from machine_catalog.diffing import diff_catalogs
+
+    plain = parse_catalog(
+        CATALOG.replace(", hotSpotUsage: %(hot)s, requestWeight: %(weight)s", "")
+        % {"strategy": "balanced"}
+    )
+    explicit = catalog("balanced", hot="0.8", weight="0.2")
+    assert plain.hash == explicit.hash  # defaults spelt out: the same version
+    hotter = catalog("balanced", hot="0.9")
+    assert hotter.hash != plain.hash
+    fields = {c.field: (c.old, c.new) for c in diff_catalogs(plain, hotter).fields}
+    assert fields == {"scoring.hotSpotUsage": ("0.8", "0.9")}
