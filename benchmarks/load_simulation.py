@@ -54,12 +54,14 @@ WINDOW = 30.0  # seconds a sample averages over; a pod younger than this is not 
 DIURNAL_MINUTES = 180.0
 
 
-def catalog_for(strategy: str) -> Catalog:
+def catalog_for(strategy: str, **scoring: Any) -> Catalog:
+    """The bench catalog; ``loadAware`` with the catalog defaults unless ``scoring`` says."""
     document = fleets.catalog_document("balanced")
     if strategy == "loadAware":
         document["spec"]["scoring"] = {
             "strategy": "loadAware",
             "sampleIntervalSeconds": int(SAMPLE_EVERY),
+            **{k: v for k, v in scoring.items() if v is not None},
         }
     return Catalog.from_data(document, source="benchmarks/load_simulation.py")
 
@@ -182,10 +184,12 @@ class Result:
 class Run:
     """One strategy over one world, minute by minute."""
 
-    def __init__(self, strategy: str, world: World, seed: int) -> None:
+    def __init__(
+        self, strategy: str, world: World, seed: int, scoring: dict[str, Any] | None = None
+    ) -> None:
         self.strategy = strategy
         self.world = world
-        self.catalog = catalog_for(strategy)
+        self.catalog = catalog_for(strategy, **(scoring or {}))
         self.state = ClusterState(self.catalog)
         self.state.replace(world.nodes, [])
         self.now = 1_800_000_000.0  # the simulated wall clock
@@ -371,7 +375,8 @@ def simulate(args: argparse.Namespace) -> list[Result]:
     for seed in args.seeds:
         world = build_world(args, seed, catalog_for("balanced"))
         for strategy in STRATEGIES:
-            result = Run(strategy, world, seed).run(args.minutes)
+            scoring = {"requestWeight": args.request_weight, "hotSpotUsage": args.hot_spot_usage}
+            result = Run(strategy, world, seed, scoring).run(args.minutes)
             result.seed = seed
             results.append(result)
     return results
@@ -420,6 +425,22 @@ def sweep(args: argparse.Namespace) -> str:
                     f" ({100 * min(cut):.0f}-{100 * max(cut):.0f}%)",
                 ]
             )
+    weights = []
+    for weight in args.sweep_request_weight:
+        sub = argparse.Namespace(
+            **{**vars(args), "ratio_high": max(args.sweep_ratio_high), "request_weight": weight}
+        )
+        sub.seeds = args.sweep_seeds
+        results = simulate(sub)
+        cut = reduction(results)
+        std = statistics.fmean(r.usage_std for r in results if r.strategy == "loadAware")
+        weights.append(
+            [
+                f"{weight}" + (" (default)" if weight == "0.2" else ""),
+                f"{100 * statistics.fmean(cut):.0f}% ({100 * min(cut):.0f}-{100 * max(cut):.0f}%)",
+                f"{100 * std:.1f} pp",
+            ]
+        )
     seeds = ", ".join(str(s) for s in args.sweep_seeds)
     return "\n".join(
         [
@@ -435,6 +456,14 @@ def sweep(args: argparse.Namespace) -> str:
                     "reduction (min-max)",
                 ],
                 rows,
+            ),
+            "",
+            f"`requestWeight` (the hotter mix, usage/request up to {max(args.sweep_ratio_high):g},"
+            f" churn {100 * args.churn:g}%; the default 0.2 was set before any run):",
+            "",
+            report.table(
+                ["requestWeight", "hot-spot reduction (min-max)", "`loadAware` node usage std"],
+                weights,
             ),
         ]
     )
@@ -532,6 +561,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ratio-low", type=float, default=0.3, help="lowest mean usage/request")
     p.add_argument("--ratio-high", type=float, default=1.0, help="highest mean usage/request")
     p.add_argument("--noise", type=float, default=0.1, help="sigma of per-minute noise")
+    p.add_argument("--request-weight", default=None, help="loadAware requestWeight")
+    p.add_argument("--hot-spot-usage", default=None, help="loadAware hotSpotUsage")
     p.add_argument("--no-sweep", action="store_true", help="skip the sensitivity table")
     p.add_argument(
         "--sweep-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3]
@@ -540,6 +571,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sweep-churn",
         type=lambda s: [float(x) for x in s.split(",")],
         default=[0.005, 0.01, 0.02],
+    )
+    p.add_argument(
+        "--sweep-request-weight",
+        type=lambda s: s.split(","),
+        default=["0", "0.1", "0.2", "0.5"],
     )
     p.add_argument(
         "--sweep-ratio-high",

@@ -144,6 +144,8 @@ def test_load_simulation_writes_its_section_on_a_tiny_fleet(tmp_path: Path) -> N
             "0.02",
             "--sweep-ratio-high",
             "1.2",
+            "--sweep-request-weight",
+            "0.1",
             "--readme",
             str(readme),
         ]
