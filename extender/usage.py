@@ -15,7 +15,7 @@ A node's **load** is its measured usage plus the requests of the pods bound to i
 sample was taken (they do not show in it yet: without them a burst of pods scored between
 two samples would all land on the node that looked idlest). A node with no sample, or one
 older than ``maxSampleAgeSeconds``, has its requests as its load: ``loadAware`` then ranks
-it exactly as ``balanced`` would, and the hot-spot filter leaves it alone.
+it as ``balanced`` does (in SCU), and the hot-spot filter leaves it alone.
 """
 
 from __future__ import annotations
