@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/extender_latency.py
 	$(BIN)/python benchmarks/fleet_simulation.py
 	$(BIN)/python benchmarks/calibration_accuracy.py
+	$(BIN)/python benchmarks/load_simulation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

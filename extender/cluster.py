@@ -22,15 +22,16 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from extender.usage import UsageSample, UsageView
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch, instance_type_of
-from machine_catalog.quantities import QuantityError
+from machine_catalog.quantities import QuantityError, physical_to_scu_millis
 from machine_catalog.resources import (
     holds_resources,
     node_allocatable_millis,
@@ -102,6 +103,8 @@ class NodeView:
     #: the instance type, and thousands of rejected nodes share a handful of them.
     instance_type: np.ndarray
     instance_types: Sequence[str | None]
+    #: Measured usage (``loadAware``), only when asked for: ``view(names, usage=True)``.
+    usage: UsageView | None = None
 
     def match(self, position: int) -> NodeMatch | None:
         """The catalog's verdict for an unknown/ambiguous node of this view, for reasons."""
@@ -262,6 +265,7 @@ class _Tables:
         self.pods: dict[str, PodEntry] = {}
         self.requested_by_node: dict[str, int] = {}
         self.pending_by_family: dict[str, int] = {}
+        self._init_usage(capacity)
 
     def _grow(self) -> None:
         capacity = len(self.names) * 2
@@ -274,6 +278,7 @@ class _Tables:
         self.family = np.concatenate([self.family, np.full(extra, ABSENT, np.int16)])
         self.unschedulable = np.concatenate([self.unschedulable, np.zeros(extra, bool)])
         self.instance_type = np.concatenate([self.instance_type, np.zeros(extra, np.int32)])
+        self._grow_usage(extra)
 
     def _instance_type_code(self, labels: Mapping[str, Any]) -> int:
         value = instance_type_of(labels)
@@ -316,6 +321,7 @@ class _Tables:
         self.instance_type[slot] = self._instance_type_code(labels)
         self.requested[slot] = self.requested_by_node.get(name, 0)
         self._match(slot, catalog)
+        self._refresh_usage(slot, name, catalog)
         return changed
 
     def _match(self, slot: int, catalog: Catalog) -> None:
@@ -337,12 +343,14 @@ class _Tables:
         self.family[slot] = ABSENT
         self.unschedulable[slot] = False
         self.instance_type[slot] = 0
+        self._refresh_usage(slot, None, None)
         self.free_slots.append(slot)
         return True
 
     def rematch(self, catalog: Catalog) -> None:
         for slot in self.index.values():
             self._match(slot, catalog)
+        self._refresh_all_usage(catalog)  # the factors may have changed
 
     def _add(self, entry: PodEntry, sign: int) -> None:
         if entry.node is not None:
@@ -395,6 +403,130 @@ class _Tables:
         for name, slot in self.index.items():
             self.requested[slot] = get(name, 0)
 
+    # -- node usage (loadAware) -------------------------------------------------------
+    #
+    # Kept by node name (like ``requested_by_node``) and mirrored into per-slot arrays in
+    # SCU of the node's family, so a request gathers them like the other columns.
+
+    def _init_usage(self, capacity: int) -> None:
+        #: The last usage sample of each node (physical millicores).
+        self.samples: dict[str, UsageSample] = {}
+        #: Pods bound to a node since its last sample: node -> pod key -> (bound at, millis).
+        self.unseen_by_node: dict[str, dict[str, tuple[float, int]]] = {}
+        self._init_usage_arrays(capacity)
+
+    def _init_usage_arrays(self, capacity: int) -> None:
+        self.usage_scu = np.full(capacity, -1, dtype=np.int64)  # -1: no sample
+        self.unseen_scu = np.zeros(capacity, dtype=np.int64)
+        self.sample_at = np.full(capacity, -np.inf)
+
+    def _grow_usage(self, extra: int) -> None:
+        self.usage_scu = np.concatenate([self.usage_scu, np.full(extra, -1, np.int64)])
+        self.unseen_scu = np.concatenate([self.unseen_scu, np.zeros(extra, np.int64)])
+        self.sample_at = np.concatenate([self.sample_at, np.full(extra, -np.inf)])
+
+    def _refresh_usage(self, slot: int, name: str | None, catalog: Catalog | None) -> None:
+        """The slot's usage columns from the by-name tables (cleared for a freed slot)."""
+        sample = self.samples.get(name) if name is not None else None
+        unseen = self.unseen_by_node.get(name) if name is not None else None
+        if catalog is None or (sample is None and not unseen):
+            self.usage_scu[slot], self.unseen_scu[slot], self.sample_at[slot] = -1, 0, -np.inf
+            return
+        fam = int(self.family[slot])
+        factor = (catalog.families[fam] if fam >= 0 else catalog.baseline).factor
+        if sample is None:
+            self.usage_scu[slot], self.sample_at[slot] = -1, -np.inf
+        else:
+            self.usage_scu[slot] = physical_to_scu_millis(sample.millis, factor)
+            self.sample_at[slot] = sample.at
+        millis = sum(m for _, m in unseen.values()) if unseen else 0
+        self.unseen_scu[slot] = physical_to_scu_millis(millis, factor)
+
+    def _refresh_all_usage(self, catalog: Catalog) -> None:
+        if not self.samples and not self.unseen_by_node:
+            return
+        for name, slot in self.index.items():
+            self._refresh_usage(slot, name, catalog)
+
+    def take_usage(self, other: _Tables, catalog: Catalog) -> None:
+        """Adopt ``other``'s samples and unseen pods (a relist does not change usage)."""
+        self.samples, self.unseen_by_node = other.samples, other.unseen_by_node
+        self._init_usage_arrays(len(self.names))
+        self._refresh_all_usage(catalog)
+
+    def set_samples(
+        self, samples: Mapping[str, UsageSample], replace: bool, catalog: Catalog
+    ) -> None:
+        """Record new samples; the pods a sample covers stop counting as unseen.
+
+        ``replace`` drops the samples of nodes absent from ``samples`` (a file is the
+        whole truth); otherwise they are kept until they go stale (a poll that missed one
+        node says nothing new about it).
+        """
+        touched = set(samples)
+        if replace:
+            touched.update(self.samples)
+            self.samples = {}
+        for name, sample in samples.items():
+            old = self.samples.get(name)
+            if old is not None and old.at > sample.at:
+                continue  # never go back in time (two polls answered out of order)
+            self.samples[name] = sample
+            unseen = self.unseen_by_node.get(name)
+            if unseen:
+                for key in [k for k, (at, _) in unseen.items() if sample.covers(at)]:
+                    del unseen[key]
+                if not unseen:
+                    del self.unseen_by_node[name]
+        for name in touched:
+            slot = self.index.get(name)
+            if slot is not None:
+                self._refresh_usage(slot, name, catalog)
+
+    def note_binding(
+        self,
+        key: str,
+        old: PodEntry | None,
+        new: PodEntry | None,
+        now: float,
+        max_age: float,
+        catalog: Catalog,
+    ) -> None:
+        """Anti-herding, from one watch event: a pod newly on a node counts by its request
+        until a sample covers it; a pod that left a node stops counting there.
+
+        Entries older than ``max_age`` are dropped with the node's next binding: by then
+        the node's sample, if any, is stale and its requests are its load anyway.
+        """
+        before = old.node if old is not None else None
+        after = new.node if new is not None else None
+        if before is not None and (before != after or new is None):
+            unseen = self.unseen_by_node.get(before)
+            if unseen is not None and unseen.pop(key, None) is not None:
+                if not unseen:
+                    del self.unseen_by_node[before]
+                slot = self.index.get(before)
+                if slot is not None:
+                    self._refresh_usage(slot, before, catalog)
+        if after is not None and new is not None and before != after:
+            unseen = self.unseen_by_node.setdefault(after, {})
+            for stale in [k for k, (at, _) in unseen.items() if at < now - max_age]:
+                del unseen[stale]
+            unseen[key] = (now, new.cpu_millis)
+            slot = self.index.get(after)
+            if slot is not None:
+                self._refresh_usage(slot, after, catalog)
+
+    def usage_view(self, slots: np.ndarray) -> UsageView:
+        """The usage columns at ``slots`` (-1: a name the cache does not know)."""
+        usage = self.usage_scu[slots]
+        unseen = self.unseen_scu[slots]
+        sample_at = self.sample_at[slots]
+        if len(slots) and slots.min() < 0:
+            absent = slots < 0
+            usage[absent], unseen[absent], sample_at[absent] = -1, 0, -np.inf
+        return UsageView(usage_scu=usage, unseen_scu=unseen, sample_at=sample_at)
+
 
 class ClusterState:
     """Nodes and pods of one process, with the totals the scheduling path needs."""
@@ -440,6 +572,7 @@ class ClusterState:
         with self._lock:
             if catalog is not self._catalog:  # a reload raced the build: re-match first
                 tables.rematch(self._catalog)
+            tables.take_usage(self._t, self._catalog)
             self._t = tables
             self._swapped({"Node", "Pod"}, resource_version)
 
@@ -460,6 +593,7 @@ class ClusterState:
             if catalog is not self._catalog:
                 built.rematch(self._catalog)
             built.take_pods(self._t)
+            built.take_usage(self._t, self._catalog)
             self._t = built
             self._swapped({"Node"}, resource_version)
 
@@ -476,6 +610,7 @@ class ClusterState:
             built.set_pod(_pod_key(pod), pod_entry(pod))
         with self._lock:
             built.take_nodes(self._t)
+            built.take_usage(self._t, self._catalog)
             self._t = built
             self._swapped({"Pod"}, resource_version)
 
@@ -510,7 +645,10 @@ class ClusterState:
                     nodes_changed = t.set_node(obj, self._catalog)
             elif kind == "Pod":
                 entry = None if event_type == "DELETED" else pod_entry(obj)
-                t.set_pod(_pod_key(obj), entry)
+                key = _pod_key(obj)
+                old = t.pods.get(key)
+                t.set_pod(key, entry)
+                self._note_binding(t, key, old, entry)
             else:
                 raise ValueError(f"unexpected kind {kind!r}")
             if resource_version:
@@ -544,7 +682,7 @@ class ClusterState:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    def view(self, names: Sequence[str]) -> NodeView:
+    def view(self, names: Sequence[str], *, usage: bool = False) -> NodeView:
         """Copy out the facts for ``names`` (in order); unknown names get slot -1.
 
         The name -> slot lookups are the only per-name Python work of a scheduling request
@@ -591,6 +729,7 @@ class ClusterState:
                 unmatched_labels=unmatched,
                 instance_type=instance_type,
                 instance_types=t.instance_types,
+                usage=t.usage_view(slots) if usage else None,
             )
 
     def all_nodes(self) -> NodeView:
@@ -658,3 +797,42 @@ class ClusterState:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {"nodes": len(self._t.index), "pods": len(self._t.pods)}
+
+    # -- node usage (loadAware) -----------------------------------------------------------
+
+    #: Wall clock of bindings and of staleness (``time.time``; a simulation sets its own).
+    usage_clock: Callable[[], float] = staticmethod(time.time)
+
+    def _note_binding(
+        self, t: _Tables, key: str, old: PodEntry | None, new: PodEntry | None
+    ) -> None:
+        """Anti-herding bookkeeping for one pod event; the caller holds the lock."""
+        if (old is None or old.node is None) and (new is None or new.node is None):
+            return  # the common pending-pod event: nothing on any node changes
+        max_age = float(self._catalog.scoring.max_sample_age_seconds)
+        t.note_binding(key, old, new, self.usage_clock(), max_age, self._catalog)
+
+    def set_usage(self, samples: Mapping[str, UsageSample], *, replace: bool = False) -> None:
+        """Record node usage samples (from the metrics poller or the metrics file)."""
+        with self._lock:
+            self._t.set_samples(samples, replace, self._catalog)
+            self.generation += 1
+
+    def usage_status(self, now: float | None = None) -> dict[str, list[str]]:
+        """The cache's nodes by usage state: ``fresh``, ``stale`` or ``missing``.
+
+        For the metrics and the feed's log lines, not for the scheduling path: O(nodes).
+        """
+        now = self.usage_clock() if now is None else now
+        with self._lock:
+            t = self._t
+            max_age = float(self._catalog.scoring.max_sample_age_seconds)
+            out: dict[str, list[str]] = {"fresh": [], "stale": [], "missing": []}
+            for name, slot in t.index.items():
+                if t.usage_scu[slot] < 0:
+                    out["missing"].append(name)
+                elif t.sample_at[slot] < now - max_age:
+                    out["stale"].append(name)
+                else:
+                    out["fresh"].append(name)
+            return out

@@ -9,7 +9,8 @@ Where a rejection lands decides what kube-scheduler does next:
 
 - ``FailedAndUnresolvableNodes``: no preemption can help (the node is of the wrong family,
   retired, unknown to the catalog, ambiguous, or unknown to the cache);
-- ``FailedNodes``: the node lacks free SCU, and evicting lower-priority pods may free it.
+- ``FailedNodes``: the node lacks free SCU, or (``loadAware``) its measured load is above
+  ``hotSpotUsage``; evicting lower-priority pods may free it.
 
 Reasons name no node (the maps are keyed by node name already): kube-scheduler counts
 identical reasons into the pod's FailedScheduling event, so "4000 instance type m5.large
@@ -21,6 +22,7 @@ first and knows the pod's tolerations; the extender only adds what the catalog k
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -36,6 +38,7 @@ from extender.cluster import (
     UNKNOWN,
     NodeView,
 )
+from extender.usage import scoring_fractions, to_scu
 from extender.wire import ReasonMap
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
@@ -52,10 +55,12 @@ REASONS = (
     "family_mismatch",
     "insufficient_scu",
     "pod_family_unknown",
+    "hot_spot",
 )
 _NOT_IN_CACHE, _UNKNOWN, _AMBIGUOUS, _RETIRED, _MISMATCH, _INSUFFICIENT = range(1, 7)
+_HOT_SPOT = 8  # after pod_family_unknown (7), which is decided before any per-node verdict
 #: Verdicts that preemption can resolve; everything else is unresolvable.
-_RESOLVABLE = frozenset({_INSUFFICIENT})
+_RESOLVABLE = frozenset({_INSUFFICIENT, _HOT_SPOT})
 
 
 class PodError(ValueError):
@@ -188,14 +193,19 @@ def filter_nodes(
     *,
     cache_age: float | None = None,
     from_request: np.ndarray | None = None,
+    now: float | None = None,
 ) -> FilterOutcome:
     """Judge every node of ``view`` for a pod requesting ``pod_millis`` physical millicores.
 
     ``from_request`` marks nodes judged from the request's object rather than the cache
-    (see :func:`complete_view`), whose reasons then say so.
+    (see :func:`complete_view`), whose reasons then say so. With ``view.usage`` (the
+    ``loadAware`` strategy with a ``hotSpotUsage``) a node whose load is above that
+    fraction of its SCU is rejected, see :func:`hot_spots`; ``now`` is the wall-clock time
+    its samples' age is measured at.
     """
     catalog = view.catalog
     names = view.names
+    hot = hot_spots(view, now) if view.usage is not None else None
     if pinned is not None and pinned not in catalog.by_name:
         reason = (
             f"pod is pinned to family {pinned} which the catalog ({catalog.version}) does not have"
@@ -210,6 +220,8 @@ def filter_nodes(
         passes = family == catalog.family_index[pinned]
         if pod_millis > 0:
             passes &= free >= pod_millis
+        if hot is not None:
+            passes &= ~hot
         if passes.all():
             return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
     known = family >= 0
@@ -226,7 +238,11 @@ def filter_nodes(
         # kube-scheduler's resource fit skips a resource the pod does not request at all.
         (free < pod_millis) if pod_millis > 0 else np.zeros(len(names), dtype=bool),
     ]
-    verdict = np.select(conditions, list(range(1, len(conditions) + 1)), default=0)
+    choices = list(range(1, len(conditions) + 1))
+    if hot is not None:
+        conditions.append(hot)
+        choices.append(_HOT_SPOT)
+    verdict = np.select(conditions, choices, default=0)
     rejected = np.flatnonzero(verdict)
     if rejected.size == 0:
         return FilterOutcome(passing=None, failed={}, unresolvable={}, rejections={})
@@ -256,6 +272,32 @@ def filter_nodes(
     )
 
 
+def hot_spots(view: NodeView, now: float | None) -> np.ndarray | None:
+    """Nodes whose load is above ``hotSpotUsage`` of their SCU: ``L * b > a * C``.
+
+    ``L`` is the load (usage plus pods bound since the sample) and ``C`` the allocatable,
+    both in SCU millis of the node's family; ``hotSpotUsage = a/b`` exactly. Only nodes
+    with a fresh sample are judged: without one there is no evidence of heat, and a node
+    is never rejected on its requests alone (a dead metrics API must not cap every node
+    at ``hotSpotUsage`` of its requests). None when the catalog has no ``hotSpotUsage``.
+    """
+    usage = view.usage
+    threshold = scoring_fractions(view.catalog)[1]
+    if usage is None or threshold is None:
+        return None
+    catalog = view.catalog
+    a, b = threshold.numerator, threshold.denominator
+    capacity = to_scu(view.allocatable, view.family, catalog)
+    max_age = float(catalog.scoring.max_sample_age_seconds)
+    # Only fresh nodes are judged, so their load is usage + unseen: node_load's fallback to
+    # requests would be computed for nothing.
+    fresh = (usage.usage_scu >= 0) & (
+        usage.sample_at >= (time.time() if now is None else now) - max_age
+    )
+    load = usage.usage_scu + usage.unseen_scu
+    return fresh & (view.family >= 0) & (load * b > capacity * a)
+
+
 class _Reasons:
     """The text for each rejected node, formatted once per group of nodes that share it.
 
@@ -272,6 +314,7 @@ class _Reasons:
         self.pod_millis = pod_millis
         self.pinned = pinned
         self.cache_age = cache_age
+        self._factors: dict[str, Fraction] = {}
 
     def grouped(
         self, positions: np.ndarray, codes: np.ndarray, from_request: np.ndarray | None
@@ -293,7 +336,7 @@ class _Reasons:
         # What a text depends on: everything but the ambiguous (all its labels: rare, one
         # text per node) and the insufficient (capacity figures) verdicts depends on the
         # verdict, the family and the instance type only.
-        by_capacity = (codes == _INSUFFICIENT) | (codes == _AMBIGUOUS)
+        by_capacity = (codes == _INSUFFICIENT) | (codes == _AMBIGUOUS) | (codes == _HOT_SPOT)
         simple = np.flatnonzero(~by_capacity)
         if simple.size:
             instance_type = view.instance_type[positions[simple]].astype(np.int64)
@@ -331,6 +374,17 @@ class _Reasons:
             for k, i, code, allocatable, requested, suffixed in zip(*columns, strict=True):
                 if code == _AMBIGUOUS:
                     key_: tuple[int, ...] = (code, i)
+                elif code == _HOT_SPOT:  # one text per family, capacity and load figures
+                    usage = view.usage
+                    assert usage is not None
+                    key_ = (
+                        code,
+                        int(family[k]),
+                        allocatable,
+                        int(usage.usage_scu[i]),
+                        int(usage.unseen_scu[i]),
+                        suffixed,
+                    )
                 else:
                     key_ = (code, int(family[k]), allocatable, requested, suffixed)
                 index = memo.get(key_)
@@ -381,6 +435,8 @@ class _Reasons:
                 f"node is family {family.name} ({self._instance_type(i)}),"
                 f" pod is pinned to family {self.pinned}"
             )
+        if code == _HOT_SPOT:
+            return self._hot_spot_text(i, family)
         factor: Fraction = family.factor
         if fam >= 0:
             where = f"on family {family.name} at {family.scu_per_core} SCU/core"
@@ -391,3 +447,26 @@ class _Reasons:
         have = format_scu(physical_to_scu_millis(free, factor))
         total = format_scu(physical_to_scu_millis(allocatable, factor))
         return f"needs {need} ({self.pod_millis}m {where}), {have} free of {total}"
+
+    def _hot_spot_text(self, i: int, family: Any) -> str:
+        """``usage 7.2 SCU (90%) of 8 SCU on family ...`` with where the load comes from."""
+        usage = self.view.usage
+        assert usage is not None
+        factor = self._factors.get(family.name)
+        if factor is None:
+            factor = self._factors[family.name] = family.factor
+        capacity = physical_to_scu_millis(int(self.view.allocatable[i]), factor)
+        measured, unseen = int(usage.usage_scu[i]), int(usage.unseen_scu[i])
+        load = measured + unseen
+        percent = f"{100 * load / capacity:.0f}%" if capacity > 0 else "n/a"
+        limit = self.catalog.scoring.hot_spot_usage
+        text = (
+            f"hot spot: usage {format_scu(load)} ({percent}) of {format_scu(capacity)}"
+            f" on family {family.name}, above hotSpotUsage {limit}"
+        )
+        if unseen:
+            text += (
+                f" ({format_scu(measured)} measured + {format_scu(unseen)} requested by pods"
+                " bound since the sample)"
+            )
+        return text

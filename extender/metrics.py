@@ -144,12 +144,20 @@ STRANDED_PODS = Gauge(
 )
 for _outcome in RECREATION_OUTCOMES:
     RECREATIONS.labels(outcome=_outcome)
+#: Polls of metrics.k8s.io NodeMetrics and reads of ``--node-metrics`` (``loadAware``).
+NODE_METRICS_POLLS = Counter(
+    PREFIX + "node_metrics_polls",
+    "Node usage polls (metrics.k8s.io) or metrics-file reads, by outcome (ok, unavailable, error).",
+    ["outcome"],
+)
 
 # Children created up front: every reason and decision exists from the first scrape (0),
 # so rate() and alerts work before the first event; and the hot path skips labels().
 _REJECTION_CHILDREN = {reason: FILTER_REJECTIONS.labels(reason=reason) for reason in REASONS}
 for _decision in ADMISSION_DECISIONS:
     ADMISSIONS.labels(decision=_decision)
+for _outcome in ("ok", "unavailable", "error"):
+    NODE_METRICS_POLLS.labels(outcome=_outcome)
 
 
 def multiprocess_dir() -> str | None:
@@ -225,6 +233,15 @@ class RuntimeCollector(Collector):
             "CPU requested by bound pods on the family's nodes, in SCU.",
             labels=["family"],
         )
+        usage = GaugeMetricFamily(
+            PREFIX + "usage_nodes",
+            "Nodes by usage sample (loadAware): fresh, stale (older than maxSampleAgeSeconds)"
+            " or missing; stale and missing nodes are scored on their requests.",
+            labels=["state"],
+        )
+        for state, names in cluster.usage_status().items():
+            usage.add_metric([state], len(names))
+        yield usage
         for name, cap, req in family_totals(cluster.all_nodes()):
             capacity.add_metric([name], cap)
             requested.add_metric([name], req)

@@ -23,13 +23,14 @@ What each failure becomes, given how kube-scheduler reacts (see the wire-protoco
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flask import request
 
 from extender import metrics
-from extender.cluster import ABSENT
+from extender.cluster import ABSENT, NodeView
 from extender.filtering import (
     PodError,
     complete_view,
@@ -38,7 +39,8 @@ from extender.filtering import (
     pod_request_millis,
 )
 from extender.responses import json_error, json_response
-from extender.scoring import node_scores
+from extender.scoring import load_aware_scores, node_scores
+from extender.usage import node_factors, node_load, scoring_fractions, to_scu
 from extender.wire import (
     ExtenderArgs,
     WireError,
@@ -47,6 +49,8 @@ from extender.wire import (
     encode_filter_result,
     encode_host_priorities,
 )
+from machine_catalog.catalog import Catalog
+from machine_catalog.quantities import physical_to_scu_millis
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -70,7 +74,10 @@ def filter_response(
     cluster = runtime.cluster
     if not cluster.synced:
         return encode_filter_error(NOT_SYNCED)
-    view = cluster.view(args.names)
+    if _hot_spot_filter(cluster.catalog):
+        view = cluster.view(args.names, usage=True)
+    else:
+        view = cluster.view(args.names)
     from_request = None
     if args.nodes is not None:
         view, from_request = complete_view(view, args.nodes)
@@ -81,12 +88,48 @@ def filter_response(
     return encode_filter_result(args, outcome.passing, outcome.failed, outcome.unresolvable)
 
 
-def priorities(runtime: Runtime, args: ExtenderArgs, pod_millis: int) -> np.ndarray:
+def _hot_spot_filter(catalog: Catalog) -> bool:
+    scoring = catalog.scoring
+    return scoring.strategy == "loadAware" and scoring.hot_spot_usage is not None
+
+
+def priorities(
+    runtime: Runtime, args: ExtenderArgs, pod_millis: int, pinned: str | None = None
+) -> np.ndarray:
     """One score 0..10 per requested node, in order; 0 for nodes the cache does not know."""
-    view = runtime.cluster.view(args.names)
-    scores = node_scores(view.catalog.strategy, view.allocatable, view.requested, pod_millis)
+    cluster = runtime.cluster
+    if cluster.catalog.strategy == "loadAware":
+        view = cluster.view(args.names, usage=True)
+        scores = load_aware_view_scores(view, pod_millis, pinned, time.time())
+    else:
+        view = cluster.view(args.names)
+        scores = node_scores(view.catalog.strategy, view.allocatable, view.requested, pod_millis)
     scores[view.family == ABSENT] = 0
     return scores
+
+
+def load_aware_view_scores(
+    view: NodeView, pod_millis: int, pinned: str | None, now: float
+) -> np.ndarray:
+    """:func:`~extender.scoring.load_aware_scores` for a view read with its usage.
+
+    The pod's expected load ``p`` is its SCU: its physical request times the factor of the
+    family it is pinned to (the baseline's, 1 SCU/core, for a pod pinned to none), the same
+    on every node. Its request ``q`` on a node is the physical request times that node's
+    factor, as kube-scheduler reserves it.
+    """
+    catalog = view.catalog
+    assert view.usage is not None
+    family = catalog.by_name.get(pinned) if pinned is not None else None
+    pod_load = physical_to_scu_millis(pod_millis, (family or catalog.baseline).factor)
+    factors = node_factors(view.family, catalog)
+    capacity = to_scu(view.allocatable, view.family, catalog, factors)
+    requested = to_scu(view.requested, view.family, catalog, factors)
+    pod_request = to_scu(pod_millis, view.family, catalog, factors)
+    max_age = float(catalog.scoring.max_sample_age_seconds)
+    load, _fresh = node_load(view.usage, requested, now, max_age)
+    weight, _hot = scoring_fractions(catalog)
+    return load_aware_scores(capacity, requested, load, pod_load, pod_request, weight)
 
 
 def register(app: Flask, runtime: Runtime) -> None:
@@ -111,14 +154,14 @@ def register(app: Flask, runtime: Runtime) -> None:
         try:
             args = _read_args()
             pod_millis = pod_request_millis(args.pod)
-            pinned_family(args.pod)  # same validation as filter: one request, one verdict
+            pinned = pinned_family(args.pod)  # same validation as filter: one verdict
         except (WireError, PodError) as exc:
             return json_error(400, str(exc))
         if not runtime.cluster.synced:
             return json_error(503, NOT_SYNCED)
         try:
             return json_response(
-                encode_host_priorities(args.names, priorities(runtime, args, pod_millis))
+                encode_host_priorities(args.names, priorities(runtime, args, pod_millis, pinned))
             )
         except Exception:
             log.exception("prioritize failed for pod %s", _pod_name(args))

@@ -68,6 +68,9 @@ class ServeConfig:
 
     catalog: str | None = None  # None: the packaged default catalog
     snapshot: str | None = None
+    #: A NodeMetricsList file for ``loadAware`` (hot-reloaded); without it, an API source
+    #: polls metrics.k8s.io.
+    node_metrics: str | None = None
     kubeconfig: str | None = None
     in_cluster: bool = False
     bind: str = "127.0.0.1:8080"
@@ -182,6 +185,20 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
             stoppers.append(watcher.stop)
         if start and config.recreate_stranded_after is not None:
             stoppers.append(_start_recreator(config, cluster, client))
+        if not config.node_metrics:
+            from extender.nodemetrics import NodeMetricsPoller
+
+            poller = NodeMetricsPoller(cluster, client)
+            if start:
+                poller.start()
+                stoppers.append(poller.stop)
+    if config.node_metrics:
+        from extender.nodemetrics import NodeMetricsFile
+
+        usage_file = NodeMetricsFile(config.node_metrics, cluster)
+        if start:
+            usage_file.start(config.reload_interval)
+            stoppers.append(usage_file.stop)
     if start:
         catalogs.start(config.reload_interval)
         stoppers.append(catalogs.stop)
@@ -255,6 +272,14 @@ def preflight(config: ServeConfig) -> CatalogSource:
             load_api_client(source.path, in_cluster=source.in_cluster)
         except Exception as exc:  # the kubernetes client raises several unrelated types
             raise ServeError(f"cannot configure the Kubernetes client: {exc}") from None
+    if config.node_metrics:
+        from extender.nodemetrics import load_node_metrics
+        from extender.usage import MetricsError
+
+        try:
+            load_node_metrics(config.node_metrics)
+        except MetricsError as exc:
+            raise ServeError(f"node metrics file {exc}") from None
     for path in (config.certfile, config.keyfile):
         if path and not os.access(path, os.R_OK):
             raise ServeError(f"cannot read TLS file {path}")

@@ -15,8 +15,28 @@ from typing import Any
 import orjson
 
 from machine_catalog.matching import NodeMatch, match_families
-from machine_catalog.model import Family, MachineCatalogDocument
+from machine_catalog.model import Family, MachineCatalogDocument, Scoring
 from machine_catalog.validation import CatalogInvalid, validate_document
+
+#: ``spec.scoring`` keys added after the first release of the format: at their default they
+#: are left out of the content hash, so a catalog that does not use them keeps the version
+#: (``name@hash``) it had, the one recorded on its pods.
+_LATER_SCORING_KEYS = (
+    "hotSpotUsage",
+    "requestWeight",
+    "sampleIntervalSeconds",
+    "maxSampleAgeSeconds",
+)
+
+
+def _hash_form(document: MachineCatalogDocument) -> dict[str, Any]:
+    data = document.model_dump(mode="json", by_alias=True)
+    defaults = Scoring().model_dump(mode="json", by_alias=True)
+    scoring = data["spec"]["scoring"]
+    for key in _LATER_SCORING_KEYS:
+        if scoring.get(key) == defaults[key]:
+            del scoring[key]
+    return data
 
 
 class Catalog:
@@ -30,9 +50,7 @@ class Catalog:
         self.by_instance_type: dict[str, Family] = {
             t: f for f in self.families for t in f.instance_types
         }
-        canonical = orjson.dumps(
-            document.model_dump(mode="json", by_alias=True), option=orjson.OPT_SORT_KEYS
-        )
+        canonical = orjson.dumps(_hash_form(document), option=orjson.OPT_SORT_KEYS)
         #: Content hash of the validated catalog; comments and key order do not change it.
         self.hash: str = hashlib.sha256(canonical).hexdigest()[:16]
 
@@ -64,6 +82,11 @@ class Catalog:
     @property
     def strategy(self) -> str:
         return self.document.spec.scoring.strategy
+
+    @property
+    def scoring(self) -> Scoring:
+        """``spec.scoring``: the strategy and the load-aware settings."""
+        return self.document.spec.scoring
 
     @cached_property
     def family_index(self) -> dict[str, int]:

@@ -172,6 +172,10 @@ _CATALOG_FIELDS = (
     ("baseline", ("spec", "baseline")),
     ("unknownNodes", ("spec", "unknownNodes")),
     ("scoring.strategy", ("spec", "scoring", "strategy")),
+    ("scoring.hotSpotUsage", ("spec", "scoring", "hotSpotUsage")),
+    ("scoring.requestWeight", ("spec", "scoring", "requestWeight")),
+    ("scoring.sampleIntervalSeconds", ("spec", "scoring", "sampleIntervalSeconds")),
+    ("scoring.maxSampleAgeSeconds", ("spec", "scoring", "maxSampleAgeSeconds")),
 )
 
 

@@ -96,13 +96,66 @@ def _signature(path: Path) -> tuple[str, int, int, int] | None:
     return (real, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class CatalogSource:
+def file_signature(path: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
+    """(resolved path, inode, size, mtime): what :class:`PolledFile` compares between polls."""
+    return _signature(Path(path))
+
+
+class PolledFile:
+    """A file re-read when its resolved path or stat changes, by a polling daemon thread.
+
+    The mechanism of :class:`CatalogSource`, shared with every other hot-reloaded file (the
+    node metrics file of ``serve --node-metrics``): a subclass sets :attr:`path`,
+    :attr:`_signature` (``None`` at first), :attr:`_stop` and :attr:`_thread` and implements
+    :meth:`reload`.
+    """
+
+    path: Path
+    _signature: tuple[str, int, int, int] | None
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    _watcher_name = "file-watcher"
+
+    def reload(self) -> bool:
+        raise NotImplementedError
+
+    def poll(self) -> bool:
+        """Reload if the file (or the symlink it resolves through) changed since last look."""
+        if _signature(self.path) == self._signature:
+            return False
+        return self.reload()
+
+    def start(self, interval: float = 1.0) -> None:
+        """Poll in a daemon thread; cheap (one realpath + stat) so 1 s keeps workers in step."""
+        if self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.poll()
+                except Exception:
+                    log.exception("%s error", self._watcher_name)
+
+        self._thread = threading.Thread(target=run, name=self._watcher_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class CatalogSource(PolledFile):
     """The running catalog of one process, and the watcher that keeps it current.
 
     Readers call :attr:`current` once per request and use that object throughout.
     Listeners (the cluster cache re-matching nodes, metrics) run on the watcher thread
     after each swap.
     """
+
+    _watcher_name = "catalog-watcher"
 
     def __init__(
         self,
@@ -207,32 +260,3 @@ class CatalogSource:
             except Exception:  # a listener bug must not stop the watcher
                 log.exception("catalog reload listener failed")
         return True
-
-    def poll(self) -> bool:
-        """Reload if the file (or the symlink it resolves through) changed since last look."""
-        if _signature(self.path) == self._signature:
-            return False
-        return self.reload()
-
-    # -- watching ----------------------------------------------------------------------
-
-    def start(self, interval: float = 1.0) -> None:
-        """Poll in a daemon thread; cheap (one realpath + stat) so 1 s keeps workers in step."""
-        if self._thread is not None:
-            return
-
-        def run() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.poll()
-                except Exception:
-                    log.exception("catalog watcher error")
-
-        self._thread = threading.Thread(target=run, name="catalog-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None

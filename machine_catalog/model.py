@@ -193,8 +193,95 @@ class Family(_Model):
         return Fraction(self.scu_per_core)
 
 
+#: Defaults of ``spec.scoring`` (stated once: the model, the schema and docs/scoring.md).
+DEFAULT_HOT_SPOT_USAGE = Decimal("0.8")
+DEFAULT_REQUEST_WEIGHT = Decimal("0.2")
+DEFAULT_SAMPLE_INTERVAL_SECONDS = 30
+DEFAULT_MAX_SAMPLE_AGE_SECONDS = 180
+
+
+def _fraction_field(value: Decimal, low_open: bool, high: Decimal) -> Decimal:
+    if not value.is_finite() or value < 0 or (low_open and value == 0) or value > high:
+        bound = "(0" if low_open else "[0"
+        raise ValueError(f"must be in {bound}, {high}], got {value}")
+    value = value.normalize()
+    if value.as_tuple().exponent < -4:
+        raise ValueError(f"at most 4 decimal places, got {value}")
+    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value
+
+
 class Scoring(_Model):
-    strategy: Literal["balanced", "binpack"] = "balanced"
+    """How ``/scheduler/prioritize`` ranks nodes and what ``/scheduler/filter`` adds to it.
+
+    Formulas and the behaviour without metrics: ``docs/scoring.md``.
+    """
+
+    strategy: Literal["balanced", "binpack", "loadAware"] = Field(
+        default="balanced",
+        description=(
+            "balanced: floor(10 * (allocatable - requested - pod) / allocatable), spread "
+            "requests. binpack: 10 - balanced, fill nodes. loadAware: floor(10 * ((1 - w) * "
+            "(capacity - load - pod) + w * (capacity - requested - pod)) / capacity) in SCU, "
+            "where load is the node's measured CPU usage (metrics.k8s.io) plus the requests "
+            "of pods bound since its last sample, and w is requestWeight; a node without a "
+            "fresh sample counts its requests as its load."
+        ),
+    )
+    hot_spot_usage: Annotated[Decimal, BeforeValidator(_to_decimal)] | None = Field(
+        default=DEFAULT_HOT_SPOT_USAGE,
+        description=(
+            "loadAware only: a node whose load (usage plus pods bound since its last sample) "
+            "is above this fraction of its allocatable SCU is rejected by the filter as a "
+            "resolvable FailedNodes entry. Only nodes with a fresh sample are judged. "
+            "null turns the filter off. Default 0.8."
+        ),
+    )
+    request_weight: Annotated[Decimal, BeforeValidator(_to_decimal)] = Field(
+        default=DEFAULT_REQUEST_WEIGHT,
+        description=(
+            "loadAware only: weight w of free requested SCU against free used SCU in the "
+            "score, in [0, 0.5]. Small, so usage ranks and requests break near-ties. "
+            "Default 0.2."
+        ),
+    )
+    sample_interval_seconds: int = Field(
+        default=DEFAULT_SAMPLE_INTERVAL_SECONDS,
+        ge=1,
+        le=3600,
+        description=(
+            "loadAware only: seconds between two polls of metrics.k8s.io NodeMetrics "
+            "(serve --kubeconfig / --in-cluster). Default 30."
+        ),
+    )
+    max_sample_age_seconds: int = Field(
+        default=DEFAULT_MAX_SAMPLE_AGE_SECONDS,
+        ge=1,
+        le=86400,
+        description=(
+            "loadAware only: a node whose last usage sample is older than this (or that has "
+            "none) is scored on its requests and never rejected as a hot spot. Default 180."
+        ),
+    )
+
+    @field_validator("hot_spot_usage")
+    @classmethod
+    def _hot_spot(cls, value: Decimal | None) -> Decimal | None:
+        return None if value is None else _fraction_field(value, True, Decimal(1))
+
+    @field_validator("request_weight")
+    @classmethod
+    def _weight(cls, value: Decimal) -> Decimal:
+        return _fraction_field(value, False, Decimal("0.5"))
+
+    @model_validator(mode="after")
+    def _age_covers_interval(self) -> Scoring:
+        if self.max_sample_age_seconds < self.sample_interval_seconds:
+            raise ValueError(
+                f"maxSampleAgeSeconds ({self.max_sample_age_seconds}) must be at least "
+                f"sampleIntervalSeconds ({self.sample_interval_seconds}), or every sample "
+                "is stale before the next one comes"
+            )
+        return self
 
 
 class CatalogSpec(_Model):

@@ -654,6 +654,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServeConfig(
             catalog=args.catalog,
             snapshot=args.snapshot,
+            node_metrics=args.node_metrics,
             kubeconfig=args.kubeconfig,
             in_cluster=args.in_cluster,
             bind=args.bind,
@@ -788,6 +789,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--snapshot", metavar="FILE", help="static v1 List of Nodes and Pods")
     source.add_argument("--kubeconfig", metavar="PATH", help="watch a cluster")
     source.add_argument("--in-cluster", action="store_true", help="watch the pod's own cluster")
+    p.add_argument(
+        "--node-metrics",
+        metavar="FILE",
+        help="node usage for loadAware: a NodeMetricsList (kubectl get --raw "
+        "/apis/metrics.k8s.io/v1beta1/nodes), hot-reloaded; default with --kubeconfig or "
+        "--in-cluster: poll metrics.k8s.io",
+    )
     p.add_argument("--bind", type=_bind, default="127.0.0.1:8080", metavar="HOST:PORT")
     p.add_argument("--workers", type=_positive_int, default=2)
     p.add_argument("--threads", type=_positive_int, default=4)

@@ -26,6 +26,8 @@ What it reproduces of the real API server:
 - One resourceVersion counter shared by all kinds (like etcd's revision), so a node change
   advances the resourceVersion a pod bookmark reports.
 - ``Status`` bodies for errors (404 for other paths, scripted 5xx/429 with Retry-After).
+- ``GET /apis/metrics.k8s.io/v1beta1/nodes``: a ``NodeMetricsList`` of
+  :attr:`FakeApiServer.node_metrics` (404 while it is None, as without metrics-server).
 
 Scriptable faults: force a 410 on the next watch (as an ``ERROR`` event or as an HTTP 410),
 compact the history, expire continue tokens, fail the next N requests with a status, cut
@@ -68,6 +70,7 @@ import orjson
 RESOURCES = {"/api/v1/nodes": "nodes", "/api/v1/pods": "pods"}
 #: metrics.k8s.io's PodMetrics of every namespace (served when ``pod_metrics`` is set).
 POD_METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/pods"
+NODE_METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/nodes"
 KINDS = {"nodes": "Node", "pods": "Pod"}
 
 
@@ -192,6 +195,10 @@ class FakeApiServer:
         self.pod_metrics: Callable[[], list[dict[str, Any]]] | None = None
         #: Events POSTed to ``/api/v1/namespaces/{ns}/events``, as received.
         self.events: list[dict[str, Any]] = []
+        #: NodeMetrics items served at ``/apis/metrics.k8s.io/v1beta1/nodes`` (a plain
+        #: NodeMetricsList, no watch), or a function making them per request (fresh
+        #: timestamps, as metrics-server's); None: the metrics API is not installed (404).
+        self.node_metrics: list[dict[str, Any]] | Callable[[], list[dict]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -522,6 +529,24 @@ class _Handler(BaseHTTPRequestHandler):
                 "items": fake.pod_metrics(),
             }
             self._send_json(200, body)
+        if url.path == NODE_METRICS_PATH and fake.node_metrics is not None:
+            failure = fake._take_failure(request)
+            if failure is not None:
+                self._send_json(failure.status, _status(failure.status, "Error", "scripted"))
+                return
+            self._send_json(
+                200,
+                {
+                    "kind": "NodeMetricsList",
+                    "apiVersion": "metrics.k8s.io/v1beta1",
+                    "metadata": {},
+                    "items": (
+                        fake.node_metrics()
+                        if callable(fake.node_metrics)
+                        else list(fake.node_metrics)
+                    ),
+                },
+            )
             return
         if resource is None:
             self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
@@ -720,6 +745,19 @@ def make_node(
     }
 
 
+def make_node_metrics(name: str, cpu: str, at: float | None = None, window: str = "20s") -> dict:
+    """One NodeMetrics item as metrics-server serves it (``at``: wall-clock seconds)."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "window": window,
+        "usage": {"cpu": cpu, "memory": "1Gi"},
+    }
+
+
 def make_pod(
     name: str | None = None,
     cpu: str = "500m",
@@ -749,4 +787,4 @@ def make_pod(
     }
 
 
-__all__ = ["FakeApiServer", "Request", "make_node", "make_pod"]
+__all__ = ["FakeApiServer", "Request", "make_node", "make_node_metrics", "make_pod"]

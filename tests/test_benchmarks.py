@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fleet_simulation  # noqa: E402
+from benchmarks import fleet_simulation, load_simulation  # noqa: E402
 
 SMALL = [
     "--nodes-per-family", "6", "--deployments", "20", "--step", "0.05", "--seed", "3",
@@ -143,3 +143,57 @@ def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert "NodeNames" in section and "Nodes 20" in section  # both extender modes
     assert "worker RSS MB, loaded" in section and "100 pods/node" in section
     assert (tmp_path / "extender_latency.png").stat().st_size > 10_000
+    strategies = _section(readme, "load_aware_latency")  # loadAware beside balanced
+    assert "`loadAware, 5% hot`" in strategies and "| prioritize |" in strategies
+
+
+def test_load_simulation_writes_its_section_on_a_tiny_fleet(tmp_path: Path) -> None:
+    """The smoke check: both strategies run through the real scoring and filter, and the
+    section carries the table and the per-seed ratio (no number is asserted)."""
+    readme = tmp_path / "README.md"
+    code = load_simulation.main(
+        [
+            "--nodes-per-family",
+            "4",
+            "--minutes",
+            "20",
+            "--seeds",
+            "1,2",
+            "--sweep-seeds",
+            "1",
+            "--sweep-churn",
+            "0.02",
+            "--sweep-ratio-high",
+            "1.2",
+            "--sweep-request-weight",
+            "0.1",
+            "--readme",
+            str(readme),
+        ]
+    )
+    assert code == 0
+    section = _section(readme, "load_simulation")
+    assert "| `balanced` |" in section and "| `loadAware` |" in section
+    assert "per seed:" in section and "Sensitivity" in section
+
+
+def test_load_simulation_places_through_the_hot_spot_filter() -> None:
+    """A node above hotSpotUsage gets no pod under loadAware, and may under balanced."""
+    args = load_simulation.parse_args(["--nodes-per-family", "3", "--minutes", "1"])
+    world = load_simulation.build_world(args, 1, load_simulation.catalog_for("balanced"))
+    for strategy, expect_hot_allowed in (("loadAware", False), ("balanced", True)):
+        sim = load_simulation.Run(strategy, world, seed=1)
+        family = world.dep_family[0]
+        members = sim.family_nodes[family]
+        hot = members[0]
+        alloc = int(world.allocatable[sim.position[hot]])
+        samples = {n: load_simulation.UsageSample(0, sim.now) for n in members}
+        samples[hot] = load_simulation.UsageSample(alloc * 95 // 100, sim.now)
+        sim.state.set_usage(samples)
+        sim.current_usage = None
+        placed = []
+        for _ in range(3 * len(members)):
+            pod = sim.new_pod(0)
+            assert sim.schedule(pod, 0)
+            placed.append(world.names[pod.node])
+        assert (hot in placed) is expect_hot_allowed, (strategy, placed)

@@ -811,7 +811,7 @@ def test_pod_disruption_budget_keeps_one_server(base):
     assert server(base)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
 
 
-def test_server_rbac_reads_nodes_and_pods_and_only_deletes_pods_and_creates_events(base):
+def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_creates_events(base):
     deployment = server(base)
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     find(base, "ServiceAccount", account, NAMESPACE)
@@ -825,15 +825,17 @@ def test_server_rbac_reads_nodes_and_pods_and_only_deletes_pods_and_creates_even
     role = find(base, "ClusterRole", bindings[0]["roleRef"]["name"])
     granted: dict[str, set[str]] = {}
     for rule in role["rules"]:
-        assert rule["apiGroups"] == [""], "the server reads core objects only"
+        (group,) = rule["apiGroups"]
+        assert group in ("", "metrics.k8s.io"), "core objects and NodeMetrics only"
         assert not rule.get("resourceNames")
         for resource in rule["resources"]:
-            granted.setdefault(resource, set()).update(rule["verbs"])
+            granted.setdefault(f"{group}/{resource}", set()).update(rule["verbs"])
     # delete pods and create events: the stranded-pod remedy (--recreate-stranded-after).
     assert granted == {
-        "nodes": {"get", "list", "watch"},
-        "pods": {"get", "list", "watch", "delete"},
-        "events": {"create"},
+        "/nodes": {"get", "list", "watch"},
+        "/pods": {"get", "list", "watch", "delete"},
+        "/events": {"create"},
+        "metrics.k8s.io/nodes": {"list"},  # loadAware's poll; no watch exists for it
     }
     args = flags(container(deployment)["args"])
     assert float(args["--recreate-stranded-after"]) >= 60

@@ -263,7 +263,51 @@ CASES: list[tuple[str, Any, str, str]] = [
         "scoring strategy typo",
         lambda d: d["spec"].update(scoring={"strategy": "spread"}),
         "spec.scoring.strategy",
-        "'balanced' or 'binpack'",
+        "'binpack' or 'loadAware'",
+    ),
+    (
+        "hotSpotUsage above 1",
+        lambda d: d["spec"].update(scoring={"strategy": "loadAware", "hotSpotUsage": 1.2}),
+        "spec.scoring.hotSpotUsage",
+        "must be in (0, 1]",
+    ),
+    (
+        "hotSpotUsage zero",
+        lambda d: d["spec"].update(scoring={"hotSpotUsage": "0"}),
+        "spec.scoring.hotSpotUsage",
+        "must be in (0, 1]",
+    ),
+    (
+        "hotSpotUsage too precise",
+        lambda d: d["spec"].update(scoring={"hotSpotUsage": 0.123456}),
+        "spec.scoring.hotSpotUsage",
+        "at most 4 decimal places",
+    ),
+    (
+        "requestWeight above 0.5",
+        lambda d: d["spec"].update(scoring={"requestWeight": 0.6}),
+        "spec.scoring.requestWeight",
+        "must be in [0, 0.5]",
+    ),
+    (
+        "sampleIntervalSeconds zero",
+        lambda d: d["spec"].update(scoring={"sampleIntervalSeconds": 0}),
+        "spec.scoring.sampleIntervalSeconds",
+        "greater than or equal to 1",
+    ),
+    (
+        "sample age below the interval",
+        lambda d: d["spec"].update(
+            scoring={"sampleIntervalSeconds": 60, "maxSampleAgeSeconds": 30}
+        ),
+        "spec.scoring",
+        "must be at least sampleIntervalSeconds",
+    ),
+    (
+        "scoring key typo",
+        lambda d: d["spec"].update(scoring={"hotspotUsage": 0.9}),
+        "spec.scoring.hotspotUsage",
+        "unknown field",
     ),
     (
         "no families",
