@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakeapi import make_node, make_pod
+from support.fakeapi import make_node, make_pod
 
 from extender.cluster import ClusterState
 from extender.snapshot import SnapshotError, feed_snapshot, load_snapshot
