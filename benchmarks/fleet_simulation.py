@@ -37,10 +37,11 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and the pr
 import numpy as np
 
 from benchmarks import fleets, report
-from extender.cluster import FAMILY_ANNOTATION, ClusterState, NodeView
+from extender.cluster import ClusterState, NodeView
 from extender.filtering import filter_nodes
 from extender.placement import NodeConstraints, Placement, choose_family, family_capacity
 from extender.scoring import node_scores
+from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.quantities import scu_to_physical_millis
 

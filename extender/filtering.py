@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from extender.cluster import ABSENT, AMBIGUOUS, FAMILY_ANNOTATION, UNKNOWN, NodeView
+from extender.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
 from extender.wire import ReasonMap
+from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
 from machine_catalog.quantities import QuantityError, format_scu, physical_to_scu_millis
