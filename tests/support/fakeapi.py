@@ -9,7 +9,9 @@ What it reproduces of the real API server:
 
 - ``GET /api/v1/nodes`` and ``GET /api/v1/pods`` (all namespaces) as ``NodeList`` /
   ``PodList`` with ``metadata.resourceVersion``; items carry no ``kind``/``apiVersion``, as
-  in real list responses.
+  in real list responses. The same for ``/api/v1/namespaces`` and metrics-server's
+  ``/apis/metrics.k8s.io/v1beta1/nodes`` and ``/pods`` (``NodeMetricsList``,
+  ``PodMetricsList``), for ``machine-catalog report``.
 - Paginated lists: ``limit`` and ``continue``. The first page takes a consistent snapshot
   and later pages are served from it (objects changed meanwhile are not seen), pages carry
   ``metadata.continue`` and ``remainingItemCount``; an unknown or expired token gets
@@ -58,13 +60,29 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+import yaml
 
-RESOURCES = {"/api/v1/nodes": "nodes", "/api/v1/pods": "pods"}
-KINDS = {"nodes": "Node", "pods": "Pod"}
+RESOURCES = {
+    "/api/v1/nodes": "nodes",
+    "/api/v1/pods": "pods",
+    "/api/v1/namespaces": "namespaces",
+    "/apis/metrics.k8s.io/v1beta1/nodes": "nodemetrics",
+    "/apis/metrics.k8s.io/v1beta1/pods": "podmetrics",
+}
+KINDS = {
+    "nodes": "Node",
+    "pods": "Pod",
+    "namespaces": "Namespace",
+    "nodemetrics": "NodeMetrics",
+    "podmetrics": "PodMetrics",
+}
+API_VERSIONS = {"nodemetrics": "metrics.k8s.io/v1beta1", "podmetrics": "metrics.k8s.io/v1beta1"}
+NAMESPACED = ("pods", "podmetrics")
 
 
 @dataclass(frozen=True)
@@ -117,7 +135,7 @@ def _status(code: int, reason: str, message: str, **extra: Any) -> dict[str, Any
 
 def _key(resource: str, obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
-    if resource == "pods":
+    if resource in NAMESPACED:
         return f"{meta.get('namespace', 'default')}/{meta['name']}"
     return meta["name"]
 
@@ -382,7 +400,7 @@ class FakeApiServer:
                 meta["remainingItemCount"] = len(items) - end
             body = {
                 "kind": f"{KINDS[resource]}List",
-                "apiVersion": "v1",
+                "apiVersion": API_VERSIONS.get(resource, "v1"),
                 "metadata": meta,
                 "items": items[start:end],
             }
@@ -638,4 +656,21 @@ def make_pod(
     }
 
 
-__all__ = ["FakeApiServer", "Request", "make_node", "make_pod"]
+def write_kubeconfig(path: Path, server: str) -> str:
+    """A kubeconfig for the fake at ``server`` (a token it does not check); returns the path."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    return str(path)
+
+
+__all__ = ["FakeApiServer", "Request", "make_node", "make_pod", "write_kubeconfig"]
