@@ -26,7 +26,7 @@ from support.helpers import admission_review, extender_args, scheduler_pod, snap
 from extender.app import create_app
 from extender.cluster import ClusterState
 from extender.runtime import Runtime, Settings
-from machine_catalog.certs import service_dns_names
+from machine_catalog.certs import service_dns_names, write_bundle
 from machine_catalog.loading import CatalogSource, load_catalog
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,3 +253,29 @@ def test_the_service_monitor_scrapes_each_server_pod_once_over_verified_tls(over
     secrets = {v["secret"]["secretName"] for v in server_volumes if "secret" in v}
     assert tls["ca"]["secret"]["name"] in secrets
     assert tls["ca"]["secret"]["key"] == "ca.crt"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="content hashes need real kustomize")
+def test_with_generated_certs_the_ca_reference_follows_the_hashed_secret(tmp_path) -> None:
+    # As docs/operations.md says: one kustomization with both overlays as resources; the
+    # monitoring overlay's own kustomizeconfig.yaml teaches kustomize the reference.
+    tree = tmp_path / "manifests"
+    shutil.copytree(REPO / "manifests", tree)
+    write_bundle(
+        "machine-catalog-webhook",
+        NAMESPACE,
+        tree / "overlays" / "generated-certs" / "certs",
+        extra_services=["machine-catalog-extender"],
+    )
+    combined = tmp_path / "install"
+    combined.mkdir()
+    (combined / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources:\n  - ../manifests/overlays/generated-certs\n"
+        "  - ../manifests/overlays/monitoring\n"
+    )
+    objects = render(combined)
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"].startswith("machine-catalog-tls-")  # hashed
+    endpoint = one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == secret["metadata"]["name"]
