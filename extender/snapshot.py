@@ -139,5 +139,16 @@ def feed_snapshot(state: ClusterState, path: str | os.PathLike[str]) -> tuple[in
     del compact
     state.replace(nodes, pods)
     state.source = f"snapshot {path}"
-    log.info("cluster cache loaded from snapshot %s: %d nodes, %d pods", path, *counts)
+    held = state.counts()
+    log.info(
+        "cluster cache loaded from snapshot %s: %d nodes, %d pods in the file; the cache "
+        "accounts for %d pods (/readyz cache.pods): those bound and not finished, or pinned "
+        "to a family and pending. The other %d (finished, pending and not pinned, or listed "
+        "twice) request nothing on any node",
+        path,
+        held["nodes"],
+        counts[1],
+        held["pods"],
+        counts[1] - held["pods"],
+    )
     return counts
