@@ -145,6 +145,50 @@ def test_validity_is_backdated_and_capped_by_the_ca():
     assert cert.not_valid_after_utc == ca_cert.not_valid_after_utc
 
 
+@pytest.mark.parametrize(
+    ("service", "namespace", "wrong"),
+    [
+        ("My_Service", "ns", "service name 'My_Service'"),
+        ("Webhook", "ns", "service name 'Webhook'"),
+        ("1webhook", "ns", "service name '1webhook'"),  # a Service name starts with a letter
+        ("webhook-", "ns", "service name 'webhook-'"),
+        ("a" * 64, "ns", "service name"),
+        ("webhook", "Team_A", "namespace 'Team_A'"),
+        ("webhook", "ns.sub", "namespace 'ns.sub'"),
+    ],
+)
+def test_names_the_api_server_would_refuse_are_refused(service, namespace, wrong):
+    with pytest.raises(ValueError, match=wrong):
+        service_dns_names(service, namespace)
+
+
+def test_certs_with_an_invalid_service_name_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from machine_catalog_cli.main import main
+
+    out = tmp_path / "certs"
+    code = main(["certs", "--service", "My_Service", "--namespace", "ns", "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1 and stdout == ""
+    assert stderr.startswith("machine-catalog: error: service name 'My_Service' is not a valid")
+    assert len(stderr.splitlines()) == 1
+    assert not out.exists()
+    code = main(
+        [
+            "certs",
+            "--service",
+            "ok",
+            "--extra-service",
+            "Bad",
+            "--namespace",
+            "ns",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 1 and not out.exists()
+    assert service_dns_names("w-1", "0-team")[2] == "w-1.0-team.svc"  # digits may lead a namespace
+
+
 def test_issue_rejects_empty_names(ca):
     with pytest.raises(ValueError):
         issue_serving_cert(ca.cert_pem, ca.key_pem, [])
