@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import shutil
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from machine_catalog.certs import (
     write_bundle,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "machine-catalog-system"
 WEBHOOK = "machine-catalog-webhook"
 EXTENDER = "machine-catalog-extender"
@@ -361,3 +364,31 @@ def test_existing_key_files_are_tightened(tmp_path):
     (out / "tls.key").chmod(0o644)
     bundle = write_bundle(WEBHOOK, NAMESPACE, out)
     assert stat.S_IMODE(bundle.tls_key.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl kustomize")
+def test_the_generated_certs_overlay_says_to_run_certs_first(tmp_path):
+    overlay = REPO / "manifests" / "overlays" / "generated-certs"
+    kubectl = shutil.which("kubectl")
+    before = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert before.returncode != 0
+    assert "run-machine-catalog-certs-first" in before.stderr
+    # In a copy, once the command has run, the placeholder is replaced and it renders.
+    tree = tmp_path / "manifests"
+    shutil.copytree(REPO / "manifests", tree)
+    write_bundle(
+        WEBHOOK,
+        NAMESPACE,
+        tree / "overlays" / "generated-certs" / "certs",
+        extra_services=[EXTENDER],
+    )
+    after = subprocess.run(
+        [kubectl, "kustomize", str(tree / "overlays" / "generated-certs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert after.returncode == 0, after.stderr
+    assert "kind: Secret" in after.stdout
