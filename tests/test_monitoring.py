@@ -279,3 +279,21 @@ def test_with_generated_certs_the_ca_reference_follows_the_hashed_secret(tmp_pat
     assert secret["metadata"]["name"].startswith("machine-catalog-tls-")  # hashed
     endpoint = one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
     assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == secret["metadata"]["name"]
+
+
+def test_every_metric_the_docs_and_manifests_name_is_exported(exported) -> None:
+    # A comment naming machine_catalog_reload_failures_total (no such metric) sent
+    # operators looking for a series that never existed.
+    files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    files += sorted((REPO / "manifests").rglob("*.yaml"))
+    files += [REPO / "machine_catalog" / "data" / "default-catalog.yaml"]
+    named: dict[str, str] = {}
+    for path in files:
+        for match in re.finditer(
+            r"\bmachine_catalog_[a-z0-9_]*[a-z0-9](?![a-z0-9_*{])", path.read_text()
+        ):
+            named.setdefault(match.group(), str(path.relative_to(REPO)))
+    assert "machine_catalog_catalog_reload_failures_total" in named
+    named.pop("machine_catalog_cli", None)  # the package, not a metric
+    missing = {name: where for name, where in named.items() if name not in exported}
+    assert not missing
