@@ -30,13 +30,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from extender.cluster import ClusterState, pod_entry
-from extender.patching import was_normalized
-from extender.pools import FamilyPool, family_pools
 from machine_catalog.annotations import NORMALIZE_LABEL
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import BETA_INSTANCE_TYPE_LABEL, INSTANCE_TYPE_LABEL
@@ -51,6 +48,9 @@ from machine_catalog_cli.main import (
     _out,
     _table,
 )
+
+if TYPE_CHECKING:
+    from extender.pools import FamilyPool
 
 #: The webhook's namespaceSelector (manifests/base/webhook.yaml): namespaces labelled
 #: ``machine-catalog.io/normalize: enabled``, never these two (a test checks they agree).
@@ -242,6 +242,12 @@ def _cpu_millis(usage: Any) -> int:
 
 def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
     """The report as JSON-ready data. Pure: nothing here reads a file or the network."""
+    # Imported here, not at the top: every `machine-catalog` command builds the parser,
+    # which registers this module, and `validate` should not pay for numpy and the server.
+    from extender.cluster import ClusterState, pod_entry
+    from extender.patching import was_normalized
+    from extender.pools import family_pools
+
     state = ClusterState(catalog)
     state.replace(inputs.nodes, inputs.pods)
     view = state.all_nodes()
