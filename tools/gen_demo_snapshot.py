@@ -360,130 +360,43 @@ def day(month: int, d: int, h: int = 10, m: int = 0) -> datetime:
     return datetime(2024, month, d, h, m, 0, tzinfo=UTC)
 
 
-NODES: list[NodeSpec] = [
-    ec2(
-        "10.0.12.34",
-        "m5.2xlarge",
-        "aws-m5",
-        8,
-        32,
-        58,
-        "eu-west-1a",
-        "general-m5",
-        day(5, 20, 7, 12),
-    ),
-    ec2(
-        "10.0.13.71",
-        "m5.2xlarge",
-        "aws-m5",
-        8,
-        32,
-        58,
-        "eu-west-1a",
-        "general-m5",
-        day(5, 20, 7, 13),
-    ),
-    ec2(
-        "10.0.45.118",
-        "m5.xlarge",
-        "aws-m5",
-        4,
-        16,
-        58,
-        "eu-west-1b",
-        "general-m5",
-        day(5, 21, 14, 3),
-        cordoned=True,
-    ),
-    ec2(
-        "10.0.47.9",
-        "m6i.2xlarge",
-        "aws-m6i",
-        8,
-        32,
-        58,
-        "eu-west-1b",
-        "general-m6i",
-        day(5, 28, 9, 41),
-    ),
-    ec2(
-        "10.0.78.203",
-        "m6i.2xlarge",
-        "aws-m6i",
-        8,
-        32,
-        58,
-        "eu-west-1c",
-        "general-m6i",
-        day(5, 28, 9, 42),
-    ),
-    ec2(
-        "10.0.79.52",
-        "m6i.4xlarge",
-        "aws-m6i",
-        16,
-        64,
-        234,
-        "eu-west-1c",
-        "general-m6i",
-        day(5, 29, 16, 5),
-    ),
-    ec2(
-        "10.0.14.187",
-        "m7g.2xlarge",
-        "aws-m7g",
-        8,
-        32,
-        58,
-        "eu-west-1a",
-        "arm-m7g",
-        day(5, 30, 11, 20),
-        arch="arm64",
-    ),
-    ec2(
-        "10.0.46.220",
-        "m7g.2xlarge",
-        "aws-m7g",
-        8,
-        32,
-        58,
-        "eu-west-1b",
-        "arm-m7g",
-        day(5, 30, 11, 21),
-        arch="arm64",
-    ),
-    ec2(
-        "10.0.77.15",
-        "m4.2xlarge",
-        "aws-m4",
-        8,
-        32,
-        58,
-        "eu-west-1c",
-        "legacy-m4",
-        day(2, 12, 8, 55),
-    ),
-    ec2("10.0.15.96", "t3.medium", None, 2, 4, 17, "eu-west-1a", "system-t3", day(4, 15, 13, 30)),
+# fmt: off
+#: The EC2 nodes: IP, instance type, family, vCPUs, GiB, max pods, zone, node group, created.
+EC2_NODES = [
+    ("10.0.12.34",  "m5.2xlarge",  "aws-m5",  8,  32, 58,  "eu-west-1a", "general-m5",  day(5, 20, 7, 12)),   # noqa: E501
+    ("10.0.13.71",  "m5.2xlarge",  "aws-m5",  8,  32, 58,  "eu-west-1a", "general-m5",  day(5, 20, 7, 13)),   # noqa: E501
+    ("10.0.45.118", "m5.xlarge",   "aws-m5",  4,  16, 58,  "eu-west-1b", "general-m5",  day(5, 21, 14, 3)),   # noqa: E501
+    ("10.0.47.9",   "m6i.2xlarge", "aws-m6i", 8,  32, 58,  "eu-west-1b", "general-m6i", day(5, 28, 9, 41)),   # noqa: E501
+    ("10.0.78.203", "m6i.2xlarge", "aws-m6i", 8,  32, 58,  "eu-west-1c", "general-m6i", day(5, 28, 9, 42)),   # noqa: E501
+    ("10.0.79.52",  "m6i.4xlarge", "aws-m6i", 16, 64, 234, "eu-west-1c", "general-m6i", day(5, 29, 16, 5)),   # noqa: E501
+    ("10.0.14.187", "m7g.2xlarge", "aws-m7g", 8,  32, 58,  "eu-west-1a", "arm-m7g",     day(5, 30, 11, 20)),  # noqa: E501
+    ("10.0.46.220", "m7g.2xlarge", "aws-m7g", 8,  32, 58,  "eu-west-1b", "arm-m7g",     day(5, 30, 11, 21)),  # noqa: E501
+    ("10.0.77.15",  "m4.2xlarge",  "aws-m4",  8,  32, 58,  "eu-west-1c", "legacy-m4",   day(2, 12, 8, 55)),   # noqa: E501
+    ("10.0.15.96",  "t3.medium",   None,      2,  4,  17,  "eu-west-1a", "system-t3",   day(4, 15, 13, 30)),  # noqa: E501
+]
+# fmt: on
+#: Per node: the m5.xlarge is cordoned, the m7g nodes are arm64.
+EC2_EXTRA: dict[str, dict[str, Any]] = {
+    "10.0.45.118": {"cordoned": True},
+    "10.0.14.187": {"arch": "arm64"},
+    "10.0.46.220": {"arch": "arm64"},
+}
+NODES: list[NodeSpec] = [ec2(*row, **EC2_EXTRA.get(row[0], {})) for row in EC2_NODES] + [
+    # EKS hybrid nodes: on-premises Sapphire Rapids servers, named by their SSM instance.
     NodeSpec(
-        name="mi-0a3f9c1d27b84e615",
-        ip="192.168.40.11",
+        name=name,
+        ip=ip,
         instance_type=None,
         family="baremetal-spr",
         vcpus=64,
         mem_gib=256,
         max_pods=110,
-        created=day(3, 1, 9, 2),
-    ),
-    NodeSpec(
-        name="mi-0c71e2b94d5a6f083",
-        ip="192.168.40.12",
-        instance_type=None,
-        family="baremetal-spr",
-        vcpus=64,
-        mem_gib=256,
-        max_pods=110,
-        created=day(3, 1, 9, 4),
-    ),
+        created=day(3, 1, 9, minute),
+    )
+    for name, ip, minute in (
+        ("mi-0a3f9c1d27b84e615", "192.168.40.11", 2),
+        ("mi-0c71e2b94d5a6f083", "192.168.40.12", 4),
+    )
 ]
 BY_NAME = {n.name: n for n in NODES}
 
