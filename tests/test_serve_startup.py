@@ -51,4 +51,6 @@ def test_serve_on_a_port_in_use_exits_1_at_once_without_claiming_to_serve(listen
     assert "Address already in use" in proc.stderr
     assert "serving on" not in proc.stderr and "Retrying" not in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert elapsed < 4.5  # gunicorn alone would retry for 5 s
+    # gunicorn alone logs "Retrying in 1 second." five times (checked above); the bound
+    # only catches a hang, generous for a loaded CI machine.
+    assert elapsed < 15
