@@ -135,7 +135,7 @@ def read_live(kubeconfig: str, with_metrics: bool) -> Inputs:
     host = api_client.configuration.host
     try:
         nodes = list(_list_all(core.list_node))
-        pods = list(_list_all(core.list_pod_for_all_namespaces))
+        pods = [slim_pod(pod) for pod in _list_all(core.list_pod_for_all_namespaces)]
         namespaces = list(_list_all(core.list_namespace))
         node_metrics = pod_metrics = None
         if with_metrics:
@@ -165,6 +165,37 @@ def _list_all(list_func: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return
+
+
+def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a Pod the report reads, nothing else.
+
+    A live listing is slimmed page by page: a 50,000-pod cluster is ~700 MB of parsed
+    objects whole, and the report needs the pod's identity, labels and annotations, its
+    node, phase and CPU requests (the fields :func:`~extender.cluster.pod_entry` reads).
+    tests/test_report.py checks the live report equals the report of the full objects.
+    """
+    meta = _meta(pod)
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
+
+    def containers(key: str) -> list[Any]:
+        return [
+            {k: c[k] for k in ("resources", "restartPolicy") if k in c}
+            if isinstance(c, dict)
+            else c
+            for c in spec.get(key) or ()
+        ]
+
+    keep = ("name", "namespace", "uid", "labels", "annotations")
+    slim_spec = {k: spec[k] for k in ("nodeName", "overhead", "resources") if k in spec}
+    slim_spec["containers"] = containers("containers")
+    slim_spec["initContainers"] = containers("initContainers")
+    return {
+        "metadata": {k: meta[k] for k in keep if k in meta},
+        "spec": slim_spec,
+        "status": {"phase": status.get("phase")},
+    }
 
 
 def _live_metrics(custom: Any, plural: str, kind: str) -> list[dict[str, Any]] | None:

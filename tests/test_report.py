@@ -14,17 +14,21 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from support.fakeapi import FakeApiServer, make_node, make_pod, write_kubeconfig
+from support.strategies import pods
 
 from extender.app import create_app
-from extender.cluster import ClusterState
+from extender.cluster import ClusterState, pod_entry
 from extender.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource, parse_catalog
 from machine_catalog_cli import main as cli
 from machine_catalog_cli import report
 
 REPO = Path(__file__).resolve().parent.parent
+PHASES = ["Pending", "Running", "Succeeded", "Failed", "Unknown", None]
 
 CATALOG = """\
 apiVersion: machine-catalog.io/v1alpha1
@@ -450,3 +454,26 @@ def test_live_api_errors_are_one_line(files, fake, tmp_path, capsys) -> None:
     fake.stop()
     code, _, err = run(capsys, "report", "--kubeconfig", kubeconfig)
     assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pod=pods(),
+    node_name=st.none() | st.just("n1"),
+    phase=st.sampled_from(PHASES),
+    pinned=st.booleans(),
+)
+def test_a_slimmed_pod_counts_as_the_full_one(pod, node_name, phase, pinned) -> None:
+    pod["metadata"].update(name="p", namespace="ns", labels={"a": "b"})
+    if pinned:
+        pod["metadata"].setdefault("annotations", {})["machine-catalog.io/family"] = "fast"
+    pod["spec"]["overhead"] = {"cpu": "250m"}
+    pod["spec"]["schedulerName"] = "x"  # dropped: the report never reads it
+    if node_name:
+        pod["spec"]["nodeName"] = node_name
+    pod["status"] = {"phase": phase, "conditions": [{"type": "Ready"}]}
+    slim = report.slim_pod(pod)
+    assert pod_entry(slim) == pod_entry(pod)
+    for key in ("name", "namespace", "labels", "annotations"):
+        assert slim["metadata"].get(key) == pod["metadata"].get(key)
+    assert "schedulerName" not in slim["spec"] and "conditions" not in slim["status"]
