@@ -11,7 +11,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# .dockerignore keeps the context to pyproject.toml, README.md and the two packages.
+# .dockerignore keeps the context to pyproject.toml, README.md and the three packages.
 COPY . .
 # Runtime dependencies only (no [test]/[bench] extras); pip and setuptools are not needed at
 # run time. Byte-compile now: the root filesystem is read-only in the cluster.

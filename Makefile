@@ -19,17 +19,17 @@ run: $(STAMP)
 	$(BIN)/machine-catalog serve
 
 test: $(STAMP)
-	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks
-	$(BIN)/ruff format --check machine_catalog extender machine_catalog_cli tests benchmarks
+	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks tools
+	$(BIN)/ruff format --check machine_catalog extender machine_catalog_cli tests benchmarks tools
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks
+	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks tools
 
 format: $(STAMP)
-	$(BIN)/ruff format machine_catalog extender machine_catalog_cli tests benchmarks
-	$(BIN)/ruff check --fix machine_catalog extender machine_catalog_cli tests benchmarks
+	$(BIN)/ruff format machine_catalog extender machine_catalog_cli tests benchmarks tools
+	$(BIN)/ruff check --fix machine_catalog extender machine_catalog_cli tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extender_latency.py

@@ -49,10 +49,11 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and the pr
 import numpy as np
 
 from benchmarks import fleets, metrics_fleet, report
-from extender.cluster import FAMILY_ANNOTATION, ClusterState, NodeView
+from extender.cluster import ClusterState, NodeView
 from extender.filtering import filter_nodes
 from extender.placement import NodeConstraints, Placement, choose_family, family_capacity
 from extender.scoring import node_scores
+from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.calibration import Calibration, calibrate, propose
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import default_catalog_path, load_catalog, parse_document

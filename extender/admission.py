@@ -87,6 +87,7 @@ from extender.placement import (
 from extender.reinvocation import recorded_factor, second_look
 from extender.resizing import AUDIT_KEY, is_resize, resize
 from extender.responses import error_body, json_response
+from machine_catalog.annotations import NORMALIZE_LABEL
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
 
@@ -99,7 +100,6 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
-NORMALIZE_LABEL = "machine-catalog.io/normalize"
 MAX_WARNING = 120
 WARNING_PREFIX = "machine-catalog: "
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from extender.usage import UsageSample, UsageView
+from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch, instance_type_of
 from machine_catalog.quantities import QuantityError, physical_to_scu_millis
@@ -40,7 +41,6 @@ from machine_catalog.resources import (
 
 log = logging.getLogger(__name__)
 
-FAMILY_ANNOTATION = "machine-catalog.io/family"
 
 #: Values of :attr:`ClusterState.family` that are not a catalog index.
 UNKNOWN = -1

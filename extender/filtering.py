@@ -30,16 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from extender.cluster import (
-    ABSENT,
-    AMBIGUOUS,
-    FAMILY_ANNOTATION,
-    MAX_CPU_MILLIS,
-    UNKNOWN,
-    NodeView,
-)
+from extender.cluster import ABSENT, AMBIGUOUS, MAX_CPU_MILLIS, UNKNOWN, NodeView
 from extender.usage import scoring_fractions, to_scu
 from extender.wire import ReasonMap
+from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
 from machine_catalog.quantities import QuantityError, format_scu, physical_to_scu_millis

@@ -12,7 +12,7 @@ Two kinds of values:
 - events (requests, rejections, admissions, reloads) are counters and histograms, summed
   over workers. Each worker polls the catalog file itself, so with N workers one file
   change adds N to ``catalog_reloads_total``: it counts reloads done, per process.
-- state (cache age and size, per-family SCU, whether the last reload worked) is read at
+- state (cache age and size, per-family pools, whether the last reload worked) is read at
   scrape time from the runtime of the worker that answers the scrape, by a custom
   collector: no request pays for it, and nothing stale is left in a file. Every worker
   has its own cache fed by the same source, so they agree up to a watch event's delay.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,9 +44,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from extender.cluster import NodeView
 from extender.filtering import REASONS
+from extender.pools import family_pools
 from machine_catalog.catalog import Catalog
-from machine_catalog.quantities import physical_to_scu_millis
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -223,16 +224,6 @@ class RuntimeCollector(Collector):
         yield _gauge("cache_nodes", "Nodes in the cluster cache.", counts["nodes"])
         yield _gauge("cache_pods", "Pods the cluster cache accounts for.", counts["pods"])
 
-        capacity = GaugeMetricFamily(
-            PREFIX + "family_capacity_scu",
-            "Allocatable CPU of the family's nodes, in SCU.",
-            labels=["family"],
-        )
-        requested = GaugeMetricFamily(
-            PREFIX + "family_requested_scu",
-            "CPU requested by bound pods on the family's nodes, in SCU.",
-            labels=["family"],
-        )
         usage = GaugeMetricFamily(
             PREFIX + "usage_nodes",
             "Nodes by usage sample (loadAware): fresh, stale (older than maxSampleAgeSeconds)"
@@ -242,37 +233,76 @@ class RuntimeCollector(Collector):
         for state, names in cluster.usage_status().items():
             usage.add_metric([state], len(names))
         yield usage
-        for name, cap, req in family_totals(cluster.all_nodes()):
-            capacity.add_metric([name], cap)
-            requested.add_metric([name], req)
-        yield capacity
-        yield requested
+        yield from family_gauges(cluster.all_nodes(), cluster.pending_millis())
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, documentation, value=float(value))
 
 
-def family_totals(view: Any) -> list[tuple[str, float, float]]:
-    """(family, capacity SCU, requested SCU) for each family of the view's catalog."""
-    catalog: Catalog = view.catalog
-    size = len(catalog.families)
+#: Per-family gauges: (name suffix, help, FamilyPool field, whether it is SCU millis). The
+#: counting rules are :mod:`extender.pools`'s, the same as ``machine-catalog report``'s.
+FAMILY_GAUGES = (
+    ("family_nodes", "Nodes of the family, cordoned ones included.", "nodes", False),
+    ("family_cordoned_nodes", "Cordoned nodes of the family.", "cordoned", False),
+    (
+        "family_capacity_scu",
+        "Allocatable CPU of the family's uncordoned nodes, in SCU.",
+        "capacity_scu",
+        True,
+    ),
+    (
+        "family_requested_scu",
+        "CPU requested by bound pods on the family's uncordoned nodes, in SCU.",
+        "requested_scu",
+        True,
+    ),
+    (
+        "family_free_scu",
+        "Free CPU of the family's uncordoned nodes (an overcommitted node counts 0), in SCU.",
+        "free_scu",
+        True,
+    ),
+    (
+        "family_largest_free_scu",
+        "Most free CPU on one uncordoned node of the family, in SCU: the largest pod it takes.",
+        "largest_free_scu",
+        True,
+    ),
+    (
+        "family_pending_scu",
+        "CPU requested by pods pinned to the family and not yet bound, in SCU.",
+        "pending_scu",
+        True,
+    ),
+)
+
+
+def family_gauges(view: NodeView, pending_physical: Mapping[str, int]) -> Iterator[Any]:
+    """The per-family gauges, and each matched node's factor for usage joins.
+
+    ``node_scu_per_core{node, family}`` (one series per matched node) turns any per-node
+    CPU usage metric into SCU of a family: ``sum by (family) (usage * on (node)
+    group_left (family) machine_catalog_node_scu_per_core)``.
+    """
+    pools = family_pools(view, pending_physical)
+    for suffix, documentation, field, scu in FAMILY_GAUGES:
+        gauge = GaugeMetricFamily(PREFIX + suffix, documentation, labels=["family"])
+        for pool in pools:
+            value = getattr(pool, field)
+            gauge.add_metric([pool.name], value / 1000 if scu else value)
+        yield gauge
+    per_node = GaugeMetricFamily(
+        PREFIX + "node_scu_per_core",
+        "scuPerCore of the family each matched node belongs to (labels: node, family).",
+        labels=["node", "family"],
+    )
+    families = view.catalog.families
     family = np.asarray(view.family)
-    known = family >= 0
-    index = family[known].astype(np.int64)
-    cap = np.bincount(index, weights=view.allocatable[known], minlength=size)
-    req = np.bincount(index, weights=view.requested[known], minlength=size)
-    out = []
-    for i, fam in enumerate(catalog.families):
-        factor = fam.factor
-        out.append(
-            (
-                fam.name,
-                physical_to_scu_millis(int(cap[i]), factor) / 1000,
-                physical_to_scu_millis(int(req[i]), factor) / 1000,
-            )
-        )
-    return out
+    for position in np.flatnonzero(family >= 0).tolist():
+        fam = families[int(family[position])]
+        per_node.add_metric([view.names[position], fam.name], float(fam.scu_per_core))
+    yield per_node
 
 
 class _Chain(Collector):

@@ -33,15 +33,17 @@ from typing import Any
 import orjson
 
 from extender.converting import convert, keeps_whole_cores
+from machine_catalog.annotations import (
+    CATALOG_ANNOTATION,
+    FAMILY_ANNOTATION,
+    SCU_PER_CORE_ANNOTATION,
+    STANDARD_RESOURCES_ANNOTATION,
+)
 from machine_catalog.matching import family_selector_terms
 from machine_catalog.model import Family
 from machine_catalog.quantities import QuantityError, format_millis, to_millis
 from machine_catalog.resources import is_sidecar
 
-FAMILY_ANNOTATION = "machine-catalog.io/family"
-SCU_PER_CORE_ANNOTATION = "machine-catalog.io/scu-per-core"
-STANDARD_RESOURCES_ANNOTATION = "machine-catalog.io/standard-resources"
-CATALOG_ANNOTATION = "machine-catalog.io/catalog"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 DEFAULT_SCHEDULER = "default-scheduler"
 

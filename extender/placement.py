@@ -58,13 +58,11 @@ from typing import Any
 import numpy as np
 
 from extender.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
+from machine_catalog.annotations import FAMILIES_ANNOTATION, FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.model import Family
 from machine_catalog.quantities import physical_to_scu_millis, scu_to_physical_millis
 from machine_catalog.selectors import requirement_matches
-
-FAMILIES_ANNOTATION = "machine-catalog.io/families"
-FAMILY_ANNOTATION = "machine-catalog.io/family"
 
 #: A families annotation longer than this is refused rather than split: a catalog has tens
 #: of families with names of at most 63 characters, so anything bigger is a mistake or an

@@ -29,6 +29,7 @@ import gc
 import logging
 import os
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
@@ -283,7 +284,34 @@ def preflight(config: ServeConfig) -> CatalogSource:
     for path in (config.certfile, config.keyfile):
         if path and not os.access(path, os.R_OK):
             raise ServeError(f"cannot read TLS file {path}")
+    check_bind(config.bind)
     return catalogs
+
+
+def check_bind(bind: str) -> None:
+    """Fail at once when ``HOST:PORT`` cannot be bound (another process listens there).
+
+    gunicorn binds only after ``serve`` has logged "serving on", and on EADDRINUSE it
+    retries five times a second apart before giving up: a port in use looked like a
+    server starting, then 5 s of retries. The probe binds as gunicorn will
+    (``SO_REUSEADDR``, so a port in TIME_WAIT is not refused) and closes at once. Unix
+    sockets are left to gunicorn, which replaces a stale socket file itself.
+    """
+    if bind.startswith(("unix:", "fd://")):
+        return
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"cannot listen on {bind}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
 
 
 # -- gunicorn -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from extender.cluster import ClusterState, compact_node, compact_pod
 log = logging.getLogger(__name__)
 
 #: List kinds whose items carry no ``kind`` of their own (the API server omits it).
-_ITEM_KIND_OF_LIST = {"NodeList": "Node", "PodList": "Pod"}
+_ITEM_KIND_OF_LIST = {"NodeList": "Node", "PodList": "Pod", "NamespaceList": "Namespace"}
 _WANTED = ("Node", "Pod")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on big dumps
 
@@ -83,13 +83,21 @@ def _items(document: Any, path: str) -> tuple[list[Any], str | None]:
 
 def load_snapshot(path: str | os.PathLike[str]) -> tuple[list[dict], list[dict]]:
     """(nodes, pods) of a snapshot file; raise :class:`SnapshotError` on a file we cannot use."""
+    found = load_objects(path, _WANTED)
+    return found["Node"], found["Pod"]
+
+
+def load_objects(
+    path: str | os.PathLike[str], kinds: tuple[str, ...] = _WANTED
+) -> dict[str, list[dict]]:
+    """The items of each of ``kinds`` in a snapshot file (``machine-catalog report`` also
+    reads Namespaces); other kinds are skipped. Raises :class:`SnapshotError`."""
     name = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise SnapshotError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    nodes: list[dict] = []
-    pods: list[dict] = []
+    found: dict[str, list[dict]] = {kind: [] for kind in kinds}
     skipped: dict[str, int] = {}
     for document in _parse(raw, name):
         items, implied = _items(document, name)
@@ -99,15 +107,14 @@ def load_snapshot(path: str | os.PathLike[str]) -> tuple[list[dict], list[dict]]
                     f"{name}: items[{i}] is a {type(item).__name__}, not a Kubernetes object"
                 )
             kind = item.get("kind") or implied
-            if kind == "Node":
-                nodes.append(item)
-            elif kind == "Pod":
-                pods.append(item)
+            wanted = found.get(kind) if isinstance(kind, str) else None
+            if wanted is not None:
+                wanted.append(item)
             else:
                 skipped[str(kind)] = skipped.get(str(kind), 0) + 1
     if skipped:
-        log.debug("snapshot %s: ignored items that are not %s: %s", name, _WANTED, skipped)
-    return nodes, pods
+        log.debug("snapshot %s: ignored items that are not %s: %s", name, kinds, skipped)
+    return found
 
 
 def feed_snapshot(state: ClusterState, path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -132,5 +139,16 @@ def feed_snapshot(state: ClusterState, path: str | os.PathLike[str]) -> tuple[in
     del compact
     state.replace(nodes, pods)
     state.source = f"snapshot {path}"
-    log.info("cluster cache loaded from snapshot %s: %d nodes, %d pods", path, *counts)
+    held = state.counts()
+    log.info(
+        "cluster cache loaded from snapshot %s: %d nodes, %d pods in the file; the cache "
+        "accounts for %d pods (/readyz cache.pods): those bound and not finished, or pinned "
+        "to a family and pending. The other %d (finished, pending and not pinned, or listed "
+        "twice) request nothing on any node",
+        path,
+        held["nodes"],
+        counts[1],
+        held["pods"],
+        counts[1] - held["pods"],
+    )
     return counts

@@ -63,8 +63,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
-
 from machine_catalog.catalog import Catalog
 from machine_catalog.quantities import QuantityError, parse_quantity
 
@@ -412,6 +410,10 @@ def fit(
     catalog: Catalog, observations: Sequence[Observation], rules: Rules = Rules()
 ) -> Calibration:
     """Least-squares speeds per family from the used observations (see the module docstring)."""
+    # numpy only here: the CLI's parser imports this module for its defaults, and
+    # `machine-catalog validate` must not pay for numpy.
+    import numpy as np
+
     baseline = catalog.baseline.name
     excluded = Counter(o.excluded for o in observations if o.excluded is not None)
     used = [o for o in observations if o.excluded is None]

@@ -32,6 +32,7 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +93,12 @@ class CertBundle:
     ca_created: bool
 
 
+#: What the API server accepts as a Service name and as a namespace name: anything else
+#: would put a DNS name no client can ever dial into the certificate.
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def service_dns_names(service: str, namespace: str) -> list[str]:
     """The names a client may dial for a Service, shortest first.
 
@@ -100,6 +107,17 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
     """
     if not service or not namespace:
         raise ValueError("service and namespace must not be empty")
+    if not _DNS_1035_LABEL.fullmatch(service):
+        raise ValueError(
+            f"service name {service!r} is not a valid Service name (RFC 1035 label: at most "
+            "63 lowercase letters, digits and '-', starting with a letter, ending with a "
+            "letter or digit)"
+        )
+    if not _DNS_1123_LABEL.fullmatch(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} is not a valid namespace name (RFC 1123 label: at most "
+            "63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
     return [
         service,
         f"{service}.{namespace}",
@@ -361,12 +379,12 @@ def write_bundle(
     server and kube-scheduler keep trusting old and new server pods during the rollout.
     ``ca.key`` is needed only for that; store it with the other secrets or delete it.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     names: list[str] = []
-    for svc in (service, *extra_services):
+    for svc in (service, *extra_services):  # checked before anything is written
         names += service_dns_names(svc, namespace)
     dns_names = tuple(_unique(names))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     now = _now()
     wanted_until = now + dt.timedelta(days=days)

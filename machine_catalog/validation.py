@@ -53,14 +53,25 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 
 def _structural_errors(exc: ValidationError) -> list[CatalogError]:
+    raw = exc.errors(include_url=False)
+    # A list whose every item failed is then also "too short" (pydantic drops the failed
+    # items and checks the length of what is left): that says nothing the item errors do
+    # not, so it is reported only for a list that is really empty.
+    parents_of_item_errors = {
+        tuple(e["loc"][:i]) for e in raw for i, part in enumerate(e["loc"]) if isinstance(part, int)
+    }
     errors = []
-    for err in exc.errors(include_url=False):
+    for err in raw:
+        if err["type"] == "too_short" and tuple(err["loc"]) in parents_of_item_errors:
+            continue
         # pydantic prefixes messages raised by our validators with "Value error, ".
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see `machine-catalog schema`)"
         elif err["type"] == "missing":
             message = "required field is missing"
+        elif err["type"] == "too_short":
+            message = f"needs at least {err.get('ctx', {}).get('min_length', 1)} item, got none"
         loc = [p for p in err["loc"] if p not in ("function-before[_to_decimal(), decimal]",)]
         errors.append(CatalogError(format_path(loc), message))
     return errors

@@ -1,4 +1,4 @@
-"""``machine-catalog``: validate, explain, convert and diff catalogs; make certs; serve.
+"""``machine-catalog``: validate, explain, convert and diff catalogs; make certs; serve; report.
 
 The commands work on files, without a cluster, so infra teams can check a catalog change
 in CI before it reaches a ConfigMap. Conventions, shared by every command:
@@ -690,6 +690,28 @@ def _version() -> str:
         return "unknown"
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default, when it has one worth showing.
+
+    argparse's ArgumentDefaultsHelpFormatter also prints ``(default: None)`` and
+    ``(default: False)`` for flags and unset options; those say nothing.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -784,7 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=365, help="serving certificate lifetime")
     p.set_defaults(handler=cmd_certs)
 
-    p = sub.add_parser("serve", parents=[common, catalog], help="run the server under gunicorn")
+    p = sub.add_parser(
+        "serve",
+        parents=[common, catalog],
+        help="run the server under gunicorn",
+        formatter_class=DefaultsFormatter,
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--snapshot", metavar="FILE", help="static v1 List of Nodes and Pods")
     source.add_argument("--kubeconfig", metavar="PATH", help="watch a cluster")
@@ -796,15 +823,38 @@ def build_parser() -> argparse.ArgumentParser:
         "/apis/metrics.k8s.io/v1beta1/nodes), hot-reloaded; default with --kubeconfig or "
         "--in-cluster: poll metrics.k8s.io",
     )
-    p.add_argument("--bind", type=_bind, default="127.0.0.1:8080", metavar="HOST:PORT")
-    p.add_argument("--workers", type=_positive_int, default=2)
-    p.add_argument("--threads", type=_positive_int, default=4)
-    p.add_argument("--certfile", metavar="FILE")
-    p.add_argument("--keyfile", metavar="FILE")
-    p.add_argument("--scheduler-name", metavar="NAME")
+    p.add_argument(
+        "--bind",
+        type=_bind,
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on (unix:PATH for a socket)",
+    )
+    p.add_argument("--workers", type=_positive_int, default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=_positive_int, default=4, help="threads per worker")
+    p.add_argument("--certfile", metavar="FILE", help="TLS certificate (default: plain HTTP)")
+    p.add_argument("--keyfile", metavar="FILE", help="TLS private key of --certfile")
+    p.add_argument(
+        "--scheduler-name",
+        metavar="NAME",
+        help="schedulerName the webhook gives pods that ask for the default scheduler "
+        "(default: leave schedulerName alone)",
+    )
     p.add_argument("--state-dir", metavar="DIR", help="persist the last good catalog here")
-    p.add_argument("--max-body", type=_bytes, default=None, metavar="BYTES", help="e.g. 512Mi")
-    p.add_argument("--max-cache-age", type=_positive_float, default=120.0, metavar="SECONDS")
+    p.add_argument(
+        "--max-body",
+        type=_bytes,
+        default=None,
+        metavar="BYTES",
+        help="largest request body accepted, e.g. 512Mi (default: 512Mi)",
+    )
+    p.add_argument(
+        "--max-cache-age",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="/readyz fails when the cluster cache has heard nothing from its source this long",
+    )
     p.add_argument(
         "--body-timeout",
         type=_positive_float,
@@ -812,9 +862,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest pause a client may make while sending a request body",
     )
-    p.add_argument("--reload-interval", type=_positive_float, default=1.0, metavar="SECONDS")
     p.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error", "critical"), default="info"
+        "--reload-interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often each worker checks the catalog file for a change",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        default="info",
+        help="server log level",
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument(
@@ -838,6 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
     from machine_catalog_cli import calibrate
 
     calibrate.add_parser(sub, parents=[common, catalog, output])
+    from machine_catalog_cli import report  # its own module; imports main's helpers
+
+    report.add_parser(sub, [common, catalog, output])
     return parser
 
 

@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fakeapi import FakeApiServer, make_node, make_pod
-from helpers import (
+from prometheus_client import REGISTRY
+from support.fakeapi import FakeApiServer, make_node, make_pod
+from support.helpers import (
     CATALOG_A,
     EKS,
     FILTER_NAMES,
@@ -29,7 +30,6 @@ from helpers import (
     snapshot_objects,
     wait_until,
 )
-from prometheus_client import REGISTRY
 
 from extender.cluster import MAX_CPU_MILLIS, ClusterState
 from extender.watching import ClusterWatcher, load_api_client

@@ -12,26 +12,17 @@ import copy
 import json
 import logging
 import math
-import uuid
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import jsonpatch
 import pytest
 from prometheus_client import REGISTRY
-from test_patching import (
-    NODES,
-    expected_physical,
-    family_of,
-    node,
-    pod_selects,
-    qos_class,
-)
+from support.nodes import NODES, family_of, node
+from support.oracles import expected_physical, pod_selects, qos_class
+from support.webhook import CATALOG, FIXTURE_REVIEW, SCHEDULER, Webhook, make_review
 
 from extender import admission
-from extender.app import create_app
-from extender.cluster import ClusterState
 from extender.patching import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
@@ -39,74 +30,9 @@ from extender.patching import (
     STANDARD_RESOURCES_ANNOTATION,
 )
 from extender.placement import FAMILIES_ANNOTATION
-from extender.runtime import Runtime, Settings
 from machine_catalog.catalog import Catalog
-from machine_catalog.loading import CatalogSource, load_catalog
 from machine_catalog.matching import INSTANCE_TYPE_LABEL as IT
 from machine_catalog.quantities import to_millis
-
-FIXTURES = Path(__file__).parent / "fixtures"
-CATALOG = load_catalog()
-FIXTURE_REVIEW = json.loads((FIXTURES / "admission-review-replicaset-pod.json").read_text())
-SCHEDULER = "machine-catalog"
-
-
-class Webhook:
-    """A test client of the app plus the pieces a test looks at."""
-
-    def __init__(
-        self,
-        *,
-        scheduler_name: str | None = SCHEDULER,
-        nodes: list[dict] | None = None,
-        synced: bool = True,
-        catalog: Catalog = CATALOG,
-    ) -> None:
-        self.cluster = ClusterState(catalog)
-        if synced:
-            self.cluster.replace(NODES if nodes is None else nodes, [])
-        self.runtime = Runtime(
-            catalogs=CatalogSource(initial=catalog),
-            cluster=self.cluster,
-            settings=Settings(scheduler_name=scheduler_name),
-        )
-        self.app = create_app(self.runtime)
-        self.client = self.app.test_client()
-        self.admitter: admission.Admitter = self.app.extensions["machine_catalog.admitter"]
-
-    def post(self, body: Any) -> Any:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self.client.post("/webhook/mutate", data=data, content_type="application/json")
-
-    def review(self, review: dict) -> dict:
-        """POST a review; check the envelope; return ``response``."""
-        reply = self.post(review)
-        assert reply.status_code == 200, reply.data
-        assert reply.content_type == "application/json"
-        body = reply.get_json()
-        assert body["apiVersion"] == "admission.k8s.io/v1"
-        assert body["kind"] == "AdmissionReview"
-        response = body["response"]
-        assert response["uid"] == review["request"]["uid"]
-        assert ("patch" in response) == ("patchType" in response)  # together or not at all
-        if "patchType" in response:
-            assert response["patchType"] == "JSONPatch"
-            assert response["allowed"] is True
-        if not response["allowed"]:
-            assert set(response["status"]) == {"code", "message"}
-            assert "Traceback" not in response["status"]["message"]
-        for warning in response.get("warnings", []):
-            assert 0 < len(warning) <= 120
-        return response
-
-
-def make_review(pod: dict | None = None, **request: Any) -> dict:
-    review = copy.deepcopy(FIXTURE_REVIEW)
-    review["request"]["uid"] = str(uuid.uuid4())
-    if pod is not None:
-        review["request"]["object"] = pod
-    review["request"].update(request)
-    return review
 
 
 def fixture_pod() -> dict:

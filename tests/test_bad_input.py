@@ -27,7 +27,7 @@ from typing import Any
 import jsonpatch
 import orjson
 import pytest
-from helpers import (
+from support.helpers import (
     AKS,
     CATALOG_A,
     EKS,
@@ -481,7 +481,7 @@ def test_the_default_limit_takes_15000_full_nodes() -> None:
     default ``nodeStatusMaxImages``), which dominate its size; the fixture nodes are given
     50 realistic image entries, and the biggest of them counts for every node.
     """
-    from helpers import fixture_nodes
+    from support.helpers import fixture_nodes
 
     image = {
         "names": [

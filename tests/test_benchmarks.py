@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks import (
+    fleet_simulation,
+    load_simulation,
+)
 
-from benchmarks import fleet_simulation, load_simulation  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SMALL = [
     "--nodes-per-family", "6", "--deployments", "20", "--step", "0.05", "--seed", "3",

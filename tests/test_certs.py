@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import shutil
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from machine_catalog.certs import (
     write_bundle,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "machine-catalog-system"
 WEBHOOK = "machine-catalog-webhook"
 EXTENDER = "machine-catalog-extender"
@@ -143,6 +146,50 @@ def test_validity_is_backdated_and_capped_by_the_ca():
     ca_cert = x509.load_pem_x509_certificate(short_ca.cert_pem)
     assert cert.not_valid_before_utc < now  # tolerate clock skew
     assert cert.not_valid_after_utc == ca_cert.not_valid_after_utc
+
+
+@pytest.mark.parametrize(
+    ("service", "namespace", "wrong"),
+    [
+        ("My_Service", "ns", "service name 'My_Service'"),
+        ("Webhook", "ns", "service name 'Webhook'"),
+        ("1webhook", "ns", "service name '1webhook'"),  # a Service name starts with a letter
+        ("webhook-", "ns", "service name 'webhook-'"),
+        ("a" * 64, "ns", "service name"),
+        ("webhook", "Team_A", "namespace 'Team_A'"),
+        ("webhook", "ns.sub", "namespace 'ns.sub'"),
+    ],
+)
+def test_names_the_api_server_would_refuse_are_refused(service, namespace, wrong):
+    with pytest.raises(ValueError, match=wrong):
+        service_dns_names(service, namespace)
+
+
+def test_certs_with_an_invalid_service_name_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from machine_catalog_cli.main import main
+
+    out = tmp_path / "certs"
+    code = main(["certs", "--service", "My_Service", "--namespace", "ns", "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1 and stdout == ""
+    assert stderr.startswith("machine-catalog: error: service name 'My_Service' is not a valid")
+    assert len(stderr.splitlines()) == 1
+    assert not out.exists()
+    code = main(
+        [
+            "certs",
+            "--service",
+            "ok",
+            "--extra-service",
+            "Bad",
+            "--namespace",
+            "ns",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 1 and not out.exists()
+    assert service_dns_names("w-1", "0-team")[2] == "w-1.0-team.svc"  # digits may lead a namespace
 
 
 def test_issue_rejects_empty_names(ca):
@@ -317,3 +364,31 @@ def test_existing_key_files_are_tightened(tmp_path):
     (out / "tls.key").chmod(0o644)
     bundle = write_bundle(WEBHOOK, NAMESPACE, out)
     assert stat.S_IMODE(bundle.tls_key.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl kustomize")
+def test_the_generated_certs_overlay_says_to_run_certs_first(tmp_path):
+    overlay = REPO / "manifests" / "overlays" / "generated-certs"
+    kubectl = shutil.which("kubectl")
+    before = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert before.returncode != 0
+    assert "run-machine-catalog-certs-first" in before.stderr
+    # In a copy, once the command has run, the placeholder is replaced and it renders.
+    tree = tmp_path / "manifests"
+    shutil.copytree(REPO / "manifests", tree)
+    write_bundle(
+        WEBHOOK,
+        NAMESPACE,
+        tree / "overlays" / "generated-certs" / "certs",
+        extra_services=[EXTENDER],
+    )
+    after = subprocess.run(
+        [kubectl, "kustomize", str(tree / "overlays" / "generated-certs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert after.returncode == 0, after.stderr
+    assert "kind: Secret" in after.stdout

@@ -714,6 +714,29 @@ def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "--help")[0] == 0
 
 
+def test_serve_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "serve", "--help")
+    assert code == 0
+    text = " ".join(out.split("options:", 1)[1].split())  # help wraps at the terminal width
+    for option, default in [
+        ("--bind HOST:PORT", "127.0.0.1:8080"),
+        ("--workers WORKERS", "2"),
+        ("--threads THREADS", "4"),
+        ("--max-body BYTES", "512Mi"),
+        ("--max-cache-age SECONDS", "120.0"),
+        ("--body-timeout SECONDS", "10.0"),
+        ("--reload-interval SECONDS", "1.0"),
+        ("--log-level", "info"),
+        ("--certfile FILE", "plain HTTP"),
+    ]:
+        after = text.split(option, 1)[1]
+        shown = after.split(" --", 1)[0]  # up to the next option
+        assert f"(default: {default}" in shown, (option, shown)
+    assert "(default: None)" not in text and "(default: False)" not in text
+    # The --max-body default written in the help is the server's.
+    assert cli.parse_quantity("512Mi") == DEFAULT_MAX_BODY
+
+
 def test_an_internal_error_is_one_line_without_a_traceback(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakeapi import make_node, make_pod
+from support.fakeapi import make_node, make_pod
 
 from extender.cluster import (
     ABSENT,

@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import (
+from support.configmap import ConfigMapVolume
+from support.helpers import (
     CATALOG_A,
     CATALOG_B,
     FILTER_NAMES,
@@ -42,7 +43,6 @@ from helpers import (
     wait_until,
     write_snapshot,
 )
-from test_loading import ConfigMapVolume
 
 from machine_catalog.loading import parse_catalog
 

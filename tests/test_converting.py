@@ -13,9 +13,9 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from cpu_rules import FACTORS, rewrite, valid_pods, validation_errors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.cpu_rules import FACTORS, rewrite, valid_pods, validation_errors
 
 from extender.converting import CPU_CONVERSION_ANNOTATION, keeps_whole_cores
 from extender.patching import read_cpu_values

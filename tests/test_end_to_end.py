@@ -1,4 +1,4 @@
-"""One pod's whole journey, as DESIGN.md's data flow describes it, through the real app.
+"""One pod's whole journey through the real app, as docs/design.md tells it.
 
 Admission (the webhook picks a family and rewrites CPU) -> the API server applies the patch
 -> kube-scheduler asks the extender to filter and prioritize -> the pod binds and the

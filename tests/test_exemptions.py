@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-from admission_support import Hook, create_review, labelled_node, patched
-from helpers import admission_pod
+from support.helpers import admission_pod
+from support.reviews import Hook, create_review, labelled_node, patched
 
 from extender.exemptions import MIRROR_ANNOTATION, is_daemonset_pod
 from extender.patching import FAMILY_ANNOTATION

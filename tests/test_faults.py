@@ -1,7 +1,7 @@
 """API server faults, as a real server's HTTP answers show them (issue 7, item 3).
 
 ``machine-catalog serve --kubeconfig`` (1 worker x 4 threads, ``--max-cache-age 1.5``)
-watches the loopback fake API server of ``tests/fakeapi.py``. A heartbeat thread asks the
+watches the loopback fake API server of ``tests/support/fakeapi.py``. A heartbeat thread asks the
 fake for a BOOKMARK on every open watch every 0.25 s, as the real API server sends one
 about every minute: a quiet but healthy watch must keep the cache fresh.
 
@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from fakeapi import FakeApiServer, make_node, make_pod
-from helpers import CATALOG_A, Served, scheduler_pod, serve, wait_until
+from support.fakeapi import FakeApiServer, make_node, make_pod
+from support.helpers import CATALOG_A, Served, scheduler_pod, serve, wait_until
 
 from machine_catalog.quantities import to_millis
 from machine_catalog.resources import pod_cpu_request_millis

@@ -5,7 +5,7 @@
   instance type, bad selector, ...) which also says the path the error must name. The
   loader must accept exactly the unbroken documents, with the families as generated, and
   refuse every broken one with an error at the expected path; no error may lack a path.
-- **Pods through the webhook.** Random pods (test_patching's strategy) go through the whole
+- **Pods through the webhook.** Random pods (support.strategies) go through the whole
   webhook (placement on a real fleet, patch, encoding): the answer is never an internal
   error, a returned patch applies to the original with ``jsonpatch``, the result
   round-trips through the ``kubernetes`` client's ``V1Pod`` model without losing a field,
@@ -32,12 +32,12 @@ import jsonpatch
 import orjson
 import pytest
 import yaml
-from helpers import CATALOG_A, admission_pod, fixture_nodes, snapshot_objects
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kubernetes.client import ApiClient
-from test_admission import Webhook
-from test_patching import pods as patching_pods
+from support.helpers import CATALOG_A, admission_pod, fixture_nodes, snapshot_objects
+from support.strategies import pods as patching_pods
+from support.webhook import Webhook
 
 from extender.app import create_app
 from extender.cluster import ClusterState

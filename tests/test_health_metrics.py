@@ -279,6 +279,33 @@ def test_state_gauges_are_computed_at_scrape_time(tmp_path: Path) -> None:
     assert value(scrape(client), requested, family="fast") == 0
 
 
+def test_pool_gauges_follow_the_report_counting_rules(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    client = create_app(runtime).test_client()
+    cordoned = node("fast-2", "f.large", "8")
+    cordoned["spec"] = {"unschedulable": True}
+    runtime.cluster.apply("Node", "MODIFIED", cordoned)
+    pinned = pod("p", None, "2", family="fast")
+    pinned["status"]["phase"] = "Pending"
+    runtime.cluster.apply("Pod", "ADDED", pinned)
+    samples = scrape(client)
+    m = "machine_catalog_family_"
+    assert value(samples, m + "nodes", family="fast") == 2
+    assert value(samples, m + "cordoned_nodes", family="fast") == 1
+    # Only fast-1 (8000m, 7000m requested) counts: 9.44 SCU, 8.26 requested, 1.18 free.
+    assert value(samples, m + "capacity_scu", family="fast") == pytest.approx(9.44)
+    assert value(samples, m + "free_scu", family="fast") == pytest.approx(1.18)
+    assert value(samples, m + "largest_free_scu", family="fast") == pytest.approx(1.18)
+    assert value(samples, m + "pending_scu", family="fast") == pytest.approx(2.36)
+    # base-1: 4000m, 2000m requested.
+    assert value(samples, m + "largest_free_scu", family="base") == pytest.approx(2.0)
+    per_node = "machine_catalog_node_scu_per_core"
+    assert value(samples, per_node, node="fast-2", family="fast") == pytest.approx(1.18)
+    assert value(samples, per_node, node="old-1", family="old") == pytest.approx(0.8)
+    nodes_with_factor = {dict(labels)["node"] for name, labels in samples if name == per_node}
+    assert nodes_with_factor == {"base-1", "fast-1", "fast-2", "old-1"}  # not twin, mystery
+
+
 def test_admission_decisions_exist_from_the_start(tmp_path: Path) -> None:
     from extender.metrics import ADMISSIONS
 

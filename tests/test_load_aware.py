@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from fakeapi import FakeApiServer, make_node, make_node_metrics, make_pod
+from support.fakeapi import FakeApiServer, make_node, make_node_metrics, make_pod
 
 from extender.app import create_app
 from extender.cluster import ClusterState
@@ -412,7 +412,7 @@ def test_metrics_file_is_hot_reloaded_and_a_bad_one_keeps_the_last(tmp_path: Pat
 
 
 def test_serve_loads_the_metrics_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
-    from helpers import write_snapshot
+    from support.helpers import write_snapshot
 
     from extender.server import ServeConfig, ServeError, build_runtime, preflight
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
-from fakeapi import FakeApiServer, make_node, make_node_metrics, make_pod
-from helpers import serve, wait_until
+from support.fakeapi import FakeApiServer, make_node, make_node_metrics, make_pod
+from support.helpers import serve, wait_until
 
 pytestmark = pytest.mark.slow
 

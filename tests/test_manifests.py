@@ -42,7 +42,7 @@ CERT_MANAGER = MANIFESTS / "overlays" / "cert-manager"
 GENERATED_CERTS = MANIFESTS / "overlays" / "generated-certs"
 
 NAMESPACE = "machine-catalog-system"
-# The server's HTTP routes: the contract in DESIGN.md ("HTTP interface").
+# The server's HTTP routes: the contract in docs/design.md ("HTTP interface").
 ROUTE_FILTER = "/scheduler/filter"
 ROUTE_PRIORITIZE = "/scheduler/prioritize"
 ROUTE_MUTATE = "/webhook/mutate"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.oracles import requirement_terms_select
 
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import (
@@ -194,14 +195,6 @@ def test_instance_type_and_selector_of_two_families_is_ambiguous() -> None:
 # -- affinity terms select exactly the matched nodes ------------------------------------------
 
 
-def terms_select(terms: list[list[dict[str, Any]]], labels: Mapping[str, str]) -> bool:
-    """nodeSelectorTerms semantics: terms are ORed, the requirements of a term ANDed."""
-    return any(
-        all(requirement_matches(labels, r["key"], r["operator"], r.get("values", ())) for r in term)
-        for term in terms
-    )
-
-
 def test_terms_of_an_instance_type_family() -> None:
     terms = family_selector_terms(M6I)
     assert terms == [
@@ -222,7 +215,9 @@ def test_terms_select_the_fixture_nodes_the_catalog_assigns() -> None:
         labels = labels_of(node)
         claimed = {f.name for f in CATALOG.match(labels).families}
         selected = {
-            f.name for f in CATALOG.families if terms_select(family_selector_terms(f), labels)
+            f.name
+            for f in CATALOG.families
+            if requirement_terms_select(family_selector_terms(f), "n", labels)
         }
         assert selected == claimed, node["metadata"]["name"]
 
@@ -284,5 +279,5 @@ def test_affinity_terms_select_exactly_the_nodes_match_assigns(
 ) -> None:
     claimed = {f.name for f in catalog.match(labels).families}
     for family in catalog.families:
-        selected = terms_select(family_selector_terms(family), labels)
+        selected = requirement_terms_select(family_selector_terms(family), "n", labels)
         assert selected == (family.name in claimed), (family, labels)

@@ -416,6 +416,21 @@ def test_errors_are_not_reported_twice() -> None:
     assert len(errors) == len(set(errors)) == 1
 
 
+def test_when_every_family_fails_the_list_is_not_also_called_empty() -> None:
+    data = valid()
+    _fam(data, 0)["scuPerCore"] = 0
+    _fam(data, 1)["scuPerCore"] = -1
+    paths = [path for path, _ in errors_of(data)]
+    assert "spec.families" not in paths  # pydantic's "at least 1 item ... not 0"
+    assert "spec.families[0].scuPerCore" in paths and "spec.families[1].scuPerCore" in paths
+
+
+def test_an_empty_family_list_says_so_plainly() -> None:
+    data = valid()
+    data["spec"]["families"] = []
+    assert ("spec.families", "needs at least 1 item, got none") in errors_of(data)
+
+
 def test_catalog_invalid_carries_every_error() -> None:
     data = valid()
     data["spec"]["baseline"] = "x"

@@ -21,7 +21,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from helpers import ready_on_all_workers, serve
+from support.helpers import ready_on_all_workers, serve
 
 pytestmark = pytest.mark.slow
 

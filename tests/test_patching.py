@@ -2,18 +2,16 @@
 
 The node-affinity checks evaluate the patched pod's ``nodeSelectorTerms`` against labelled
 nodes (the real-world fixture plus one synthetic node per family of the default catalog)
-with an evaluator written here from ``requirement_matches``, independent of the webhook's
-own :mod:`extender.placement` code.
+with the test suite's node-selector oracle (:mod:`support.oracles`), independent of the
+webhook's own :mod:`extender.placement` code.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes.client import ApiClient
+from support.nodes import NODES, ZONE, family_of
+from support.oracles import expected_physical, pod_selects, qos_class
+from support.strategies import pods
 
 from extender.converting import keeps_whole_cores
 from extender.patching import (
@@ -42,121 +43,22 @@ from extender.patching import (
 )
 from machine_catalog.loading import load_catalog
 from machine_catalog.matching import (
-    BETA_INSTANCE_TYPE_LABEL,
     INSTANCE_TYPE_LABEL,
     family_selector_terms,
 )
 from machine_catalog.quantities import parse_quantity, to_millis
-from machine_catalog.selectors import requirement_matches
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = load_catalog()
-ZONE = "topology.kubernetes.io/zone"
 
 
-# -- helpers shared with test_admission ---------------------------------------------------
-
-
-def fixture_nodes() -> list[dict[str, Any]]:
-    return json.loads((FIXTURES / "nodes-real-world.json").read_text())["items"]
-
-
-def synthetic_nodes() -> list[dict[str, Any]]:
-    """One node per instance-type family (GA label), one with only the beta label, and odd ones."""
-    nodes = []
-    for i, family in enumerate(CATALOG.families):
-        if not family.instance_types:
-            continue
-        itype = sorted(family.instance_types)[0]
-        nodes.append(node(f"{family.name}-ga", {INSTANCE_TYPE_LABEL: itype, ZONE: f"z{i % 3}"}))
-        nodes.append(
-            node(f"{family.name}-beta", {BETA_INSTANCE_TYPE_LABEL: itype, ZONE: f"z{(i + 1) % 3}"})
-        )
-    nodes.append(node("unknown-1", {INSTANCE_TYPE_LABEL: "x9.weird", ZONE: "z0"}))
-    nodes.append(node("bare-1", {ZONE: "z1"}))
-    return nodes
-
-
-def node(name: str, labels: Mapping[str, str], cpu: str = "8", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
-        "spec": dict(spec),
-        "status": {"allocatable": {"cpu": cpu, "memory": "32Gi"}},
-    }
-
-
-def all_nodes() -> list[dict[str, Any]]:
-    return fixture_nodes() + synthetic_nodes()
-
-
-def term_selects(term: Mapping[str, Any], name: str, labels: Mapping[str, str]) -> bool:
-    """One nodeSelectorTerm, as kube-scheduler's nodeaffinity evaluates it."""
-    expressions = term.get("matchExpressions") or []
-    fields = term.get("matchFields") or []
-    if not expressions and not fields:
-        return False  # an empty term selects nothing
-    return all(
-        requirement_matches(labels, e["key"], e["operator"], e.get("values") or ())
-        for e in expressions
-    ) and all(
-        requirement_matches({"metadata.name": name}, f["key"], f["operator"], f.get("values") or ())
-        for f in fields
-    )
-
-
-def pod_selects(pod: Mapping[str, Any], node_obj: Mapping[str, Any]) -> bool:
-    """nodeSelector AND (ORed required terms), for one node."""
-    spec = pod.get("spec") or {}
-    labels = node_obj["metadata"].get("labels") or {}
-    name = node_obj["metadata"]["name"]
-    if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
-        return False
-    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(REQUIRED)
-    if required is None:
-        return True
-    return any(term_selects(t, name, labels) for t in required.get("nodeSelectorTerms") or [])
-
-
-def family_of(node_obj: Mapping[str, Any]) -> str | None:
-    match = CATALOG.match(node_obj["metadata"].get("labels") or {})
-    return match.family.name if match.family else None
+# -- helpers -------------------------------------------------------------------------------
 
 
 def apply(pod: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Apply exactly as the API server would: the JSON bytes of the patch, to a copy."""
     patch = jsonpatch.JsonPatch(json.loads(orjson.dumps(list(ops))))
     return patch.apply(copy.deepcopy(pod))
-
-
-def qos_class(pod: Mapping[str, Any]) -> str:
-    """``v1.PodQOSClass`` as ``pkg/apis/core/v1/helper/qos`` computes it (cpu and memory)."""
-    containers = list(pod["spec"].get("containers") or []) + list(
-        pod["spec"].get("initContainers") or []
-    )
-    any_set = False
-    guaranteed = True
-    for c in containers:
-        res = c.get("resources") or {}
-        requests, limits = res.get("requests") or {}, res.get("limits") or {}
-        for name in ("cpu", "memory"):
-            if name in requests or name in limits:
-                any_set = True
-            if name not in limits:
-                guaranteed = False
-                continue
-            request = requests.get(name, limits[name])  # defaulting copies limit to request
-            if parse_quantity(request) != parse_quantity(limits[name]):
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
-def expected_physical(scu: str, scu_per_core: Decimal) -> int:
-    """ceil(scu millis / factor), with exact fractions, computed independently."""
-    return math.ceil(Fraction(parse_quantity(scu)) * 1000 / Fraction(scu_per_core))
 
 
 def pod(
@@ -192,9 +94,6 @@ def normalize(p: Mapping[str, Any], family_name: str, scheduler: str | None = No
     family = CATALOG.by_name[family_name]
     ops = normalize_ops(p, read_cpu_values(p), family, CATALOG.version, scheduler)
     return apply(p, ops)
-
-
-NODES = all_nodes()
 
 
 # -- CPU ---------------------------------------------------------------------------------------
@@ -564,98 +463,6 @@ def test_the_patched_pod_deserializes_with_the_kubernetes_client_models():
 
 
 # -- property ---------------------------------------------------------------------------------
-
-
-KEYS = [ZONE, "kubernetes.io/arch", INSTANCE_TYPE_LABEL, "pool"]
-VALUES = ["z0", "z1", "z2", "amd64", "arm64", "m5.large", "us-east-1a", "p1"]
-
-
-@st.composite
-def cpu_quantity(draw) -> str:
-    millis = draw(st.integers(min_value=0, max_value=96_000))
-    style = draw(st.sampled_from(["milli", "cores", "decimal"]))
-    if style == "cores" and millis % 1000 == 0:
-        return str(millis // 1000)
-    if style == "decimal" and millis % 100 == 0:
-        return str(Decimal(millis) / 1000)
-    return f"{millis}m"
-
-
-@st.composite
-def resources(draw) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kind in ("requests", "limits"):
-        values = {}
-        if draw(st.booleans()):
-            values["cpu"] = draw(cpu_quantity())
-        if draw(st.booleans()):
-            values["memory"] = draw(st.sampled_from(["64Mi", "1Gi", "1.5G", "100"]))
-        if values or draw(st.booleans()):
-            out[kind] = values
-    return out
-
-
-@st.composite
-def requirement(draw) -> dict[str, Any]:
-    op = draw(st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]))
-    req: dict[str, Any] = {"key": draw(st.sampled_from(KEYS)), "operator": op}
-    if op in ("In", "NotIn"):
-        req["values"] = draw(st.lists(st.sampled_from(VALUES), min_size=1, max_size=3, unique=True))
-    return req
-
-
-@st.composite
-def term(draw) -> dict[str, Any]:
-    t: dict[str, Any] = {}
-    expressions = draw(st.lists(requirement(), max_size=3))
-    if expressions or draw(st.booleans()):
-        t["matchExpressions"] = expressions
-    if draw(st.integers(0, 4)) == 0:
-        names = [n["metadata"]["name"] for n in NODES]
-        t["matchFields"] = [
-            {
-                "key": "metadata.name",
-                "operator": draw(st.sampled_from(["In", "NotIn"])),
-                "values": draw(
-                    st.lists(st.sampled_from(names), min_size=1, max_size=4, unique=True)
-                ),
-            }
-        ]
-    return t
-
-
-@st.composite
-def pods(draw) -> dict[str, Any]:
-    n_containers = draw(st.integers(1, 4))
-    containers = [
-        {"name": f"c{i}", "image": "x", "resources": draw(resources())} for i in range(n_containers)
-    ]
-    init = []
-    for i in range(draw(st.integers(0, 3))):
-        c: dict[str, Any] = {"name": f"i{i}", "image": "x", "resources": draw(resources())}
-        if draw(st.booleans()):
-            c["restartPolicy"] = "Always"
-        init.append(c)
-    spec: dict[str, Any] = {"containers": containers}
-    if init:
-        spec["initContainers"] = init
-    shape = draw(st.sampled_from(["none", "empty", "node-empty", "required"]))
-    if shape == "empty":
-        spec["affinity"] = {}
-    elif shape == "node-empty":
-        spec["affinity"] = {"nodeAffinity": {}}
-    elif shape == "required":
-        spec["affinity"] = {
-            "nodeAffinity": {
-                REQUIRED: {"nodeSelectorTerms": draw(st.lists(term(), min_size=1, max_size=3))}
-            }
-        }
-    if draw(st.booleans()):
-        spec["resources"] = draw(resources())
-    meta: dict[str, Any] = {"generateName": "p-"}
-    if draw(st.booleans()):
-        meta["annotations"] = {"other/key": "v"}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

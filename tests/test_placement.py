@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_patching import NODES, pod_selects, term
+from support.nodes import NODES
+from support.oracles import pod_selects
+from support.strategies import term
 
 from extender.cluster import ClusterState
 from extender.placement import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from decimal import Decimal
 from fractions import Fraction
@@ -160,3 +161,67 @@ def test_to_millis_memo_holds_no_reference_to_the_callers_string() -> None:
     for _ in range(2):  # errors are not remembered as values
         with pytest.raises(QuantityError):
             to_millis(bad)
+
+
+# -- the parser without the kubernetes client ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "exact"),
+    [
+        ("1n", "0.000000001"),
+        ("250u", "0.00025"),
+        ("1500m", "1.5"),
+        ("3k", "3000"),
+        ("2M", "2000000"),
+        ("1G", "1000000000"),
+        ("1T", "1e12"),
+        ("1P", "1e15"),
+        ("1E", "1e18"),  # the exa suffix, not an exponent
+        ("512Ki", "524288"),
+        ("1.5Mi", "1572864"),
+        ("1Gi", "1073741824"),
+        ("1Ti", "1099511627776"),
+        ("1Pi", "1125899906842624"),
+        ("1Ei", "1152921504606846976"),
+        ("2e3", "2000"),
+        ("2E-3", "0.002"),
+        ("-1.5k", "-1500"),
+    ],
+)
+def test_every_suffix_multiplies_as_resource_quantity_does(value: str, exact: str) -> None:
+    assert parse_quantity(value) == Decimal(exact)
+
+
+@given(
+    number=st.decimals(min_value=-(10**6), max_value=10**6, places=4, allow_nan=False),
+    suffix=st.sampled_from(["", "n", "u", "m", "k", "M", "G", "T", "P", "E"])
+    | st.sampled_from(["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]),
+)
+def test_parse_agrees_with_the_kubernetes_clients_parser(number: Decimal, suffix: str) -> None:
+    from kubernetes.utils.quantity import parse_quantity as client_parse
+
+    text = f"{number:f}{suffix}"
+    assert parse_quantity(text) == client_parse(text)
+
+
+def test_validate_loads_neither_the_kubernetes_client_nor_the_server(tmp_path) -> None:
+    # The catalog writes its factor as a quantity string, so validate parses quantities.
+    catalog = tmp_path / "c.yaml"
+    catalog.write_text(
+        "apiVersion: machine-catalog.io/v1alpha1\nkind: MachineCatalog\n"
+        "metadata: {name: q}\nspec:\n  baseline: b\n  families:\n"
+        "    - {name: b, scuPerCore: '1', instanceTypes: [b.large]}\n"
+        "    - {name: f, scuPerCore: '1250m', instanceTypes: [f.large]}\n"
+    )
+    code = (
+        "import sys\n"
+        "from machine_catalog_cli.main import main\n"
+        f"assert main(['validate', {str(catalog)!r}]) == 0\n"
+        "heavy = ('kubernetes', 'extender', 'flask', 'gunicorn', 'numpy')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout

@@ -19,8 +19,8 @@ import jsonpatch
 import orjson
 import pytest
 import yaml
-from fakeapi import FakeApiServer
 from prometheus_client import REGISTRY
+from support.fakeapi import FakeApiServer
 
 from extender.admission import Fleet
 from extender.cluster import ClusterState

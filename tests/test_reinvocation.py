@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from helpers import admission_review, serve
+from support.helpers import admission_review, serve
 
 from extender.app import create_app
 from extender.cluster import ClusterState

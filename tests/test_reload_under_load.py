@@ -7,7 +7,7 @@ while the test swaps the volume from version A to version B, then to an invalid 
 kills a worker, then goes back to A.
 
 The catalog versions are built so that every route's answer differs between them in more
-than one place (see ``helpers.CATALOG_B``). The exact A and B answers come from the same
+than one place (see ``support.helpers.CATALOG_B``). The exact A and B answers come from the same
 app built in this process on each version, so "every response equals the A answer or the
 B answer" means no response was computed from a mix of the two, and no request failed.
 
@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import (
+from support.configmap import ConfigMapVolume
+from support.helpers import (
     AKS,
     CATALOG_A,
     CATALOG_B,
@@ -48,7 +49,6 @@ from helpers import (
     wait_until,
     write_snapshot,
 )
-from test_loading import ConfigMapVolume
 
 from extender.app import create_app
 from extender.server import ServeConfig, build_runtime, shutdown_runtime

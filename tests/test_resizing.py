@@ -17,11 +17,18 @@ from typing import Any
 import jsonpatch
 import orjson
 import pytest
-from admission_support import Hook, create_review, labelled_node, patched, resize_review, running
-from cpu_rules import FACTORS, resized_values, rewrite, set_values, valid_pods, validation_errors
-from helpers import admission_pod
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support.cpu_rules import (
+    FACTORS,
+    resized_values,
+    rewrite,
+    set_values,
+    valid_pods,
+    validation_errors,
+)
+from support.helpers import admission_pod
+from support.reviews import Hook, create_review, labelled_node, patched, resize_review, running
 
 from extender.converting import CPU_CONVERSION_ANNOTATION
 from extender.patching import STANDARD_RESOURCES_ANNOTATION

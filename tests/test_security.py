@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from fakeapi import FakeApiServer, make_node, make_pod
-from helpers import (
+from support.fakeapi import FakeApiServer, make_node, make_pod
+from support.helpers import (
     CATALOG_A,
     DEADLINE,
     admission_review,
@@ -42,8 +42,8 @@ from helpers import (
     serve,
     wait_until,
 )
-from test_admission import Webhook, make_review
-from test_patching import NODES
+from support.nodes import NODES
+from support.webhook import Webhook, make_review
 
 from extender.patching import (
     CATALOG_ANNOTATION,

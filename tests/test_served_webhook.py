@@ -17,8 +17,7 @@ from typing import Any
 import jsonpatch
 import orjson
 import pytest
-from admission_support import create_review, resize_review, running
-from helpers import (
+from support.helpers import (
     CATALOG_A,
     EKS,
     KARPENTER,
@@ -28,6 +27,7 @@ from helpers import (
     serve,
     write_snapshot,
 )
+from support.reviews import create_review, resize_review, running
 
 from extender.exemptions import MIRROR_ANNOTATION
 from extender.placement import FAMILIES_ANNOTATION

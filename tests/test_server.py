@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.helpers import (
     DEADLINE,
     EKS,
     GKE,
@@ -39,8 +40,7 @@ from helpers import (
     wait_until,
     write_snapshot,
 )
-from helpers import serve as serve_process
-from prometheus_client.parser import text_string_to_metric_families
+from support.helpers import serve as serve_process
 
 from extender.app import create_app
 from extender.server import (
@@ -153,7 +153,7 @@ def test_build_runtime_serves_a_snapshot_and_follows_the_catalog_file(tmp_path: 
 
 def test_build_runtime_watches_an_api_server(tmp_path: Path) -> None:
     import yaml
-    from fakeapi import FakeApiServer, make_node, make_pod
+    from support.fakeapi import FakeApiServer, make_node, make_pod
 
     catalog, _ = write_inputs(tmp_path)
     with FakeApiServer() as fake:

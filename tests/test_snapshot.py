@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakeapi import make_node, make_pod
+from support.fakeapi import make_node, make_pod
 
 from extender.cluster import ClusterState
 from extender.snapshot import SnapshotError, feed_snapshot, load_snapshot
@@ -147,3 +147,28 @@ def test_packaged_demo_snapshot_feeds_a_synced_cache(catalog):
     assert nodes > 0 and pods > 0
     assert state.synced
     assert state.counts()["nodes"] == nodes
+
+
+def test_the_load_log_explains_why_the_cache_holds_fewer_pods_than_the_file(
+    tmp_path, catalog, caplog
+):
+    pinned = {"machine-catalog.io/family": "aws-m5"}
+    pods = [
+        make_pod("running", node="n1"),
+        make_pod("pinned", phase="Pending", annotations=pinned),
+        make_pod("done", node="n1", phase="Succeeded"),
+        make_pod("unpinned", phase="Pending"),
+    ]
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps({"kind": "List", "items": [make_node("n1"), *pods]}))
+    state = ClusterState(catalog)
+    with caplog.at_level(logging.INFO, logger="extender.snapshot"):
+        assert feed_snapshot(state, path) == (1, 4)
+    assert state.counts() == {"nodes": 1, "pods": 2}  # what /readyz shows as cache.pods
+    (message,) = [
+        r.getMessage() for r in caplog.records if "loaded from snapshot" in r.getMessage()
+    ]
+    assert "1 nodes, 4 pods in the file; the cache accounts for 2 pods (/readyz cache.pods)" in (
+        message
+    )
+    assert "The other 2 (finished, pending and not pinned, or listed twice)" in message

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from fakeapi import FakeApiServer, make_node, make_pod
 from kubernetes import client
+from support.fakeapi import FakeApiServer, make_node, make_pod
 
 from extender.cluster import ClusterState
 from extender.watching import (

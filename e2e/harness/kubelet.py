@@ -4,8 +4,9 @@ Nodes here have no kubelet. Controllers that wait for readiness (Deployments rol
 HPA counting ready pods) need pods to get there, so this loop writes the status a kubelet
 would: phase Running, a start time, Ready and ContainersReady conditions, one running
 status per container. It reports each container's resources as allocated at start (as a
-kubelet with in-place resize does) and nothing else: no resize is ever actuated, so a resized pod's status keeps
-its old values; tests that need more write the status themselves.
+kubelet with in-place resize does) and nothing else: no resize is ever actuated, so a
+resized pod's status keeps its old values; tests that need more write the status
+themselves.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Shared by the hardening tests: a real ``machine-catalog serve`` on loopback, and what it serves.
 
 The server is started through the CLI exactly as the Deployment runs it (``python -m
-machine_catalog serve ...``, gunicorn in-process, ``--bind 127.0.0.1:0``), its output goes to
+machine_catalog_cli serve ...``, gunicorn in-process, ``--bind 127.0.0.1:0``), its output goes to
 a log file the tests read (for the port, and to check nothing leaked into it), and it is
 stopped with SIGTERM under a deadline. Worker pids come from ``/proc/<master>/task/*/children``
 so a test can kill one or read its RSS without asking the server.
@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 DEADLINE = 30.0  # seconds for a server to come up or go down; generous for a loaded CI box
 
 EKS = "ip-10-0-1-23.ec2.internal"  # m6i.2xlarge, 7910m allocatable, 6000m requested (busy pod)

@@ -9,7 +9,9 @@ What it reproduces of the real API server:
 
 - ``GET /api/v1/nodes`` and ``GET /api/v1/pods`` (all namespaces) as ``NodeList`` /
   ``PodList`` with ``metadata.resourceVersion``; items carry no ``kind``/``apiVersion``, as
-  in real list responses.
+  in real list responses. The same for ``/api/v1/namespaces`` and metrics-server's
+  ``/apis/metrics.k8s.io/v1beta1/nodes`` and ``/pods`` (``NodeMetricsList``,
+  ``PodMetricsList``), for ``machine-catalog report``.
 - Paginated lists: ``limit`` and ``continue``. The first page takes a consistent snapshot
   and later pages are served from it (objects changed meanwhile are not seen), pages carry
   ``metadata.continue`` and ``remainingItemCount``; an unknown or expired token gets
@@ -62,16 +64,35 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+import yaml
 
-RESOURCES = {"/api/v1/nodes": "nodes", "/api/v1/pods": "pods"}
-#: metrics.k8s.io's PodMetrics of every namespace (served when ``pod_metrics`` is set).
+RESOURCES = {
+    "/api/v1/nodes": "nodes",
+    "/api/v1/pods": "pods",
+    "/api/v1/namespaces": "namespaces",
+    "/apis/metrics.k8s.io/v1beta1/nodes": "nodemetrics",
+    "/apis/metrics.k8s.io/v1beta1/pods": "podmetrics",
+}
+KINDS = {
+    "nodes": "Node",
+    "pods": "Pod",
+    "namespaces": "Namespace",
+    "nodemetrics": "NodeMetrics",
+    "podmetrics": "PodMetrics",
+}
+API_VERSIONS = {"nodemetrics": "metrics.k8s.io/v1beta1", "podmetrics": "metrics.k8s.io/v1beta1"}
+NAMESPACED = ("pods", "podmetrics")
+#: Served only once a test adds objects to them (else 404, no metrics-server installed).
+METRICS = ("nodemetrics", "podmetrics")
+#: metrics.k8s.io lists served from a callable or list set on the fake (``pod_metrics``,
+#: ``node_metrics``) before the stored objects above are looked at.
 POD_METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/pods"
 NODE_METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/nodes"
-KINDS = {"nodes": "Node", "pods": "Pod"}
 
 
 @dataclass(frozen=True)
@@ -124,7 +145,7 @@ def _status(code: int, reason: str, message: str, **extra: Any) -> dict[str, Any
 
 def _key(resource: str, obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
-    if resource == "pods":
+    if resource in NAMESPACED:
         return f"{meta.get('namespace', 'default')}/{meta['name']}"
     return meta["name"]
 
@@ -440,7 +461,7 @@ class FakeApiServer:
                 meta["remainingItemCount"] = len(items) - end
             body = {
                 "kind": f"{KINDS[resource]}List",
-                "apiVersion": "v1",
+                "apiVersion": API_VERSIONS.get(resource, "v1"),
                 "metadata": meta,
                 "items": items[start:end],
             }
@@ -529,6 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "items": fake.pod_metrics(),
             }
             self._send_json(200, body)
+            return
         if url.path == NODE_METRICS_PATH and fake.node_metrics is not None:
             failure = fake._take_failure(request)
             if failure is not None:
@@ -548,7 +570,8 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        if resource is None:
+        if resource is None or (resource in METRICS and not fake._objects[resource]):
+            # A metrics list with nothing added is an API server without metrics-server.
             self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
             return
         failure = fake._take_failure(request)
@@ -787,4 +810,28 @@ def make_pod(
     }
 
 
-__all__ = ["FakeApiServer", "Request", "make_node", "make_node_metrics", "make_pod"]
+def write_kubeconfig(path: Path, server: str) -> str:
+    """A kubeconfig for the fake at ``server`` (a token it does not check); returns the path."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    return str(path)
+
+
+__all__ = [
+    "FakeApiServer",
+    "Request",
+    "make_node",
+    "make_node_metrics",
+    "make_pod",
+    "write_kubeconfig",
+]

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonpatch
-from helpers import admission_review
 
 from extender.app import create_app
 from extender.cluster import ClusterState
@@ -21,6 +20,7 @@ from extender.runtime import Runtime, Settings
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import CatalogSource, load_catalog
 from machine_catalog.matching import INSTANCE_TYPE_LABEL
+from support.helpers import admission_review
 
 DEFAULT_CATALOG = load_catalog()
 

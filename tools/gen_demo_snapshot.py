@@ -17,10 +17,16 @@ and recognised by Node Feature Discovery labels.
     mi-0a3f9c1d27b84e615 / mi-0c71...  (bare metal)    baremetal-spr (NFD labels)
 
 The content is deterministic: names, UIDs, IPs and digests come from a fixed seed, so
-re-running the script reproduces the file byte for byte. Run from the repository root:
+re-running the script reproduces the file byte for byte. Run it from the repository root
+with the project installed (``make test`` builds ``.venv``):
 
-    python benchmarks/gen_demo_snapshot.py            # write the file and check it
-    python benchmarks/gen_demo_snapshot.py --check    # only check the committed file
+    .venv/bin/python tools/gen_demo_snapshot.py            # write the file and check it
+    .venv/bin/python tools/gen_demo_snapshot.py --check    # check the committed file
+
+``make test`` runs ``--check`` (tests/test_tools.py): the committed file must be exactly
+what this script writes, so an edit here goes with a regenerated file in the same commit.
+Workloads are one function each (:data:`WORKLOADS`), called in a fixed order because
+each draws its random name suffixes from the one seeded generator.
 
 The checks load the packaged default catalog and assert that every node matches the family
 written above (and the t3.medium none), that no node is ambiguous, that bound pods fit in
@@ -354,130 +360,43 @@ def day(month: int, d: int, h: int = 10, m: int = 0) -> datetime:
     return datetime(2024, month, d, h, m, 0, tzinfo=UTC)
 
 
-NODES: list[NodeSpec] = [
-    ec2(
-        "10.0.12.34",
-        "m5.2xlarge",
-        "aws-m5",
-        8,
-        32,
-        58,
-        "eu-west-1a",
-        "general-m5",
-        day(5, 20, 7, 12),
-    ),
-    ec2(
-        "10.0.13.71",
-        "m5.2xlarge",
-        "aws-m5",
-        8,
-        32,
-        58,
-        "eu-west-1a",
-        "general-m5",
-        day(5, 20, 7, 13),
-    ),
-    ec2(
-        "10.0.45.118",
-        "m5.xlarge",
-        "aws-m5",
-        4,
-        16,
-        58,
-        "eu-west-1b",
-        "general-m5",
-        day(5, 21, 14, 3),
-        cordoned=True,
-    ),
-    ec2(
-        "10.0.47.9",
-        "m6i.2xlarge",
-        "aws-m6i",
-        8,
-        32,
-        58,
-        "eu-west-1b",
-        "general-m6i",
-        day(5, 28, 9, 41),
-    ),
-    ec2(
-        "10.0.78.203",
-        "m6i.2xlarge",
-        "aws-m6i",
-        8,
-        32,
-        58,
-        "eu-west-1c",
-        "general-m6i",
-        day(5, 28, 9, 42),
-    ),
-    ec2(
-        "10.0.79.52",
-        "m6i.4xlarge",
-        "aws-m6i",
-        16,
-        64,
-        234,
-        "eu-west-1c",
-        "general-m6i",
-        day(5, 29, 16, 5),
-    ),
-    ec2(
-        "10.0.14.187",
-        "m7g.2xlarge",
-        "aws-m7g",
-        8,
-        32,
-        58,
-        "eu-west-1a",
-        "arm-m7g",
-        day(5, 30, 11, 20),
-        arch="arm64",
-    ),
-    ec2(
-        "10.0.46.220",
-        "m7g.2xlarge",
-        "aws-m7g",
-        8,
-        32,
-        58,
-        "eu-west-1b",
-        "arm-m7g",
-        day(5, 30, 11, 21),
-        arch="arm64",
-    ),
-    ec2(
-        "10.0.77.15",
-        "m4.2xlarge",
-        "aws-m4",
-        8,
-        32,
-        58,
-        "eu-west-1c",
-        "legacy-m4",
-        day(2, 12, 8, 55),
-    ),
-    ec2("10.0.15.96", "t3.medium", None, 2, 4, 17, "eu-west-1a", "system-t3", day(4, 15, 13, 30)),
+# fmt: off
+#: The EC2 nodes: IP, instance type, family, vCPUs, GiB, max pods, zone, node group, created.
+EC2_NODES = [
+    ("10.0.12.34",  "m5.2xlarge",  "aws-m5",  8,  32, 58,  "eu-west-1a", "general-m5",  day(5, 20, 7, 12)),   # noqa: E501
+    ("10.0.13.71",  "m5.2xlarge",  "aws-m5",  8,  32, 58,  "eu-west-1a", "general-m5",  day(5, 20, 7, 13)),   # noqa: E501
+    ("10.0.45.118", "m5.xlarge",   "aws-m5",  4,  16, 58,  "eu-west-1b", "general-m5",  day(5, 21, 14, 3)),   # noqa: E501
+    ("10.0.47.9",   "m6i.2xlarge", "aws-m6i", 8,  32, 58,  "eu-west-1b", "general-m6i", day(5, 28, 9, 41)),   # noqa: E501
+    ("10.0.78.203", "m6i.2xlarge", "aws-m6i", 8,  32, 58,  "eu-west-1c", "general-m6i", day(5, 28, 9, 42)),   # noqa: E501
+    ("10.0.79.52",  "m6i.4xlarge", "aws-m6i", 16, 64, 234, "eu-west-1c", "general-m6i", day(5, 29, 16, 5)),   # noqa: E501
+    ("10.0.14.187", "m7g.2xlarge", "aws-m7g", 8,  32, 58,  "eu-west-1a", "arm-m7g",     day(5, 30, 11, 20)),  # noqa: E501
+    ("10.0.46.220", "m7g.2xlarge", "aws-m7g", 8,  32, 58,  "eu-west-1b", "arm-m7g",     day(5, 30, 11, 21)),  # noqa: E501
+    ("10.0.77.15",  "m4.2xlarge",  "aws-m4",  8,  32, 58,  "eu-west-1c", "legacy-m4",   day(2, 12, 8, 55)),   # noqa: E501
+    ("10.0.15.96",  "t3.medium",   None,      2,  4,  17,  "eu-west-1a", "system-t3",   day(4, 15, 13, 30)),  # noqa: E501
+]
+# fmt: on
+#: Per node: the m5.xlarge is cordoned, the m7g nodes are arm64.
+EC2_EXTRA: dict[str, dict[str, Any]] = {
+    "10.0.45.118": {"cordoned": True},
+    "10.0.14.187": {"arch": "arm64"},
+    "10.0.46.220": {"arch": "arm64"},
+}
+NODES: list[NodeSpec] = [ec2(*row, **EC2_EXTRA.get(row[0], {})) for row in EC2_NODES] + [
+    # EKS hybrid nodes: on-premises Sapphire Rapids servers, named by their SSM instance.
     NodeSpec(
-        name="mi-0a3f9c1d27b84e615",
-        ip="192.168.40.11",
+        name=name,
+        ip=ip,
         instance_type=None,
         family="baremetal-spr",
         vcpus=64,
         mem_gib=256,
         max_pods=110,
-        created=day(3, 1, 9, 2),
-    ),
-    NodeSpec(
-        name="mi-0c71e2b94d5a6f083",
-        ip="192.168.40.12",
-        instance_type=None,
-        family="baremetal-spr",
-        vcpus=64,
-        mem_gib=256,
-        max_pods=110,
-        created=day(3, 1, 9, 4),
-    ),
+        created=day(3, 1, 9, minute),
+    )
+    for name, ip, minute in (
+        ("mi-0a3f9c1d27b84e615", "192.168.40.11", 2),
+        ("mi-0c71e2b94d5a6f083", "192.168.40.12", 4),
+    )
 ]
 BY_NAME = {n.name: n for n in NODES}
 
@@ -1031,7 +950,6 @@ def daemonset_pods() -> list[dict[str, Any]]:
 
 def catalog_handles():
     """The packaged catalog, through the project's own loader and matching."""
-    sys.path.insert(0, str(ROOT))
     from machine_catalog.loading import default_catalog_path, load_catalog
     from machine_catalog.matching import family_selector_terms
 
@@ -1059,21 +977,26 @@ def normalized(family: str, scu_millis: int, catalog, terms_of) -> dict[str, Any
     }
 
 
-def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
-    pods: list[dict[str, Any]] = []
+def rs_pods(
+    pods: list[dict[str, Any]],
+    app: str,
+    namespace: str,
+    rs_hash: str,
+    placements: list[str | None],
+    build: Any,
+) -> None:
+    """Append one ReplicaSet's pods; ``placements`` are node short names (None: not bound)."""
+    owner = Owner("ReplicaSet", f"{app}-{rs_hash}", namespace)
+    for i, short in enumerate(placements):
+        n = node(short) if short else None
+        if n is None:  # admitted seconds ago, not bound yet
+            created = NOW - timedelta(seconds=4)
+        else:
+            created = n.created + timedelta(minutes=5 + 7 * i)
+        pods.append(build(owner, f"{app}-{rs_hash}-{suffix(5)}", n, created))
 
-    def rs_pods(
-        app: str, namespace: str, rs_hash: str, placements: list[str | None], build
-    ) -> None:
-        owner = Owner("ReplicaSet", f"{app}-{rs_hash}", namespace)
-        for i, short in enumerate(placements):
-            n = node(short) if short else None
-            if n is None:  # admitted seconds ago, not bound yet
-                created = NOW - timedelta(seconds=4)
-            else:
-                created = n.created + timedelta(minutes=5 + 7 * i)
-            pods.append(build(owner, f"{app}-{rs_hash}-{suffix(5)}", n, created))
 
+def coredns_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # kube-system: CoreDNS on the two m5 nodes (EKS add-on requests: 100m CPU, 70Mi).
     def coredns(owner, name, n, created):
         return make_pod(
@@ -1099,7 +1022,9 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             priority_class="system-cluster-critical",
         )
 
-    rs_pods("coredns", "kube-system", "5b8cc885bc", ["ip-10-0-12-34", "ip-10-0-13-71"], coredns)
+    rs_pods(
+        pods, "coredns", "kube-system", "5b8cc885bc", ["ip-10-0-12-34", "ip-10-0-13-71"], coredns
+    )
     for p in pods[-2:]:
         p["spec"]["containers"][0]["ports"] = [
             {"containerPort": 53, "name": "dns", "protocol": "UDP"},
@@ -1107,6 +1032,8 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             {"containerPort": 9153, "name": "metrics", "protocol": "TCP"},
         ]
 
+
+def cluster_autoscaler_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # The small system node (t3.medium, unknown to the catalog) runs the cluster add-ons
     # that are pinned to it by nodeSelector.
     system_selector = {"eks.amazonaws.com/nodegroup": "system-t3"}
@@ -1140,8 +1067,10 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             node_selector=system_selector,
         )
 
-    rs_pods("cluster-autoscaler", "kube-system", "7f9d5c6b48", ["ip-10-0-15-96"], autoscaler)
+    rs_pods(pods, "cluster-autoscaler", "kube-system", "7f9d5c6b48", ["ip-10-0-15-96"], autoscaler)
 
+
+def frontend_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # web: plain (not normalized) frontend with a regular init container.
     def frontend(owner, name, n, created):
         return make_pod(
@@ -1167,8 +1096,10 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             automount=False,
         )
 
-    rs_pods("frontend", "web", "7c4d9f6b8d", ["ip-10-0-13-71", "ip-10-0-45-118"], frontend)
+    rs_pods(pods, "frontend", "web", "7c4d9f6b8d", ["ip-10-0-13-71", "ip-10-0-45-118"], frontend)
 
+
+def checkout_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # shop: the namespace is opted in (label machine-catalog.io/normalize=enabled on the
     # Namespace). checkout asks for 3 SCU (limit 6 SCU) and was pinned to aws-m6i; its
     # fourth replica was just admitted and is not bound yet (Pending, no nodeName).
@@ -1210,6 +1141,7 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
         )
 
     rs_pods(
+        pods,
         "checkout",
         "shop",
         "6b8f7c9d54",
@@ -1217,6 +1149,8 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
         checkout,
     )
 
+
+def payments_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     pay = normalized("aws-m6i", 2000, catalog, terms_of)
     pay_limit = normalized("aws-m6i", 4000, catalog, terms_of)["cpu"]
 
@@ -1246,8 +1180,10 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             automount=False,
         )
 
-    rs_pods("payments", "shop", "59c7d8f6b4", ["ip-10-0-79-52"], payments)
+    rs_pods(pods, "payments", "shop", "59c7d8f6b4", ["ip-10-0-79-52"], payments)
 
+
+def cart_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # cart opted out of normalization with the pod label; plain vCPU request.
     def cart(owner, name, n, created):
         return make_pod(
@@ -1274,8 +1210,10 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             automount=False,
         )
 
-    rs_pods("cart", "shop", "84d6c9b7f5", ["ip-10-0-47-9"], cart)
+    rs_pods(pods, "cart", "shop", "84d6c9b7f5", ["ip-10-0-47-9"], cart)
 
+
+def catalog_api_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # catalog-api on Graviton3, normalized to aws-m7g, with a restartable sidecar init
     # container (log shipper, restartPolicy: Always) before a regular init container.
     cat = normalized("aws-m7g", 2000, catalog, terms_of)
@@ -1320,8 +1258,12 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             automount=False,
         )
 
-    rs_pods("catalog-api", "shop", "d7b5f9c86", ["ip-10-0-14-187", "ip-10-0-46-220"], catalog_api)
+    rs_pods(
+        pods, "catalog-api", "shop", "d7b5f9c86", ["ip-10-0-14-187", "ip-10-0-46-220"], catalog_api
+    )
 
+
+def stateful_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # StatefulSets.
     def sts_pod(
         app: str,
@@ -1394,6 +1336,8 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
         )
     )
 
+
+def feature_extractor_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # ml on the bare-metal Sapphire Rapids hosts: a Kata-isolated pod whose RuntimeClass
     # adds spec.overhead, and a model server.
     def feature_extractor(owner, name, n, created):
@@ -1417,8 +1361,10 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             node_selector={"katacontainers.io/kata-runtime": "true"},
         )
 
-    rs_pods("feature-extractor", "ml", "5f6c8d7b9", ["mi-0a3f"], feature_extractor)
+    rs_pods(pods, "feature-extractor", "ml", "5f6c8d7b9", ["mi-0a3f"], feature_extractor)
 
+
+def model_server_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     ms = normalized("baremetal-spr", 16000, catalog, terms_of)
 
     def model_server(owner, name, n, created):
@@ -1443,8 +1389,10 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             automount=False,
         )
 
-    rs_pods("model-server", "ml", "7d8b9c5f6", ["mi-0a3f", "mi-0c71"], model_server)
+    rs_pods(pods, "model-server", "ml", "7d8b9c5f6", ["mi-0a3f", "mi-0c71"], model_server)
 
+
+def batch_job_pods(pods: list[dict[str, Any]], catalog: Any, terms_of: Any) -> None:
     # batch: completed Job pods (phase Succeeded) hold no resources.
     def job_pod(job: str, short: str, started: datetime, c: dict[str, Any]) -> dict[str, Any]:
         owner = Owner("Job", job, "batch", api_version="batch/v1")
@@ -1496,6 +1444,29 @@ def workload_pods(catalog, terms_of) -> list[dict[str, Any]]:
             ),
         )
     )
+
+
+#: One function per workload, called in this order: the order fixes the random name
+#: suffixes each draws, so the output stays byte for byte the same.
+WORKLOADS = (
+    coredns_pods,
+    cluster_autoscaler_pods,
+    frontend_pods,
+    checkout_pods,
+    payments_pods,
+    cart_pods,
+    catalog_api_pods,
+    stateful_pods,
+    feature_extractor_pods,
+    model_server_pods,
+    batch_job_pods,
+)
+
+
+def workload_pods(catalog: Any, terms_of: Any) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = []
+    for workload in WORKLOADS:
+        workload(pods, catalog, terms_of)
     return pods
 
 

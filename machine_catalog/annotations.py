@@ -1,0 +1,34 @@
+"""The names machine-catalog writes on, and reads from, Kubernetes objects.
+
+One place for each name, so the webhook that writes an annotation and the cache, extender
+and report that read it can never disagree on its spelling.
+
+Pod annotations written by the webhook:
+
+- ``machine-catalog.io/family``: the family the pod is pinned to. Read back by the cache
+  (pending pods per family) and by placement (a user-written value restricts the choice).
+- ``machine-catalog.io/scu-per-core``: the factor the CPU values were converted with.
+- ``machine-catalog.io/standard-resources``: the CPU values the user wrote, in SCU (JSON).
+- ``machine-catalog.io/catalog``: the catalog version (``name@hash``) of the conversion.
+
+Read from pods, written by users:
+
+- ``machine-catalog.io/families``: comma-separated families the pod may go to.
+
+Labels:
+
+- ``machine-catalog.io/normalize``: on a namespace, ``enabled`` opts it in (the webhook's
+  namespaceSelector); on a pod, ``disabled`` opts it out.
+"""
+
+from __future__ import annotations
+
+PREFIX = "machine-catalog.io/"
+
+FAMILY_ANNOTATION = PREFIX + "family"
+FAMILIES_ANNOTATION = PREFIX + "families"
+SCU_PER_CORE_ANNOTATION = PREFIX + "scu-per-core"
+STANDARD_RESOURCES_ANNOTATION = PREFIX + "standard-resources"
+CATALOG_ANNOTATION = PREFIX + "catalog"
+
+NORMALIZE_LABEL = PREFIX + "normalize"
