@@ -171,7 +171,8 @@ def _churn(
     node_rate = churn.node_events_per_s(len(node_names))
     node_gap = 1 / node_rate if node_rate > 0 else inf
     started = time.monotonic()
-    next_pod, next_node = started, started + min(node_gap, 3600) / 2
+    next_pod = started if pod_gap < inf else inf
+    next_node = started + node_gap / 2 if node_gap < inf else inf
     counts: Counter[str] = Counter()
     step, current, node_index = 0, None, rng.randrange(len(node_names))
     status_running = fleets.make_pod(rng, "x", "x", 100, node_names[0])["status"]
