@@ -5,11 +5,14 @@ kube-scheduler sends, whatever it then does) and answers a prebuilt response of 
 size as the project's answer to that request. Everything else a request costs in Python
 (gunicorn's gthread worker, HTTP parsing, Flask routing, the WSGI response) is the same
 as the project's, because the gunicorn options come from the server's own
-:func:`extender.server.gunicorn_options`. The ratio project / floor is then the cost of
-the extender's own work (cache view, filtering, scoring, encoding, metrics).
+:func:`extender.server.gunicorn_options` (TLS included, with ``--certfile``/``--keyfile``),
+and each worker gets the memory settings ``serve``'s workers get
+(:func:`tune_worker_memory`). The ratio project / floor is then the cost of the
+extender's own work (cache view, filtering, scoring, encoding, metrics).
 
-Responses are looked up by the ``case`` query parameter (the harness sends the same URL
-to both servers; the project's routes ignore it)::
+Responses are looked up by the ``case`` and ``i`` (which of the case's request bodies)
+query parameters (the harness sends the same URL to both servers; the project's routes
+ignore them)::
 
     python benchmarks/floor_app.py --bind 127.0.0.1:8181 --responses responses.json
 """
@@ -17,6 +20,7 @@ to both servers; the project's routes ignore it)::
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +32,12 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import orjson
 from flask import Flask, request
 
-from extender.server import ServeConfig, gunicorn_options
+from extender import memory
+from extender.server import GC_GEN0_THRESHOLD, ServeConfig, gunicorn_options
+
+
+def response_key(case: str, index: int | str) -> str:
+    return f"{case}#{index}"
 
 
 def create_app(responses: Mapping[str, bytes]) -> Flask:
@@ -37,7 +46,8 @@ def create_app(responses: Mapping[str, bytes]) -> Flask:
     @app.post("/<path:route>")
     def answer(route: str) -> Any:
         orjson.loads(request.get_data(cache=False))
-        body = responses.get(request.args.get("case", ""), b"{}")
+        key = response_key(request.args.get("case", ""), request.args.get("i", "0"))
+        body = responses.get(key, b"{}")
         return app.response_class(body, status=200, content_type="application/json")
 
     @app.get("/readyz")
@@ -52,15 +62,40 @@ def load_responses(path: Path) -> dict[str, bytes]:
     return {k: v.encode() for k, v in orjson.loads(path.read_bytes()).items()}
 
 
+def tune_worker_memory(app: Flask) -> None:
+    """What ``serve`` does in each worker around its app, so the floor pays the same.
+
+    One malloc arena (:func:`extender.memory.limit_malloc_arenas`), ``malloc_trim`` after
+    bodies over 1 MB (:func:`extender.memory.release_after_large_bodies`, which the
+    project's ``create_app`` installs), and ``server._tune_gc``'s collector settings: the
+    young-generation threshold raised to ``GC_GEN0_THRESHOLD`` and everything alive once
+    the app is built (here the prebuilt responses) frozen out of the collector's scans.
+    Without these the floor would parse megabyte bodies under CPython's default threshold
+    and look slower than it is.
+    """
+    memory.release_after_large_bodies(app)
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the floor server of the latency benchmark")
     p.add_argument("--bind", default="127.0.0.1:8181")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--responses", type=Path, required=True)
+    p.add_argument("--certfile", default=None, help="serve TLS with this certificate")
+    p.add_argument("--keyfile", default=None)
     args = p.parse_args(argv)
     options = gunicorn_options(
-        ServeConfig(bind=args.bind, workers=args.workers, threads=args.threads, log_level="warning")
+        ServeConfig(
+            bind=args.bind,
+            workers=args.workers,
+            threads=args.threads,
+            log_level="warning",
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+        )
     )
     options["proc_name"] = "machine-catalog-floor"
 
@@ -73,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_app(load_responses(args.responses))
+            memory.limit_malloc_arenas()  # as serve's load(), before anything allocates much
+            app = create_app(load_responses(args.responses))
+            tune_worker_memory(app)
+            return app
 
     Floor().run()
     return 0

@@ -8,19 +8,24 @@ after calibrate (run on the simulation's own pods and metrics) least.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from benchmarks import (
-    fleet_simulation,
-    load_simulation,
-)
+from flask import Flask
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from benchmarks import extender_latency, fleet_simulation, fleets, load_simulation  # noqa: E402
+from benchmarks.floor_app import tune_worker_memory  # noqa: E402
+from benchmarks.watch_feed import Churn, Feed  # noqa: E402
+from extender.cluster import ClusterState  # noqa: E402
+from extender.server import GC_GEN0_THRESHOLD  # noqa: E402
+from extender.watching import ClusterWatcher, load_api_client  # noqa: E402
 
 SMALL = [
     "--nodes-per-family", "6", "--deployments", "20", "--step", "0.05", "--seed", "3",
@@ -142,10 +147,11 @@ def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
     for call in ("| filter |", "| prioritize |", "| webhook |"):
         assert call in section
     assert "NodeNames" in section and "Nodes 20" in section  # both extender modes
-    assert "worker RSS MB, loaded" in section and "100 pods/node" in section
+    assert "worker RSS MB, synced" in section and "100 pods/node" in section
     assert (tmp_path / "extender_latency.png").stat().st_size > 10_000
-    strategies = _section(readme, "load_aware_latency")  # loadAware beside balanced
-    assert "`loadAware, 5% hot`" in strategies and "| prioritize |" in strategies
+    # loadAware (cool, and with 5% of the nodes hot) beside balanced, each its own serve.
+    assert "Scoring strategies" in section
+    assert "loadAware" in section and "loadAware-5%-hot" in section
 
 
 def test_load_simulation_writes_its_section_on_a_tiny_fleet(tmp_path: Path) -> None:
@@ -198,3 +204,114 @@ def test_load_simulation_places_through_the_hot_spot_filter() -> None:
             assert sim.schedule(pod, 0)
             placed.append(world.names[pod.node])
         assert (hot in placed) is expect_hot_allowed, (strategy, placed)
+
+
+# kube-scheduler's numFeasibleNodesToFind (pkg/scheduler/schedule_one.go), by hand:
+# under 100 nodes all; else percentage (0 = 50 - nodes/125, at least 5) of the nodes, at
+# least 100.
+@pytest.mark.parametrize(
+    ("nodes", "percentage", "expected"),
+    [
+        (0, 0, 0),
+        (60, 0, 60),
+        (99, 0, 99),
+        (100, 0, 100),  # 50% of 100 = 50 -> the minimum of 100
+        (500, 0, 230),  # 50 - 4 = 46%
+        (1000, 0, 420),  # 50 - 8 = 42%
+        (5000, 0, 500),  # 50 - 40 = 10%
+        (6000, 0, 300),  # 50 - 48 = 2% -> 5%
+        (15000, 0, 750),  # 5%
+        (1000, 100, 1000),
+        (15000, 100, 15000),
+        (1000, 5, 100),  # 50 -> the minimum
+        (5000, 30, 1500),
+    ],
+)
+def test_num_feasible_nodes_to_find(nodes: int, percentage: int, expected: int) -> None:
+    assert extender_latency.num_feasible_nodes_to_find(nodes, percentage) == expected
+
+
+@pytest.mark.parametrize(
+    ("nodes", "family", "percentage", "expected"),
+    [
+        (1000, 333, 0, 333),  # wants 420, only 333 of the pod's family pass its filters
+        (5000, 1667, 0, 500),
+        (15000, 5000, 0, 750),
+        (15000, 5000, 100, 5000),
+        (60, 20, 0, 20),
+    ],
+)
+def test_names_sent_is_capped_by_the_feasible_nodes(
+    nodes: int, family: int, percentage: int, expected: int
+) -> None:
+    assert extender_latency.names_sent(nodes, family, percentage) == expected
+
+
+def _sample(rounds: list[np.ndarray]) -> extender_latency.Sample:
+    return extender_latency.Sample(rounds=list(rounds))
+
+
+def test_round_interval_pairs_rounds_so_shared_drift_cancels() -> None:
+    rng = np.random.default_rng(1)
+    # Background load moves every round's level; the project costs 1.5x the floor throughout.
+    levels = [1.0, 1.6, 0.8, 2.5, 1.1, 1.9]
+    floor = [level * (1 + 0.01 * rng.random(80)) for level in levels]
+    project = [1.5 * r for r in floor]
+    a, b = _sample(project), _sample(floor)
+    low, high = extender_latency.round_interval([a, b], extender_latency.median_ratio)
+    assert 1.49 < low <= high < 1.51
+    # Unpaired, the same data gives a wide interval: the drift is not shared any more.
+    low_u, high_u = extender_latency.round_interval(
+        [a, b], extender_latency.median_ratio, paired=False
+    )
+    assert high_u - low_u > 0.5
+
+
+def test_round_interval_reflects_round_to_round_spread() -> None:
+    steady = _sample([np.full(50, 1.0) for _ in range(6)])
+    drifting = _sample([np.full(50, level) for level in (1.0, 1.0, 1.0, 3.0, 3.0, 3.0)])
+    assert extender_latency.round_interval([steady], extender_latency.p99) == (1.0, 1.0)
+    # Half the rounds ran three times slower: the median of a resample can be either.
+    low, high = extender_latency.round_interval([drifting], lambda a: float(np.median(a)))
+    assert (low, high) == (1.0, 3.0)
+
+
+def test_floor_workers_get_serves_gc_settings() -> None:
+    before = gc.get_threshold()
+    try:
+        app = Flask("floor-test")
+        tune_worker_memory(app)
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0
+        assert app.after_request_funcs[None]  # malloc_trim after large bodies (glibc)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_watch_feed_churns_pods_and_nodes_into_a_real_watcher(tmp_path: Path) -> None:
+    nodes = fleets.make_nodes(6, seed=5)
+    pods = fleets.make_pods(nodes, 2, seed=6)
+    feed = Feed(nodes, pods, Churn(pod_events_per_s=200, node_status_period_s=0.3), seed=7)
+    state = ClusterState(fleets.bench_catalog())
+    watcher = ClusterWatcher(state, load_api_client(str(feed.write_kubeconfig(tmp_path / "kc"))))
+    try:
+        watcher.start()
+        assert watcher.wait_synced(30)
+        assert state.counts()["pods"] == 12
+        first = state.generation
+        feed.start_churn()
+        time.sleep(1.0)
+    finally:
+        stats = feed.stop()
+        watcher.stop()
+    # 200 pod events and 20 node updates a second (6 nodes, each every 0.3 s), on schedule
+    # (a late loop catches up, never runs ahead), applied by the watcher as they came.
+    seconds = stats["seconds"]
+    assert seconds >= 0.9
+    assert 0.5 * 200 * seconds <= stats["pod_events"] <= 200 * seconds + 2
+    assert 0.5 * 20 * seconds <= stats["node_events"] <= 20 * seconds + 2
+    assert state.generation - first >= 50
+    # Every cycle adds one pod and deletes an old one: the count stays level (give or take
+    # the cycle in flight), and the oldest pods are the ones gone.
+    assert 11 <= state.counts()["pods"] <= 14
