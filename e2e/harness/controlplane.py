@@ -25,13 +25,11 @@ from pathlib import Path
 
 import yaml
 
+from harness.netns import veth_addresses
 from harness.pki import Pki, make_pki, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "e2e" / "controlplane" / "build.sh"
-# Where the metrics.k8s.io test server listens: inside a network namespace, on a veth (see
-# harness.netns). Its certificate carries this address from the start.
-METRICS_IP = "10.213.0.2"
 
 
 def build_controlplane() -> Path:
@@ -162,6 +160,8 @@ class ControlPlane:
     server: str
     etcd_url: str
     processes: dict[str, Process] = field(default_factory=dict)
+    #: (host, peer) addresses of the veth the metrics.k8s.io test server will use.
+    veth: tuple[str, str] = ("", "")
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -335,7 +335,10 @@ def start_control_plane(workdir: Path, binaries: Path, attempts: int = 3) -> Con
 
 def _start_control_plane(workdir: Path, binaries: Path) -> ControlPlane:
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = make_pki(workdir / "pki", metrics_ip=METRICS_IP)
+    # Where the metrics.k8s.io test server listens: inside a network namespace, on a veth
+    # (harness.netns); its certificate carries the address from the start.
+    veth = veth_addresses()
+    pki = make_pki(workdir / "pki", metrics_ip=veth[1])
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
@@ -361,7 +364,7 @@ def _start_control_plane(workdir: Path, binaries: Path) -> ControlPlane:
     )
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, pki)
-    plane = ControlPlane(workdir, binaries, pki, kubeconfig, server, etcd_url, {"etcd": etcd})
+    plane = ControlPlane(workdir, binaries, pki, kubeconfig, server, etcd_url, {"etcd": etcd}, veth)
     try:
         wait_until(
             lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200,

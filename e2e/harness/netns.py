@@ -14,8 +14,14 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-HOST_IP = "10.213.0.1"
-PEER_IP = "10.213.0.2"
+
+def veth_addresses(seed: int | None = None) -> tuple[str, str]:
+    """(host, peer) addresses of a /30 in 10.213.0.0/16 picked by ``seed`` (default: this
+    process id), so that test runs side by side on one machine get different subnets."""
+    index = (os.getpid() if seed is None else seed) % 16384
+    base = index * 4
+    prefix = f"10.213.{base // 256}"
+    return f"{prefix}.{base % 256 + 1}", f"{prefix}.{base % 256 + 2}"
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ def _ip(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def veth_namespace(host_ip: str = HOST_IP, peer_ip: str = PEER_IP) -> Iterator[Netns]:
+def veth_namespace(host_ip: str, peer_ip: str) -> Iterator[Netns]:
     tag = f"mc{os.getpid() % 100000}"
     name, host, peer = f"{tag}-ns", f"{tag}h", f"{tag}p"
     _ip("netns", "add", name)

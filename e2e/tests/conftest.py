@@ -87,7 +87,7 @@ def default_scheduler(plane: ControlPlane):
 @pytest.fixture(scope="session")
 def metrics_api(plane: ControlPlane) -> Iterator[MetricsApi]:
     """A metrics.k8s.io server in a network namespace of the test's own, aggregated."""
-    with veth_namespace() as ns:
+    with veth_namespace(*plane.veth) as ns:
         metrics = MetricsApi(plane, ns)
         metrics.wait_available()
         yield metrics
