@@ -93,13 +93,21 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (gunicorn: the master and its workers)."""
+    tree, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        tree.append(p)
+        stack.extend(_children(p))
+    return tree
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its live descendants."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    stack = [pid]
-    while stack:
-        p = stack.pop()
+    for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -107,7 +115,6 @@ def tree_cpu_seconds(pid: int) -> float:
         # utime, stime, cutime, cstime are fields 14-17 of stat; after the ")" split the
         # state is fields[0], so they sit at 11..14.
         total += sum(int(x) for x in fields[11:15]) / ticks
-        stack.extend(_children(p))
     return total
 
 

@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import ssl
+import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -205,12 +206,10 @@ class MetricsApi:
     """
 
     def __init__(self, plane: Any, netns: Any, port: int = 443) -> None:
-        import subprocess
-        import sys
-
         from harness import objects
-        from harness.controlplane import Process
+        from harness.controlplane import start
 
+        self.plane = plane
         self.data = plane.workdir / "metrics.json"
         self.publish()
         argv = [
@@ -227,19 +226,11 @@ class MetricsApi:
             "--data",
             str(self.data),
         ]
-        log = plane.logs() / "metrics-api.log"
-        with log.open("ab") as handle:
-            popen = subprocess.Popen(
-                argv,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-            )
-        self.process = Process("metrics-api", argv, log, popen)
+        self.process = start(
+            "metrics-api", argv, plane.logs(), {"PYTHONPATH": str(Path(__file__).parents[1])}
+        )
         plane.processes["metrics-api"] = self.process
         objects.register_metrics_api(plane, netns.peer_ip, port)
-        self.plane = plane
 
     def publish(
         self, pods: list[dict[str, Any]] | None = None, nodes: dict[str, str] | None = None

@@ -12,6 +12,7 @@ import os
 import signal
 
 from harness import objects
+from harness.controlplane import process_tree
 from harness.kube import eventually, pod_manifest
 
 FAMILY = "machine-catalog.io/family"
@@ -72,7 +73,7 @@ def test_a_watch_resumed_after_compaction_relists_and_sees_what_it_missed(plane,
     the API server answers 410 Gone, and the server relists."""
     log = server.proc.log
     before = log.read_text(errors="replace").count("relisting")
-    tree = [server.proc.popen.pid, *_children(server.proc.popen.pid)]
+    tree = process_tree(server.proc.popen.pid)
     for pid in tree:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -88,11 +89,3 @@ def test_a_watch_resumed_after_compaction_relists_and_sees_what_it_missed(plane,
     text = log.read_text(errors="replace")
     assert text.count("relisting") > before, text[-3000:]
     assert "410" in text
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            out += [int(p) for p in f.read().split()]
-    return out
