@@ -24,10 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-import yaml
-
 from extender.cluster import ClusterState
+from extender.kubefiles import KubeFileError, read_metrics_list
 from extender.usage import MetricsError, parse_node_metrics
 from machine_catalog.loading import PolledFile, file_signature
 
@@ -130,29 +128,20 @@ class NodeMetricsFile(PolledFile):
 
 
 def load_node_metrics(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """(samples, skipped items) of a NodeMetricsList file (JSON or YAML).
+    """(samples, skipped items) of a NodeMetricsList file (JSON or YAML), read by
+    :func:`extender.kubefiles.read_metrics_list`.
 
     Raises :class:`~extender.usage.MetricsError` for a file that cannot be used at all.
     """
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise MetricsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            document = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise MetricsError(f"{path}: not valid JSON or YAML") from exc
+        items = read_metrics_list(path, "NodeMetrics")
+    except KubeFileError as exc:
+        raise MetricsError(str(exc)) from exc
     try:
         mtime = Path(path).stat().st_mtime
     except OSError:
         mtime = time.time()
-    try:
-        return parse_node_metrics(document, default_at=mtime)
-    except MetricsError as exc:
-        raise MetricsError(f"{path}: {exc}") from exc
+    return parse_node_metrics(items, default_at=mtime)
 
 
 class NodeMetricsPoller:

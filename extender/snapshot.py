@@ -6,6 +6,8 @@ carry their own ``kind``. The raw API answers (``NodeList``/``PodList``, whose i
 no ``kind``) and a bare JSON/YAML array of objects are accepted too, so a capture made with
 ``curl`` or a hand-written test list works without editing. Items of other kinds (a
 ``kubectl get all`` dump) are skipped, not refused: the cache only needs nodes and pods.
+The file is parsed (JSON, else YAML) by :func:`extender.kubefiles.read_documents`, as the
+metrics list files are.
 
 A snapshot is static: it is read once and swapped in with one :meth:`ClusterState.replace`,
 so the cache is synced from the first request and never changes afterwards.
@@ -16,47 +18,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from extender.cluster import ClusterState, compact_node, compact_pod
+from extender.kubefiles import KubeFileError, read_documents
 
 log = logging.getLogger(__name__)
 
 #: List kinds whose items carry no ``kind`` of their own (the API server omits it).
 _ITEM_KIND_OF_LIST = {"NodeList": "Node", "PodList": "Pod", "NamespaceList": "Namespace"}
 _WANTED = ("Node", "Pod")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on big dumps
 
 
 class SnapshotError(ValueError):
     """The snapshot file cannot be used; the message says which file and why."""
-
-
-def _parse(raw: bytes, path: str) -> list[Any]:
-    """The file's documents: one for JSON, one or more (``---``) for YAML."""
-    try:
-        return [orjson.loads(raw)]  # the common case, and the fast one for 50,000 pods
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        # PyYAML reads bytes as UTF-8, or UTF-16 with a BOM (Windows PowerShell's `>`).
-        documents = [d for d in yaml.load_all(raw, Loader=_Loader) if d is not None]
-    except yaml.reader.ReaderError as exc:
-        raise SnapshotError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.position})"
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SnapshotError(f"{path}: not valid JSON or YAML{where}: {problem}") from exc
-    if not documents:
-        raise SnapshotError(f"{path}: the file is empty; expected a v1 List of Nodes and Pods")
-    return documents
 
 
 def _items(document: Any, path: str) -> tuple[list[Any], str | None]:
@@ -94,12 +71,12 @@ def load_objects(
     reads Namespaces); other kinds are skipped. Raises :class:`SnapshotError`."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SnapshotError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+        documents = read_documents(path, "a v1 List of Nodes and Pods")
+    except KubeFileError as exc:
+        raise SnapshotError(str(exc)) from exc
     found: dict[str, list[dict]] = {kind: [] for kind in kinds}
     skipped: dict[str, int] = {}
-    for document in _parse(raw, name):
+    for document in documents:
         items, implied = _items(document, name)
         for i, item in enumerate(items):
             if not isinstance(item, dict):

@@ -20,7 +20,6 @@ it as ``balanced`` does (in SCU), and the hot-spot filter leaves it alone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from machine_catalog.catalog import Catalog
+from machine_catalog.durations import parse_duration
 from machine_catalog.quantities import QuantityError, to_millis
 
 
@@ -62,33 +62,6 @@ class UsageView:
 
 class MetricsError(ValueError):
     """A NodeMetricsList that cannot be used at all (not one bad item: those are skipped)."""
-
-
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?)(h|ms|us|µs|ns|m|s)")
-_UNIT_SECONDS = {
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ns": 1e-9,
-}
-
-
-def parse_duration(text: str) -> float:
-    """A Go ``time.Duration`` string (``20.052s``, ``1m0s``) in seconds."""
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"{text!r} is not a duration")
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text):
-        raise ValueError(f"{text!r} is not a duration")
-    return total
 
 
 def parse_timestamp(text: str) -> float:

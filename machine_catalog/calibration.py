@@ -64,6 +64,7 @@ from decimal import Decimal
 from typing import Any
 
 from machine_catalog.catalog import Catalog
+from machine_catalog.durations import parse_duration
 from machine_catalog.quantities import QuantityError, parse_quantity
 
 #: Why a replica was left out, in the order the rules are checked.
@@ -186,25 +187,12 @@ def _time(value: Any) -> datetime | None:
 
 
 def _seconds(value: Any) -> float:
-    """A metrics ``window`` (Go duration such as ``30s``, ``1m0s``, ``15.012s``) in seconds."""
-    if not isinstance(value, str):
+    """A metrics ``window`` (Go duration such as ``30s``, ``1m0s``, ``15.012s``) in seconds;
+    0 when it is missing or not a duration (the sample then covers no time before it)."""
+    try:
+        return parse_duration(value)
+    except ValueError:
         return 0.0
-    total, number = 0.0, ""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if ch.isdigit() or ch == ".":
-            number += ch
-            i += 1
-            continue
-        unit = next((u for u in ("ms", "us", "µs", "ns") if value.startswith(u, i)), ch)
-        if unit not in units or not number:
-            return 0.0
-        total += float(number) * units[unit]
-        number = ""
-        i += len(unit)
-    return total
 
 
 def _cpu_millis(value: Any) -> float | None:

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
 from machine_catalog.calibration import Calibration, Rules, calibrate, propose, tight
@@ -150,34 +149,14 @@ def _read_catalog(path: str | None) -> tuple[Catalog, bytes, str]:
 
 
 def read_pod_metrics(path: str) -> dict[str, Any]:
-    """One PodMetricsList file (JSON, or YAML as ``kubectl get podmetrics -o yaml``)."""
+    """One PodMetricsList file (JSON, or YAML as ``kubectl get podmetrics -o yaml``), read
+    and checked by :func:`extender.kubefiles.read_metrics_list`."""
+    from extender.kubefiles import KubeFileError, read_metrics_list
+
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            document = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise CliError(f"{path}: not valid JSON or YAML") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
-        raise CliError(
-            f"{path}: not a PodMetricsList (expected an object with 'items', as "
-            "'kubectl get --raw /apis/metrics.k8s.io/v1beta1/pods' prints it)"
-        )
-    kind = document.get("kind")
-    if kind not in (None, "PodMetricsList", "List"):
-        raise CliError(f"{path}: a {kind}, not a PodMetricsList")
-    for i, item in enumerate(document["items"]):
-        if not isinstance(item, dict) or not isinstance(item.get("containers"), list):
-            what = item.get("kind") if isinstance(item, dict) else None
-            raise CliError(
-                f"{path}: items[{i}] is {f'a {what}' if what else 'not a PodMetrics'} "
-                "(no 'containers' list); expected a PodMetricsList"
-            )
-    return document
+        return {"kind": "PodMetricsList", "items": read_metrics_list(path, "PodMetrics")}
+    except KubeFileError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _from_files(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:

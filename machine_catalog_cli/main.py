@@ -27,8 +27,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from machine_catalog.catalog import Catalog
 from machine_catalog.diffing import (
     CatalogDiff,
@@ -41,7 +39,7 @@ from machine_catalog.diffing import (
     diff_catalogs,
     diff_fleet,
 )
-from machine_catalog.loading import load_catalog, parse_catalog, parse_document
+from machine_catalog.loading import load_catalog, parse_catalog
 from machine_catalog.model import check_label_key, check_label_value, json_schema
 from machine_catalog.quantities import (
     QuantityError,
@@ -136,12 +134,15 @@ def _catalog_or_fail(path: str | None) -> Catalog:
 
 
 def _single_node(path: str) -> Mapping[str, Any] | None:
-    """The Node when ``path`` holds exactly one Node object (``kubectl get node X -o json``)."""
+    """The Node when ``path`` holds exactly one Node object (``kubectl get node X -o json``),
+    read as every kubectl output file is (:func:`extender.kubefiles.read_documents`)."""
+    from extender.kubefiles import KubeFileError, read_documents
+
     try:
-        raw = Path(path).read_bytes()
-        data = orjson.loads(raw) if raw.lstrip()[:1] == b"{" else parse_document(raw, path)
-    except (OSError, orjson.JSONDecodeError, CatalogInvalid):
+        documents = read_documents(path, "a Node")
+    except KubeFileError:
         return None
+    data = documents[0] if len(documents) == 1 else None
     return data if isinstance(data, Mapping) and data.get("kind") == "Node" else None
 
 

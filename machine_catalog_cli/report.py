@@ -29,7 +29,6 @@ import argparse
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -58,7 +57,6 @@ OPT_IN_VALUE = "enabled"
 NEVER_NORMALIZED = ("kube-system", "machine-catalog-system")
 #: Items of one problem list shown in the table (all of them with ``-o json``).
 SHOWN = 20
-METRICS_PLURAL = {"NodeMetrics": "nodes", "PodMetrics": "pods"}
 #: LIST page size for a live cluster, as the server's watcher uses.
 PAGE_SIZE = 500
 
@@ -97,25 +95,22 @@ def read_snapshot(path: str) -> Inputs:
 
 def read_metrics(path: str, kind: str) -> list[dict[str, Any]]:
     """The items of a ``NodeMetricsList``/``PodMetricsList`` file, as ``kubectl get --raw``
-    prints it."""
+    prints it (JSON), read and checked by :func:`extender.kubefiles.read_metrics_list`."""
+    from extender.kubefiles import KubeFileError, read_metrics_list
+
     try:
-        data = orjson.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except orjson.JSONDecodeError as exc:
-        raise CliError(f"{path}: not JSON ({exc})") from exc
-    return _metric_items(data, kind, path)
+        return read_metrics_list(path, kind, allow_yaml=False)
+    except KubeFileError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _metric_items(data: Any, kind: str, where: str) -> list[dict[str, Any]]:
-    items = data.get("items") if isinstance(data, dict) else None
-    if not isinstance(items, list) or (data.get("kind") not in (None, f"{kind}List")):
-        got = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise CliError(
-            f"{where}: expected a {kind}List (kubectl get --raw "
-            f"/apis/metrics.k8s.io/v1beta1/{METRICS_PLURAL[kind]}), got {got or 'no kind'}"
-        )
-    return [item for item in items if isinstance(item, dict)]
+    from extender.kubefiles import KubeFileError, metrics_items
+
+    try:
+        return metrics_items(data, kind, where)
+    except KubeFileError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def read_live(kubeconfig: str, with_metrics: bool) -> Inputs:

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from support.fakeapi import FakeApiServer  # noqa: E402
-from support.helpers import has_no_traceback, write_kubeconfig  # noqa: E402
+from support.fakeapi import FakeApiServer, write_kubeconfig  # noqa: E402
+from support.helpers import has_no_traceback  # noqa: E402
 
 from benchmarks import metrics_fleet as mf  # noqa: E402
 from machine_catalog.loading import default_catalog_path, load_catalog  # noqa: E402

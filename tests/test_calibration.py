@@ -167,7 +167,18 @@ def test_usage_is_summed_over_containers_in_nanocores() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("1m0s", 60), ("15.012s", 15.012), ("1h2m3s", 3723), ("500ms", 0.5), ("", 0)],
+    [
+        ("30s", 30),
+        ("1m0s", 60),
+        ("15.012s", 15.012),
+        ("1h2m3s", 3723),
+        ("500ms", 0.5),
+        ("", 0),
+        (None, 0),
+        ("30", 0),  # no unit: not a duration
+        ("-1s", 0),
+        ("1..2s", 0),  # was a ValueError out of calibrate
+    ],
 )
 def test_metrics_window(text: str, seconds: float) -> None:
     assert _seconds(text) == pytest.approx(seconds)

@@ -277,6 +277,20 @@ def test_explain_one_node_shows_scu_capacity(
     assert re.search(rf"^SCU capacity:\s+{re.escape(format_scu(scu))}$", out, re.M)
 
 
+def test_explain_one_node_reads_yaml_as_json(
+    capsys: pytest.CaptureFixture[str], catalog: Path, tmp_path: Path
+) -> None:
+    """``kubectl get node X -o yaml`` is explained as its ``-o json`` twin is."""
+    path = node_file(tmp_path, "rack12-node07")
+    as_yaml = tmp_path / "node.yaml"
+    as_yaml.write_text(yaml.safe_dump(json.loads(path.read_text())))
+    got = [
+        run(capsys, "explain", "--catalog", str(catalog), "--node", str(p)) for p in (path, as_yaml)
+    ]
+    assert got[0][0] == 0 and re.search(r"^family:\s+spr$", got[0][1], re.M)
+    assert got[1] == got[0]
+
+
 def test_explain_a_retiring_family(
     capsys: pytest.CaptureFixture[str], catalog: Path, tmp_path: Path
 ) -> None:

@@ -21,13 +21,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import yaml
-from support.fakeapi import FakeApiServer, make_node, make_pod
+from support.fakeapi import FakeApiServer, make_node, make_pod, write_kubeconfig
 from support.helpers import CATALOG_A, Served, scheduler_pod, serve, wait_until
 
 from machine_catalog.quantities import to_millis
@@ -50,22 +48,6 @@ STARTUP: dict[str, Any] = {}
 def report(text: str) -> None:
     """Keep a figure for the module's summary (printed at the end, shown with ``-s``)."""
     FIGURES.append(text)
-
-
-def write_kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "faults-test-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
 
 
 class Heartbeat:

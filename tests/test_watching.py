@@ -14,9 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
 from kubernetes import client
-from support.fakeapi import FakeApiServer, make_node, make_pod
+from support.fakeapi import FakeApiServer, make_node, make_pod, write_kubeconfig
 
 from extender.cluster import ClusterState
 from extender.watching import (
@@ -43,22 +42,6 @@ def catalog():
 def fake() -> Iterator[FakeApiServer]:
     with FakeApiServer() as server:
         yield server
-
-
-def write_kubeconfig(path, server: str) -> str:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return str(path)
 
 
 @pytest.fixture

@@ -411,22 +411,3 @@ class Load:
 def failures(samples: Sequence[Sample], allowed: Sequence[str]) -> list[Sample]:
     """Samples that are not a 200 judged as one of ``allowed``."""
     return [s for s in samples if s.status != 200 or s.verdict not in allowed]
-
-
-def write_kubeconfig(path: Path, server: str) -> str:
-    """A kubeconfig for a loopback (fake) API server: no TLS, a token nobody checks."""
-    import yaml
-
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return str(path)
