@@ -25,13 +25,14 @@ from pathlib import Path
 
 import yaml
 
+from harness.netns import subnet_for
 from harness.pki import Pki, make_pki, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "e2e" / "controlplane" / "build.sh"
 # Where the metrics.k8s.io test server listens: inside a network namespace, on a veth (see
-# harness.netns). Its certificate carries this address from the start.
-METRICS_IP = "10.213.0.2"
+# harness.netns, which picks it by process id). Its certificate carries it from the start.
+METRICS_IP = subnet_for(os.getpid())[1]
 
 
 def build_controlplane() -> Path:

@@ -14,8 +14,14 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-HOST_IP = "10.213.0.1"
-PEER_IP = "10.213.0.2"
+
+def subnet_for(pid: int) -> tuple[str, str]:
+    """(host, peer) addresses of a /30 in 10.213.0.0/16 chosen by ``pid``: two harnesses
+    running at once on one machine (several worktrees) must not share an address, or the
+    host routes one API server's metrics.k8s.io traffic to the other's test server."""
+    base = (pid % 16384) * 4
+    prefix = f"10.213.{base // 256}."
+    return prefix + str(base % 256 + 1), prefix + str(base % 256 + 2)
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,10 @@ def _ip(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def veth_namespace(host_ip: str = HOST_IP, peer_ip: str = PEER_IP) -> Iterator[Netns]:
+def veth_namespace(host_ip: str | None = None, peer_ip: str | None = None) -> Iterator[Netns]:
     tag = f"mc{os.getpid() % 100000}"
+    if host_ip is None or peer_ip is None:
+        host_ip, peer_ip = subnet_for(os.getpid())
     name, host, peer = f"{tag}-ns", f"{tag}h", f"{tag}p"
     _ip("netns", "add", name)
     try:
