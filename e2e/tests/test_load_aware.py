@@ -27,7 +27,6 @@ import yaml
 from harness import objects
 from harness.kube import events_for, eventually, pod_manifest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 FAMILIES = "machine-catalog.io/families"
 SCORING = {"strategy": "loadAware", "sampleIntervalSeconds": 1, "maxSampleAgeSeconds": 4}
@@ -75,20 +74,9 @@ def publish_nodes(metrics_api, usage: dict[str, str | None]) -> None:
     metrics_api.publish(pods=metrics_api.current_pods(), nodes=nodes)
 
 
-def scrape(server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """``/metrics`` as {(sample name, sorted labels): value}."""
-    status, text = server.get("/metrics")
-    assert status == 200, text
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
 def usage_nodes(server) -> dict[str, int]:
     """``machine_catalog_usage_nodes`` by state, from the worker that answers."""
-    metrics = scrape(server)
+    metrics = server.metrics()
     return {
         state: int(metrics[("machine_catalog_usage_nodes", (("state", state),))])
         for state in ("fresh", "stale", "missing")
@@ -260,7 +248,7 @@ def test_without_node_metrics_pods_keep_scheduling_on_their_requests(
     assert place(api, namespace, ["m0"], "azure-dv4") == ["mg-y"]
 
     before = usage_nodes(load_aware)
-    polls_before = scrape(load_aware)[
+    polls_before = load_aware.metrics()[
         ("machine_catalog_node_metrics_polls_total", (("outcome", "ok"),))
     ]
     publish_nodes(metrics_api, {"mg-x": None, "mg-y": None})
@@ -274,7 +262,7 @@ def test_without_node_metrics_pods_keep_scheduling_on_their_requests(
     for name in ("m0", "m1", "m2"):
         assert events_for(api, namespace, name, "FailedScheduling") == [], name
     # The metrics API kept answering (for other nodes): the polls are ok, not errors.
-    polls_after = scrape(load_aware)[
+    polls_after = load_aware.metrics()[
         ("machine_catalog_node_metrics_polls_total", (("outcome", "ok"),))
     ]
     assert polls_after > polls_before
