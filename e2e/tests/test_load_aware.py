@@ -215,7 +215,8 @@ def test_a_burst_between_two_samples_does_not_all_land_on_the_idle_node(
     request weight moves), so all eight would go to bu-a but for the in-tree default
     topology spread, which moves one: 7/1, measured with the binding bookkeeping turned
     off. Counting each pod bound since the sample by its request, bu-a's score drops by
-    about one per pod and ties bu-b after four; measured 6/2 and 5/3.
+    about one per pod and ties bu-b after four (ties go to the in-tree scorers); measured
+    6/2, 5/3 and 4/4.
     """
     make_nodes(plane, ["bu-a", "bu-b"], "Standard_D8as_v5")
     publish_nodes(metrics_api, {"bu-a": "0", "bu-b": "4000m"})
@@ -231,7 +232,7 @@ def test_a_burst_between_two_samples_does_not_all_land_on_the_idle_node(
     )
     spread = Counter(p.spec.node_name for p in pods)
     assert set(spread) == {"bu-a", "bu-b"}, spread
-    assert spread["bu-a"] > spread["bu-b"] >= 2, spread
+    assert spread["bu-a"] >= spread["bu-b"] >= 2, spread
 
 
 def test_without_node_metrics_pods_keep_scheduling_on_their_requests(
