@@ -35,6 +35,8 @@ GROUP, VERSION, PLURAL = "metrics.k8s.io", "v1beta1", "nodes"
 REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read (seconds)
 #: How often the feeds re-check which nodes went stale (O(nodes), off the request path).
 HEALTH_INTERVAL = 5.0
+#: How often the poller re-reads the catalog's strategy and interval (seconds).
+CATALOG_RECHECK = 1.0
 
 
 class UsageHealth:
@@ -192,18 +194,31 @@ class NodeMetricsPoller:
         return outcome
 
     def start(self) -> None:
+        """Poll every ``sampleIntervalSeconds`` while the strategy is loadAware.
+
+        The catalog is re-read every :data:`CATALOG_RECHECK` seconds, not only after a
+        poll: a hot reload to ``loadAware`` (or to a shorter interval) takes effect at
+        once instead of after the previous catalog's interval (30 s by default), during
+        which every node would be scored on its requests and none judged a hot spot.
+        """
         if self._thread is not None:
             return
 
         def run() -> None:
+            last: float | None = None  # time.monotonic() of the last poll
             while not self._stop.is_set():
                 scoring = self.cluster.catalog.scoring
+                wait = CATALOG_RECHECK
                 if scoring.strategy == "loadAware":
-                    try:
-                        self.poll_once()
-                    except Exception:
-                        log.exception("node metrics poller error")
-                self._stop.wait(scoring.sample_interval_seconds)
+                    interval = scoring.sample_interval_seconds
+                    if last is None or time.monotonic() - last >= interval:
+                        last = time.monotonic()
+                        try:
+                            self.poll_once()
+                        except Exception:
+                            log.exception("node metrics poller error")
+                    wait = min(wait, max(0.0, last + interval - time.monotonic()))
+                self._stop.wait(wait)
 
         self._thread = threading.Thread(target=run, name="node-metrics-poller", daemon=True)
         self._thread.start()

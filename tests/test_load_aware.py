@@ -454,3 +454,31 @@ def test_defaults_keep_the_content_hash_and_a_change_shows_in_diff() -> None:
     assert hotter.hash != plain.hash
     fields = {c.field: (c.old, c.new) for c in diff_catalogs(plain, hotter).fields}
     assert fields == {"scoring.hotSpotUsage": ("0.8", "0.9")}
+
+
+def test_a_reload_to_load_aware_starts_polling_at_once(tmp_path: Path) -> None:
+    """The poller re-reads the catalog every second: switching a balanced catalog (whose
+    default interval is 30 s) to loadAware, or shortening the interval, needs no wait for
+    the old interval to run out."""
+    state = cluster("balanced")
+    with FakeApiServer() as api:
+        api.node_metrics = [make_node_metrics("old-a", "2")]
+        poller = NodeMetricsPoller(state, load_api_client(_kubeconfig(tmp_path, api.url)))
+        poller.start()
+        try:
+            time.sleep(1.5)
+            assert poller.polls == 0  # balanced: no polling
+            state.set_catalog(catalog("loadAware"))  # sampleIntervalSeconds: 30 (default)
+            deadline = time.monotonic() + 5
+            while poller.polls == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert poller.polls == 1
+            assert state.usage_status()["fresh"] == ["old-a"]
+            faster = CATALOG.replace("requestWeight: %(weight)s", "sampleIntervalSeconds: 1")
+            state.set_catalog(parse_catalog(faster % {"strategy": "loadAware", "hot": "0.8"}))
+            deadline = time.monotonic() + 5
+            while poller.polls < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert poller.polls >= 3  # every second now, not after 30 s
+        finally:
+            poller.stop()

@@ -108,3 +108,16 @@ class Server:
 
     def readyz(self) -> dict[str, Any]:
         return self.get("/readyz")[1]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """``/metrics`` of the worker that answers, as {(sample name, sorted labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, text = self.get("/metrics")
+        if status != 200:
+            raise AssertionError(f"/metrics answered {status}: {text}")
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
