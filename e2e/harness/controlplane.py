@@ -83,7 +83,11 @@ class Process:
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
+            # The whole process group (each program starts its own session): gunicorn's
+            # master killed alone leaves a worker that is still finishing (graceful timeout
+            # 25 s) holding the listening socket, and a restart on the same port then fails.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
 
 
