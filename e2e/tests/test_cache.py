@@ -3,6 +3,8 @@ gone, and a forced relist after the API server restarts on a compacted etcd.
 
 What the cache holds is read the way kube-scheduler reads it: through ``/scheduler/filter``.
 Each check asks several times, so that both gunicorn workers (each has its own cache) answer.
+Its nodes are aws-m6g (1 SCU per vCPU), a family no other test uses: they stay in the
+session's cluster, and other tests count on their families' nodes being their own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ NOT_IN_CACHE = "not in the extender's cluster cache"
 
 def filter_verdict(server, node: str, cpu: str = "100m") -> str:
     """'pass', or the reason the extender gives for ``node``, asked of every worker."""
-    pod = pod_manifest("probe", cpu, annotations={FAMILY: "aws-m5"})
+    pod = pod_manifest("probe", cpu, annotations={FAMILY: "aws-m6g"})
     pod["metadata"]["namespace"] = "probe"
     answers = set()
     for _ in range(6):
@@ -38,7 +40,7 @@ def filter_verdict(server, node: str, cpu: str = "100m") -> str:
 def test_nodes_added_and_deleted_reach_the_cache(api, server):
     assert NOT_IN_CACHE in filter_verdict(server, "cache-n1")
     objects.create_nodes(
-        server.plane, [objects.node("cache-n1", {objects.INSTANCE_TYPE: "m5.2xlarge"})]
+        server.plane, [objects.node("cache-n1", {objects.INSTANCE_TYPE: "m6g.2xlarge"})]
     )
     eventually(lambda: filter_verdict(server, "cache-n1"), lambda v: v == "pass", 20, "node added")
     api.delete_node("cache-n1")
@@ -49,7 +51,7 @@ def test_nodes_added_and_deleted_reach_the_cache(api, server):
 
 def test_bound_pods_take_room_and_give_it_back(api, server, kubelet):
     objects.create_nodes(
-        server.plane, [objects.node("cache-n2", {objects.INSTANCE_TYPE: "m5.2xlarge"})]
+        server.plane, [objects.node("cache-n2", {objects.INSTANCE_TYPE: "m6g.2xlarge"})]
     )
     eventually(lambda: filter_verdict(server, "cache-n2", "4"), lambda v: v == "pass", 20, "room")
     api.create_namespace({"metadata": {"name": "cache-binding"}})
@@ -76,7 +78,7 @@ def test_a_watch_resumed_after_compaction_relists_and_sees_what_it_missed(plane,
     try:
         plane.restart("kube-apiserver")
         objects.create_nodes(
-            plane, [objects.node("cache-late", {objects.INSTANCE_TYPE: "m5.2xlarge"})]
+            plane, [objects.node("cache-late", {objects.INSTANCE_TYPE: "m6g.2xlarge"})]
         )
         plane.compact_etcd()
     finally:
