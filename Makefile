@@ -19,17 +19,17 @@ run: $(STAMP)
 	$(BIN)/machine-catalog serve
 
 test: $(STAMP)
-	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks tools
-	$(BIN)/ruff format --check machine_catalog extender machine_catalog_cli tests benchmarks tools
+	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks tools e2e
+	$(BIN)/ruff format --check machine_catalog extender machine_catalog_cli tests benchmarks tools e2e
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks tools
+	$(BIN)/ruff check machine_catalog extender machine_catalog_cli tests benchmarks tools e2e
 
 format: $(STAMP)
-	$(BIN)/ruff format machine_catalog extender machine_catalog_cli tests benchmarks tools
-	$(BIN)/ruff check --fix machine_catalog extender machine_catalog_cli tests benchmarks tools
+	$(BIN)/ruff format machine_catalog extender machine_catalog_cli tests benchmarks tools e2e
+	$(BIN)/ruff check --fix machine_catalog extender machine_catalog_cli tests benchmarks tools e2e
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extender_latency.py

@@ -404,7 +404,8 @@ class Admitter:
 
         family = decision.family
         scheduler = None if decision.fixed else self.runtime.settings.scheduler_name
-        patch = normalize_ops(pod, values, family, catalog.version, scheduler)
+        beta = self.runtime.cluster.beta_label_only(family.name)
+        patch = normalize_ops(pod, values, family, catalog.version, scheduler, beta=beta)
         if req.get("dryRun") is not True:
             self.ledger.reserve(family.name, pod_scu)
         return Verdict(
@@ -473,7 +474,8 @@ class Admitter:
             contradiction = self._contradiction(family.name, constraints, tolerations)
             if contradiction is not None:
                 return _denied(contradiction)
-        second = second_look(pod, annotations, values, family)
+        beta = self.runtime.cluster.beta_label_only(family.name)
+        second = second_look(pod, annotations, values, family, beta=beta)
         if not second.ops:
             return _skipped(*second.warnings)
         return Verdict(

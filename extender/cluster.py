@@ -31,7 +31,7 @@ import numpy as np
 from extender.usage import UsageSample, UsageView
 from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
-from machine_catalog.matching import NodeMatch, instance_type_of
+from machine_catalog.matching import NodeMatch, instance_type_of, selected_by_beta_only
 from machine_catalog.quantities import QuantityError, physical_to_scu_millis
 from machine_catalog.resources import (
     holds_resources,
@@ -266,6 +266,11 @@ class _Tables:
         self.requested_by_node: dict[str, int] = {}
         self.pending_by_family: dict[str, int] = {}
         self._init_usage(capacity)
+        #: Nodes only the deprecated beta instance-type label makes their family's (slot ->
+        #: family name), and how many per family: the webhook's pin names the beta label,
+        #: which the API server warns about, only for a family that has such a node.
+        self.beta_only: dict[int, str] = {}
+        self.beta_only_count: dict[str, int] = {}
 
     def _grow(self) -> None:
         capacity = len(self.names) * 2
@@ -330,6 +335,24 @@ class _Tables:
             self.family[slot] = catalog.family_index[match.families[0].name]
         else:
             self.family[slot] = UNKNOWN if match.status == "unknown" else AMBIGUOUS
+        family = match.family
+        if family is not None and selected_by_beta_only(family, self.labels[slot]):
+            self._set_beta_only(slot, family.name)
+        else:
+            self._set_beta_only(slot, None)
+
+    def _set_beta_only(self, slot: int, family: str | None) -> None:
+        """Keep :attr:`beta_only` and its per-family count current for one slot: O(1)."""
+        old = self.beta_only.pop(slot, None)
+        if old is not None:
+            left = self.beta_only_count[old] - 1
+            if left:
+                self.beta_only_count[old] = left
+            else:
+                del self.beta_only_count[old]
+        if family is not None:
+            self.beta_only[slot] = family
+            self.beta_only_count[family] = self.beta_only_count.get(family, 0) + 1
 
     def delete_node(self, name: str) -> bool:
         slot = self.index.pop(name, None)
@@ -344,6 +367,7 @@ class _Tables:
         self.unschedulable[slot] = False
         self.instance_type[slot] = 0
         self._refresh_usage(slot, None, None)
+        self._set_beta_only(slot, None)
         self.free_slots.append(slot)
         return True
 
@@ -386,6 +410,7 @@ class _Tables:
         self.unschedulable = other.unschedulable
         self.instance_type, self.instance_types = other.instance_type, other.instance_types
         self._instance_type_codes = other._instance_type_codes
+        self.beta_only, self.beta_only_count = other.beta_only, other.beta_only_count
         self.free_slots, self.size = other.free_slots, other.size
         self.requested = np.zeros(len(self.names), dtype=np.int64)
         self._refresh_requested()
@@ -779,6 +804,14 @@ class ClusterState:
             t = self._t
             get = t.index.get
             return [None if (slot := get(n)) is None else t.taints[slot] for n in names]
+
+    def beta_label_only(self, family: str) -> bool:
+        """Whether some node is ``family``'s through the deprecated beta instance-type
+        label alone (no GA label): only then must the webhook's pin carry the beta term
+        (:func:`machine_catalog.matching.family_selector_terms`). O(1): a count per family
+        kept as nodes come, change and go."""
+        with self._lock:
+            return family in self._t.beta_only_count
 
     def pending_millis(self) -> dict[str, int]:
         """Physical millicores of pods pinned to each family and not yet bound."""

@@ -18,7 +18,9 @@ What changes:
   physical units) are not touched;
 - the pod is pinned to the family by a required node affinity: the family's ORed terms
   are ANDed into *every* existing required term (a cross product), never appended as a
-  new OR branch, which would let the pod escape its own constraints;
+  new OR branch, which would let the pod escape its own constraints. The term for the
+  deprecated beta instance-type label is there only when the cluster has a node that
+  only it selects (``beta``), so ordinary pods draw no deprecation warning;
 - ``spec.schedulerName`` (only when asked to, see :mod:`extender.admission`);
 - four annotations that record the decision (see :func:`standard_resources_annotation`).
 """
@@ -160,13 +162,16 @@ def cpu_ops(values: Sequence[CpuValue], family: Family, *, whole_cores: bool = F
     ]
 
 
-def pin_terms(existing: Sequence[Mapping[str, Any]], family: Family) -> list[dict[str, Any]]:
+def pin_terms(
+    existing: Sequence[Mapping[str, Any]], family: Family, *, beta: bool = True
+) -> list[dict[str, Any]]:
     """Each existing required term ANDed with each family term (their cross product).
 
     ``(A or B) and (F1 or F2)`` = ``A&F1 or A&F2 or B&F1 or B&F2``: match expressions are
     concatenated, ``matchFields`` (DaemonSet pods' node name) and any other key are kept.
+    ``beta``: include the beta instance-type term (see :func:`family_selector_terms`).
     """
-    family_terms = family_selector_terms(family)
+    family_terms = family_selector_terms(family, beta=beta)
     out = []
     for term in existing:
         expressions = list(term.get("matchExpressions") or [])
@@ -182,9 +187,9 @@ def pin_terms(existing: Sequence[Mapping[str, Any]], family: Family) -> list[dic
     return out
 
 
-def pinning_ops(spec: Mapping[str, Any], family: Family) -> list[Op]:
+def pinning_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> list[Op]:
     """Require the family's nodes, creating only the missing part of the affinity tree."""
-    fresh = [{"matchExpressions": t} for t in family_selector_terms(family)]
+    fresh = [{"matchExpressions": t} for t in family_selector_terms(family, beta=beta)]
     required: dict[str, Any] = {"nodeSelectorTerms": fresh}
     affinity = spec.get("affinity")
     if not isinstance(affinity, dict):
@@ -202,7 +207,11 @@ def pinning_ops(spec: Mapping[str, Any], family: Family) -> list[Op]:
     if not isinstance(terms, list):
         return [{"op": "add", "path": f"{base}/nodeSelectorTerms", "value": fresh}]
     return [
-        {"op": "replace", "path": f"{base}/nodeSelectorTerms", "value": pin_terms(terms, family)}
+        {
+            "op": "replace",
+            "path": f"{base}/nodeSelectorTerms",
+            "value": pin_terms(terms, family, beta=beta),
+        }
     ]
 
 
@@ -233,8 +242,15 @@ def normalize_ops(
     family: Family,
     catalog_version: str,
     scheduler_name: str | None = None,
+    *,
+    beta: bool = True,
 ) -> list[Op]:
-    """The whole rewrite of ``pod`` for ``family`` (``values`` from :func:`read_cpu_values`)."""
+    """The whole rewrite of ``pod`` for ``family`` (``values`` from :func:`read_cpu_values`).
+
+    ``beta``: pin with the beta instance-type term too; the webhook passes whether the
+    cluster has a node of the family that only the beta label selects (the API server
+    warns about every pod that names the deprecated label).
+    """
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     annotations = {
         FAMILY_ANNOTATION: family.name,
@@ -244,7 +260,7 @@ def normalize_ops(
     }
     return (
         cpu_ops(values, family, whole_cores=keeps_whole_cores(pod))
-        + pinning_ops(spec, family)
+        + pinning_ops(spec, family, beta=beta)
         + scheduler_ops(spec, scheduler_name)
         + annotation_ops(pod, annotations)
     )

@@ -177,28 +177,30 @@ def _has_pin(term: Mapping[str, Any], family_terms: Sequence[frozenset[Any]]) ->
     return any(ft <= expressions for ft in family_terms)
 
 
-def repin_ops(spec: Mapping[str, Any], family: Family) -> list[Op]:
+def repin_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> list[Op]:
     """Ops that put the family back into every required term that lost it; [] if none did.
 
     An empty term (it selects no node) is left alone, as :func:`patching.pin_terms` does.
+    A pin is recognized with or without the beta instance-type term (the first call wrote
+    it only if a node needed it then); a restored one carries it only when ``beta``.
     """
     affinity = spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
     required = node_affinity.get(REQUIRED) if isinstance(node_affinity, dict) else None
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     if not isinstance(terms, list) or not terms:
-        return pinning_ops(spec, family)
+        return pinning_ops(spec, family, beta=beta)
     family_terms = [_canonical(t) for t in family_selector_terms(family)]
     new_terms: list[Any] = []
     changed = False
     for term in terms:
         if not isinstance(term, dict):
-            return pinning_ops(spec, family)  # malformed: the API server will say so
+            return pinning_ops(spec, family, beta=beta)  # malformed: the API server says so
         empty = not term.get("matchExpressions") and not term.get("matchFields")
         if empty or _has_pin(term, family_terms):
             new_terms.append(term)
         else:
-            new_terms.extend(pin_terms([term], family))
+            new_terms.extend(pin_terms([term], family, beta=beta))
             changed = True
     if not changed:
         return []
@@ -211,13 +213,16 @@ def second_look(
     annotations: Mapping[str, Any],
     values: Sequence[CpuValue],
     family: Family,
+    *,
+    beta: bool = True,
 ) -> Second:
-    """Everything a reinvocation changes on ``pod`` (see the module docstring)."""
+    """Everything a reinvocation changes on ``pod`` (see the module docstring); ``beta`` as
+    for :func:`extender.patching.normalize_ops`."""
     factor = recorded_factor(annotations)
     record, containers = read_record(annotations)
     ops, new_record, warnings = reconcile_cpu(values, record, containers, factor, family.name)
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    ops += repin_ops(spec, family)
+    ops += repin_ops(spec, family, beta=beta)
     text = standard_resources_annotation(new_record)
     if orjson.loads(text) != orjson.loads(annotations[STANDARD_RESOURCES_ANNOTATION]):
         path = f"/metadata/annotations/{escape(STANDARD_RESOURCES_ANNOTATION)}"

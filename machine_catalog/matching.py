@@ -91,26 +91,42 @@ def _requirement(key: str, operator: str, values: Sequence[str] = ()) -> dict[st
     return req
 
 
-def family_selector_terms(family: Family) -> list[list[dict[str, Any]]]:
+def family_selector_terms(family: Family, *, beta: bool = True) -> list[list[dict[str, Any]]]:
     """The family's match rules as ORed ``nodeSelectorTerms`` (each a list of ANDed rules).
 
-    Instance types give two terms, because matching prefers the GA label and falls back to
-    the beta one: ``GA In types`` OR ``GA DoesNotExist AND beta In types``. A nodeSelector
-    gives one term: ``matchLabels`` become ``In [value]`` rules.
+    Instance types give ``GA In types``, and with ``beta`` a second term, because matching
+    falls back to the deprecated beta label: ``GA DoesNotExist AND beta In types``. The
+    API server warns about every object that names the beta label (``beta.kubernetes.io/
+    instance-type is deprecated since v1.17``), so the webhook asks for the second term
+    only when the cluster has a node of the family that only it selects (see
+    ``ClusterState.beta_label_only``); the default gives the full rules, which select
+    exactly the nodes :func:`match_families` assigns. A nodeSelector gives one term:
+    ``matchLabels`` become ``In [value]`` rules.
     """
     terms: list[list[dict[str, Any]]] = []
     if family.instance_types:
         types = sorted(family.instance_types)
         terms.append([_requirement(INSTANCE_TYPE_LABEL, "In", types)])
-        terms.append(
-            [
-                _requirement(INSTANCE_TYPE_LABEL, "DoesNotExist"),
-                _requirement(BETA_INSTANCE_TYPE_LABEL, "In", types),
-            ]
-        )
+        if beta:
+            terms.append(
+                [
+                    _requirement(INSTANCE_TYPE_LABEL, "DoesNotExist"),
+                    _requirement(BETA_INSTANCE_TYPE_LABEL, "In", types),
+                ]
+            )
     if family.node_selector is not None:
         sel = family.node_selector
         term = [_requirement(k, "In", [v]) for k, v in sorted(sel.match_labels.items())]
         term += [_requirement(r.key, r.operator, r.values) for r in sel.match_expressions]
         terms.append(term)
     return terms
+
+
+def selected_by_beta_only(family: Family, labels: Mapping[str, str]) -> bool:
+    """The node is the family's through the beta instance-type label alone: only the
+    ``beta`` term of :func:`family_selector_terms` selects it (no GA label, the beta
+    one names a type of the family)."""
+    return (
+        INSTANCE_TYPE_LABEL not in labels
+        and labels.get(BETA_INSTANCE_TYPE_LABEL) in family.instance_types
+    )

@@ -548,3 +548,47 @@ def test_a_tainted_pool_only_takes_pods_that_tolerate_its_taints():
         patched_pod(review, webhook.review(review))["metadata"]["annotations"][FAMILY_ANNOTATION]
         == "aws-m7a"
     )
+
+
+BETA_IT = "beta.kubernetes.io/instance-type"
+
+
+def test_the_pin_names_the_deprecated_beta_label_only_while_a_node_needs_it():
+    """The API server warns on every pod that names ``beta.kubernetes.io/instance-type``
+    (deprecated since v1.17). The pin carries the beta term only while the cache holds a
+    node of the pod's family that only that label makes the family's; another family's
+    beta-only node does not count. A pin written either way is recognized on reinvocation."""
+    ga = node("m6i-ga", {IT: "m6i.2xlarge"})
+    beta = node("m6i-beta", {BETA_IT: "m6i.2xlarge"})
+    webhook = Webhook(nodes=[ga, node("m5-beta", {BETA_IT: "m5.2xlarge"})])
+
+    def admit(pod: dict) -> tuple[dict, dict]:
+        review = make_review(pod)
+        response = webhook.review(review)
+        assert response["allowed"] is True, response
+        return response, (patched_pod(review, response) if "patch" in response else pod)
+
+    def on_m6i() -> dict:
+        pod = fixture_pod()
+        pod["metadata"]["annotations"][FAMILIES_ANNOTATION] = "aws-m6i"
+        return pod
+
+    response, without = admit(on_m6i())
+    assert BETA_IT.encode() not in base64.b64decode(response["patch"])
+    assert pod_selects(without, ga) and not pod_selects(without, beta)
+    assert "patch" not in admit(without)[0]  # reinvoked: still pinned, nothing to change
+
+    webhook.cluster.apply("Node", "ADDED", beta)
+    response, with_beta = admit(on_m6i())
+    assert BETA_IT.encode() in base64.b64decode(response["patch"])
+    assert pod_selects(with_beta, ga) and pod_selects(with_beta, beta)
+    assert "patch" not in admit(without)[0]  # a pin without the beta term is still a pin
+    # A later webhook replaced the affinity: the pin put back is the current one.
+    dropped = copy.deepcopy(without)
+    del dropped["spec"]["affinity"]["nodeAffinity"]
+    assert pod_selects(admit(dropped)[1], beta)
+
+    webhook.cluster.apply("Node", "DELETED", beta)
+    assert "patch" not in admit(with_beta)[0]  # a pin with the beta term is still a pin
+    response, _ = admit(on_m6i())
+    assert BETA_IT.encode() not in base64.b64decode(response["patch"])

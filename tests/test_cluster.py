@@ -455,3 +455,44 @@ def test_an_in_place_resize_is_counted_as_kube_scheduler_counts_it(state):
     assert requested(state, "n1") == [6000]
     state.apply("Pod", "MODIFIED", stage("6", "500m", "500m", "Infeasible"))  # never will
     assert requested(state, "n1") == [500]
+
+
+def beta_node(name: str, instance_type: str, **labels: str) -> dict[str, Any]:
+    """A node with only the deprecated beta instance-type label (and ``labels``)."""
+    node = make_node(name, instance_type=instance_type)
+    del node["metadata"]["labels"]["node.kubernetes.io/instance-type"]
+    node["metadata"]["labels"].update({"beta.kubernetes.io/instance-type": instance_type, **labels})
+    return node
+
+
+def test_families_with_a_node_only_the_beta_label_selects_are_tracked(state):
+    """The webhook pins with the deprecated beta term only for such a family; the count
+    follows adds, relabels, deletes, relists and catalog reloads."""
+    assert not state.beta_label_only("fast")
+    state.replace([make_node("ga", instance_type="f.large"), beta_node("b1", "f.large")], [])
+    assert state.beta_label_only("fast") and not state.beta_label_only("base")
+
+    state.apply("Node", "ADDED", beta_node("b2", "f.large"))
+    state.apply("Node", "DELETED", beta_node("b1", "f.large"))
+    assert state.beta_label_only("fast")  # b2 is left
+    ga_too = beta_node("b2", "f.large", **{"node.kubernetes.io/instance-type": "f.large"})
+    state.apply("Node", "MODIFIED", ga_too)  # the GA label added: the GA term selects it
+    assert not state.beta_label_only("fast")
+
+    state.apply("Node", "ADDED", beta_node("b3", "b.large"))
+    assert state.beta_label_only("base")
+    state.apply("Node", "ADDED", beta_node("b4", "nothing.large"))  # unknown: no family
+    state.apply("Node", "ADDED", beta_node("b5", "b.large", cpu="spr"))  # ambiguous
+    state.set_catalog(parse_catalog(CATALOG_MOVED))  # f.large moves to base, f.xlarge to fast
+    state.apply("Node", "ADDED", beta_node("b6", "f.large"))
+    assert state.beta_label_only("base") and not state.beta_label_only("fast")
+    state.apply("Node", "DELETED", beta_node("b3", "b.large"))
+    assert state.beta_label_only("base")  # b6 is still one
+    state.apply("Node", "DELETED", beta_node("b6", "f.large"))
+    assert not state.beta_label_only("base")
+
+    state.replace_nodes([beta_node("b7", "f.xlarge")])
+    state.replace_pods([])  # a pod relist keeps the node tables, the count with them
+    assert state.beta_label_only("fast") and not state.beta_label_only("base")
+    state.apply("Node", "DELETED", beta_node("b7", "f.xlarge"))
+    assert not state.beta_label_only("fast")

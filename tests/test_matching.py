@@ -18,6 +18,7 @@ from machine_catalog.matching import (
     INSTANCE_TYPE_LABEL,
     family_selector_terms,
     instance_type_of,
+    selected_by_beta_only,
 )
 from machine_catalog.model import (
     API_VERSION,
@@ -210,6 +211,37 @@ def test_terms_of_an_instance_type_family() -> None:
     ]
 
 
+def test_without_beta_an_instance_type_family_has_only_the_ga_term() -> None:
+    """The term the API server warns about (``beta.kubernetes.io/instance-type is
+    deprecated``) is left out; a selector family has no beta term to leave out."""
+    assert family_selector_terms(M6I, beta=False) == [
+        [{"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": ["m6i.2xlarge", "m6i.4xlarge"]}]
+    ]
+    assert family_selector_terms(SPR, beta=False) == family_selector_terms(SPR)
+    named = [r["key"] for t in family_selector_terms(M6I, beta=False) for r in t]
+    assert BETA_INSTANCE_TYPE_LABEL not in named
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({BETA_INSTANCE_TYPE_LABEL: "m6i.2xlarge"}, True),
+        ({BETA_INSTANCE_TYPE_LABEL: "m6i.4xlarge", "zone": "a"}, True),
+        ({INSTANCE_TYPE_LABEL: "m6i.2xlarge", BETA_INSTANCE_TYPE_LABEL: "m6i.2xlarge"}, False),
+        ({INSTANCE_TYPE_LABEL: "m6i.2xlarge"}, False),
+        # GA wins: a stale beta value of the family does not make the node the family's
+        ({INSTANCE_TYPE_LABEL: "x1.large", BETA_INSTANCE_TYPE_LABEL: "m6i.2xlarge"}, False),
+        ({BETA_INSTANCE_TYPE_LABEL: "m5.large"}, False),
+        ({}, False),
+    ],
+)
+def test_selected_by_beta_only(labels: dict[str, str], expected: bool) -> None:
+    assert selected_by_beta_only(M6I, labels) is expected
+    assert requirement_terms_select(family_selector_terms(M6I, beta=False), "n", labels) is (
+        requirement_terms_select(family_selector_terms(M6I), "n", labels) and not expected
+    )
+
+
 def test_terms_select_the_fixture_nodes_the_catalog_assigns() -> None:
     for node in fixture_nodes().values():
         labels = labels_of(node)
@@ -281,3 +313,16 @@ def test_affinity_terms_select_exactly_the_nodes_match_assigns(
     for family in catalog.families:
         selected = requirement_terms_select(family_selector_terms(family), "n", labels)
         assert selected == (family.name in claimed), (family, labels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(catalog=catalogs(), labels=node_labels)
+def test_leaving_out_the_beta_term_loses_exactly_the_beta_only_nodes(
+    catalog: Catalog, labels: dict[str, str]
+) -> None:
+    """What the cache counts (``selected_by_beta_only``) is exactly what the pin without
+    the beta term no longer selects: the webhook drops the term only when no node needs it."""
+    for family in catalog.families:
+        full = requirement_terms_select(family_selector_terms(family), "n", labels)
+        ga_only = requirement_terms_select(family_selector_terms(family, beta=False), "n", labels)
+        assert full == (ga_only or selected_by_beta_only(family, labels)), (family, labels)

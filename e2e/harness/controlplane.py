@@ -72,6 +72,8 @@ class Process:
     log: Path
     popen: subprocess.Popen
     env: dict[str, str] | None = None
+    #: Stopped by the harness or a test (not to be revived).
+    stopped: bool = False
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -89,13 +91,18 @@ class Process:
         return tree_cpu_seconds(self.popen.pid)
 
     def stop(self, timeout: float = 15) -> None:
+        self.stopped = True
         if self.popen.poll() is not None:
             return
         self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
+            # The whole process group (each program starts its own session): gunicorn's
+            # master killed alone leaves a worker that is still finishing (graceful timeout
+            # 25 s) holding the listening socket, and a restart on the same port then fails.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
 
 
@@ -311,6 +318,15 @@ class ControlPlane:
             ctx = self.ssl_context()
             wait_until(lambda: https_ok(f"{self.server}/readyz", ctx), 120, "ready", proc)
         return proc
+
+    def revive(self) -> list[str]:
+        """Restart every component that exited on its own, as a kubelet restarts a crashed
+        container: kube-scheduler exits by design when it loses its leader lease, which an
+        API server restart (test_cache) can cause. Returns the names restarted."""
+        dead = [n for n, p in self.processes.items() if not p.alive() and not p.stopped]
+        for name in dead:
+            self.restart(name)
+        return dead
 
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision (its JSON gateway); returns the revision.

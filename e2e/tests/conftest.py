@@ -45,6 +45,14 @@ def plane(workdir: Path, binaries: Path) -> Iterator[ControlPlane]:
         yield plane
 
 
+@pytest.fixture(autouse=True)
+def _components_running(plane: ControlPlane) -> None:
+    """Before each test: anything that exited on its own is restarted, as a kubelet would."""
+    restarted = plane.revive()
+    if restarted:
+        print(f"restarted after exiting: {', '.join(restarted)}")
+
+
 @pytest.fixture(scope="session")
 def api(plane: ControlPlane):
     from kubernetes import client

@@ -1,0 +1,86 @@
+"""The deprecated ``beta.kubernetes.io/instance-type`` label, through the real API server.
+
+The API server warns on every pod whose node affinity names the beta label (``... is
+deprecated since v1.17; use "node.kubernetes.io/instance-type" instead``), and kubectl
+prints that warning. The webhook's pin names it only while the cluster has a node that
+only the beta label makes the family's; such a node must still get the family's pods.
+
+The family is gcp-n2d (1.1 SCU per vCPU), with nodes made for this test only.
+"""
+
+from __future__ import annotations
+
+import json
+
+from harness import objects
+from harness.kube import eventually, pod_manifest
+
+FAMILIES = "machine-catalog.io/families"
+BETA = "beta.kubernetes.io/instance-type"
+DEPRECATED = f"{BETA} is deprecated since v1.17"
+TYPE = "n2d-standard-4"
+
+
+def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_still_gets_pods(
+    plane, api, server, scheduler, kubelet, namespace
+):
+    def create(name: str, *flags: str) -> tuple[str, dict | None]:
+        """kubectl's warnings and the created pod (None if the create was refused)."""
+        body = pod_manifest(name, "1", annotations={FAMILIES: "gcp-n2d"})
+        out = plane.kubectl(
+            "create",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            "-o",
+            "json",
+            *flags,
+            input=json.dumps(body),
+            check=False,
+        )
+        return out.stderr, json.loads(out.stdout) if out.returncode == 0 else None
+
+    def affinity(pod: dict | None) -> str:
+        return json.dumps(pod["spec"]["affinity"]) if pod else ""
+
+    # A cloud node carries both labels: the GA term selects it, the beta term is not needed.
+    both = {objects.INSTANCE_TYPE: TYPE, BETA: TYPE}
+    objects.create_nodes(plane, [objects.node("n2d-ga", both, "4")])
+    eventually(
+        lambda: create("probe", "--dry-run=server")[1],
+        bool,
+        30,
+        "the webhook's cache to know the gcp-n2d node",
+    )
+    warnings, pod = create("plain")
+    assert "deprecated" not in warnings, warnings
+    assert BETA not in affinity(pod)
+    assert objects.INSTANCE_TYPE in affinity(pod)
+    placed = eventually(
+        lambda: api.read_namespaced_pod("plain", namespace).spec.node_name,
+        bool,
+        60,
+        "plain bound",
+    )
+    assert placed == "n2d-ga"
+
+    # A node labelled the old way only (no GA label), and the GA node cordoned: the pin now
+    # needs the beta term, the API server warns about it, and the pod lands there.
+    objects.create_nodes(plane, [objects.node("n2d-beta", {BETA: TYPE}, "4")])
+    api.patch_node("n2d-ga", {"spec": {"unschedulable": True}})
+    eventually(
+        lambda: create("probe", "--dry-run=server")[1],
+        lambda p: BETA in affinity(p),
+        30,
+        "the webhook's cache to know the beta-only node",
+    )
+    warnings, pod = create("legacy")
+    assert DEPRECATED in warnings, warnings
+    placed = eventually(
+        lambda: api.read_namespaced_pod("legacy", namespace).spec.node_name,
+        bool,
+        60,
+        "legacy bound",
+    )
+    assert placed == "n2d-beta"
