@@ -13,12 +13,17 @@ binaries (``e2e/controlplane/build.sh``, Go) and loopback only:
    HTTPS, weight, timeouts and node-scoring settings as shipped);
 2. creates N nodes (EKS-shaped, three families of the packaged catalog) from a pool of client
    threads and reports how long that took; grows the same cluster to the next size;
-3. per size, runs rounds alternating the two schedulers: K pods of the same shape created as
-   fast as a bounded pool of client threads can, in a fresh namespace (opted in to the
-   webhook for the machine-catalog path, not opted in for the default scheduler); a watch
-   records when each pod is first seen bound. pods/s = K / (last bound - first create sent).
-   The CPU seconds of etcd, kube-apiserver, each kube-scheduler and the serve process tree
-   are read before and after each round;
+3. per size and mode, runs rounds alternating three configurations: ``default-scheduler``
+   (pods in a namespace not opted in), ``default-scheduler pinned`` (the same, each pod
+   carrying the node affinity the webhook would write for one family, to separate the cost
+   of the pin from that of the extender) and ``machine-catalog`` (an opted-in namespace: the
+   webhook normalizes the pod, pins it and sets schedulerName). K pods of the same shape are
+   created as fast as a bounded pool of client threads can in a fresh namespace; a watch
+   records when each pod is first seen bound. Mode *stream*: the scheduler runs meanwhile,
+   pods/s = K / (last bound - first create sent). Mode *drain*: the round's kube-scheduler
+   is stopped (SIGSTOP) during the creates and resumed after, pods/s = (K - 1) / (last bound
+   - first bound). The CPU seconds of etcd, kube-apiserver, each kube-scheduler, the serve
+   process tree and the client are read before and after each round;
 4. measures a pod create's latency with and without the webhook in the path (sequential,
    pods addressed to a scheduler that does not exist, so nothing schedules them);
 5. writes its section of ``benchmarks/README.md``, a plot under ``benchmarks/results/`` and,
@@ -60,8 +65,24 @@ from benchmarks import fleets, report  # noqa: E402
 MC_SCHEDULER = "machine-catalog"
 DEFAULT_SCHEDULER = "default-scheduler"
 SCHEDULERS = (DEFAULT_SCHEDULER, MC_SCHEDULER)
+# The default scheduler given pods pinned to one family exactly as the webhook pins them (the
+# family's own nodeSelectorTerms, round-robin over the families), without webhook or
+# extender: it separates the cost of the pin (kube-scheduler's own filters walk ~3x the
+# nodes) from the cost of the extender and webhook.
+PINNED = "default-scheduler pinned"
+CONFIGS = (DEFAULT_SCHEDULER, PINNED, MC_SCHEDULER)
 # Process (and log, config file) name of each kube-scheduler; serve's is "machine-catalog".
-PROCESS = {DEFAULT_SCHEDULER: DEFAULT_SCHEDULER, MC_SCHEDULER: "machine-catalog-scheduler"}
+PROCESS = {
+    DEFAULT_SCHEDULER: DEFAULT_SCHEDULER,
+    PINNED: DEFAULT_SCHEDULER,
+    MC_SCHEDULER: "machine-catalog-scheduler",
+}
+COMPONENT = {
+    DEFAULT_SCHEDULER: DEFAULT_SCHEDULER,
+    PINNED: DEFAULT_SCHEDULER,
+    MC_SCHEDULER: MC_SCHEDULER,
+}
+NAMESPACE_PREFIX = {DEFAULT_SCHEDULER: "default", PINNED: "pinned", MC_SCHEDULER: "mc"}
 FAMILY_ANNOTATION = "machine-catalog.io/family"
 NORMALIZE_LABEL = "machine-catalog.io/normalize"
 # Three schedulable families of the packaged catalog, as EKS labels them (instance type,
@@ -108,9 +129,25 @@ def node_family(node: dict[str, Any]) -> str:
     return next(name for name, spec in FAMILIES if spec.prefix == prefix)
 
 
-def pod_body(name: str, scheduler: str | None = None) -> dict[str, Any]:
+def pinned_terms() -> dict[str, list[dict[str, Any]]]:
+    """Family -> the nodeSelectorTerms the webhook writes to pin a pod to it (the product's
+    own ``family_selector_terms`` on the packaged catalog)."""
+    from machine_catalog.loading import load_catalog
+    from machine_catalog.matching import family_selector_terms
+
+    by_name = {f.name: f for f in load_catalog().families}
+    return {
+        name: [{"matchExpressions": t} for t in family_selector_terms(by_name[name])]
+        for name, _ in FAMILIES
+    }
+
+
+def pod_body(
+    name: str, scheduler: str | None = None, terms: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The pod every round creates: one container asking 500m (SCU where the webhook
-    normalizes it), 256Mi, like a small service replica; no affinity of its own."""
+    normalizes it), 256Mi, like a small service replica; no affinity of its own unless
+    ``terms`` pins it."""
     spec: dict[str, Any] = {
         "containers": [
             {
@@ -126,6 +163,12 @@ def pod_body(name: str, scheduler: str | None = None) -> dict[str, Any]:
     }
     if scheduler:
         spec["schedulerName"] = scheduler
+    if terms:
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+            }
+        }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -497,10 +540,17 @@ def run_round(
     cluster: Cluster, scheduler: str, nodes: int, index: int, pods: int, mode: str = "stream"
 ) -> Round:
     opted_in = scheduler == MC_SCHEDULER
-    namespace = f"{'mc' if opted_in else 'default'}-{nodes}-{mode}-r{index}"
+    namespace = f"{NAMESPACE_PREFIX[scheduler]}-{nodes}-{mode}-r{index}"
     make_namespace(cluster, namespace, opted_in)
     # The webhook sets schedulerName: machine-catalog on pods that ask for the default one.
-    bodies = [pod_body(f"p{i:05d}") for i in range(pods)]
+    intended: dict[str, str] = {}
+    if scheduler == PINNED:
+        terms = pinned_terms()
+        names = [name for name, _ in FAMILIES]
+        intended = {f"p{i:05d}": names[i % len(names)] for i in range(pods)}
+        bodies = [pod_body(n, terms=terms[f]) for n, f in intended.items()]
+    else:
+        bodies = [pod_body(f"p{i:05d}") for i in range(pods)]
     timeout = 60 + pods / 20
     watch = BindWatch(cluster.core, namespace, pods, timeout)
     pid = cluster.plane.processes[PROCESS[scheduler]].popen.pid
@@ -526,11 +576,11 @@ def run_round(
     answered = {body["metadata"]["name"]: t1 for body, (_, t1) in zip(bodies, times, strict=True)}
     to_bind = [watch.bound[n] - answered[n] for n in watch.bound if n in answered]
     wrong = 0
-    if opted_in:
+    if scheduler != DEFAULT_SCHEDULER:
         wrong = sum(
             1
-            for node, family in watch.placement.values()
-            if cluster.node_families.get(node) != family
+            for name, (node, family) in watch.placement.items()
+            if cluster.node_families.get(node) != intended.get(name, family)
         )
     if not bound_times:
         seconds, rate = float("nan"), 0.0
@@ -555,7 +605,7 @@ def run_round(
         bind_p50_ms=float(np.median(to_bind)) * 1000 if to_bind else float("nan"),
         cpu={k: cpu_after[k] - cpu_before[k] for k in cpu_before},
         wrong_family=wrong,
-        metrics=round_metrics(metrics_before, metrics_after, scheduler),
+        metrics=round_metrics(metrics_before, metrics_after, COMPONENT[scheduler]),
         mode=mode,
     )
     delete_pods(cluster, namespace)
@@ -643,10 +693,13 @@ class SizeResult:
     def rate(self, scheduler: str, mode: str = "stream") -> list[float]:
         return [r.pods_per_second for r in self.of(scheduler, mode)]
 
-    def ratio(self, mode: str = "stream") -> float:
-        return statistics.median(self.rate(MC_SCHEDULER, mode)) / statistics.median(
-            self.rate(DEFAULT_SCHEDULER, mode)
-        )
+    def configs(self) -> list[str]:
+        return [c for c in CONFIGS if any(r.scheduler == c for r in self.rounds)]
+
+    def ratio(
+        self, mode: str = "stream", num: str = MC_SCHEDULER, den: str = DEFAULT_SCHEDULER
+    ) -> float:
+        return statistics.median(self.rate(num, mode)) / statistics.median(self.rate(den, mode))
 
 
 def load_results(path: Path) -> tuple[list[SizeResult], dict[str, Any]]:
@@ -699,6 +752,11 @@ def med(values: Any) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def ratio_text(res: SizeResult, mode: str, num: str, den: str, seed: int) -> str:
+    lo, hi = bootstrap_ratio(res.rate(num, mode), res.rate(den, mode), seed)
+    return f"{res.ratio(mode, num, den):.0%} ({lo:.0%} – {hi:.0%})"
+
+
 def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[str, str]:
     lines = [
         f"Run {meta['stamp']} on {meta['machine']}, load average {meta['load_before']} before / "
@@ -711,14 +769,14 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
         "kube-scheduler of the machine-catalog path as shipped (`manifests/base/"
         "scheduler-config.yaml`): "
         + ", ".join(f"{k} {v}" for k, v in meta["settings"].items())
-        + f". {meta['pods']:,} pods per round, {meta['rounds']} rounds per scheduler, mode and "
-        f"size, the two schedulers alternating, {meta['clients']} client threads creating.",
+        + f". {meta['pods']:,} pods per round, {meta['rounds']} rounds per configuration, mode "
+        f"and size, the configurations alternating, {meta['clients']} client threads creating.",
         "",
     ]
     rows = []
     for res in results:
         for mode in res.modes():
-            for sched in SCHEDULERS:
+            for sched in res.configs():
                 rs = res.of(sched, mode)
                 rows.append(
                     [
@@ -730,7 +788,7 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
                         spread([r.create_p50_ms for r in rs], 1),
                         spread([r.metrics.get("algorithm_ms", float("nan")) for r in rs], 2),
                         f"{sum(r.bound for r in rs):,} / {sum(r.pods for r in rs):,}",
-                        str(sum(r.wrong_family for r in rs)) if sched == MC_SCHEDULER else "",
+                        str(sum(r.wrong_family for r in rs)) if sched != DEFAULT_SCHEDULER else "",
                     ]
                 )
     lines += [
@@ -760,6 +818,12 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
                 res.rate(MC_SCHEDULER, mode), res.rate(DEFAULT_SCHEDULER, mode), seed
             )
             ratio = res.ratio(mode)
+            split = ["", ""]
+            if PINNED in res.configs():
+                split = [
+                    ratio_text(res, mode, MC_SCHEDULER, PINNED, seed),
+                    ratio_text(res, mode, PINNED, DEFAULT_SCHEDULER, seed),
+                ]
             rows.append(
                 [
                     f"{res.nodes:,}",
@@ -768,6 +832,7 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
                     f"{TARGET_RATIO:.0%}",
                     "yes" if ratio >= TARGET_RATIO else "**no**",
                     f"{ANCHOR[0] / ANCHOR[1]:.0%}",
+                    *split,
                 ]
             )
     lines += [
@@ -779,6 +844,8 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
                 "target",
                 "met",
                 "upstream anchor (Go extender, scheduler_perf)",
+                "machine-catalog / default pinned: webhook + extender alone",
+                "default pinned / default: the family pin alone",
             ],
             rows,
         ),
@@ -796,7 +863,7 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
     rows = []
     for res in results:
         for mode in res.modes():
-            for sched in SCHEDULERS:
+            for sched in res.configs():
                 rs = res.of(sched, mode)
                 per = {c: med(1000 * r.cpu[c] / max(r.bound, 1) for r in rs) for c in COMPONENTS}
                 rows.append(
@@ -813,7 +880,7 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
         "`scheduler_scheduling_attempt_duration_seconds{result=scheduled}` (to bound, binding "
         "included), `scheduler_framework_extension_point_duration_seconds` (sampled by "
         "kube-scheduler), serve's `machine_catalog_http_request_duration_seconds`); "
-        "default / machine-catalog:",
+        "default / default pinned / machine-catalog:",
         "",
     ]
     rows = []
@@ -831,9 +898,10 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
             d = {
                 k: med(r.metrics.get(k, nan) for r in res.of(DEFAULT_SCHEDULER, mode)) for k in keys
             }
+            pin = {k: med(r.metrics.get(k, nan) for r in res.of(PINNED, mode)) for k in keys}
             rows.append(
                 [f"{res.nodes:,}", mode]
-                + [f"{fmt(d[k], 2)} / {fmt(m[k], 2)}" for k in keys]
+                + [f"{fmt(d[k], 2)} / {fmt(pin[k], 2)} / **{fmt(m[k], 2)}**" for k in keys]
                 + [f"{fmt(m['extender_filter_ms'], 2)} / {fmt(m['extender_prioritize_ms'], 2)}"]
             )
     lines += [
@@ -891,10 +959,17 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
             lo, hi = bootstrap_ratio(
                 res.rate(MC_SCHEDULER, mode), res.rate(DEFAULT_SCHEDULER, mode), seed
             )
+            pinned = ""
+            if PINNED in res.configs():
+                pinned = (
+                    f"; default pinned {fmt(med(res.rate(PINNED, mode)))} pods/s, so the pin "
+                    f"alone keeps {res.ratio(mode, PINNED, DEFAULT_SCHEDULER):.0%} and webhook + "
+                    f"extender keep {res.ratio(mode, MC_SCHEDULER, PINNED):.0%} of that"
+                )
             parts.append(
                 f"{mode}: default {fmt(med(res.rate(DEFAULT_SCHEDULER, mode)))} pods/s, "
                 f"machine-catalog {fmt(med(res.rate(MC_SCHEDULER, mode)))} pods/s = "
-                f"**{res.ratio(mode):.0%}** ({lo:.0%} – {hi:.0%})"
+                f"**{res.ratio(mode):.0%}** ({lo:.0%} – {hi:.0%}) of default{pinned}"
             )
         cost = res.create_cost
         summary.append(
@@ -916,27 +991,30 @@ def plot(results: list[SizeResult], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     groups = [(res, mode) for res in results for mode in res.modes()]
     x = np.arange(len(groups))
-    width = 0.38
-    for k, (sched, color) in enumerate(zip(SCHEDULERS, ("#888888", "#1f77b4"), strict=True)):
+    configs = results[0].configs()
+    width = 0.8 / len(configs)
+    palette = {DEFAULT_SCHEDULER: "#888888", PINNED: "#bbbbbb", MC_SCHEDULER: "#1f77b4"}
+    for k, sched in enumerate(configs):
+        color = palette[sched]
         rates = [res.rate(sched, mode) for res, mode in groups]
         meds = [statistics.median(r) for r in rates]
         err = [
             [m - min(r) for m, r in zip(meds, rates, strict=True)],
             [max(r) - m for m, r in zip(meds, rates, strict=True)],
         ]
-        pos = x + (k - 0.5) * width
+        pos = x + (k - (len(configs) - 1) / 2) * width
         ax1.bar(pos, meds, width, yerr=err, capsize=4, color=color, label=sched)
         for p, r in zip(pos, rates, strict=True):
             ax1.scatter([p] * len(r), r, s=9, color="black", zorder=3)
     for i, (res, mode) in enumerate(groups):
-        top = max(max(res.rate(s, mode)) for s in SCHEDULERS)
+        top = max(max(res.rate(s, mode)) for s in configs)
         ax1.annotate(f"{res.ratio(mode):.0%}", (x[i], top), ha="center", va="bottom")
     ax1.set_xticks(x, [f"{res.nodes:,} nodes\n{mode}" for res, mode in groups])
     ax1.set_ylabel("pods/s (median, min–max, rounds as dots)")
     ax1.set_title("Scheduling throughput; machine-catalog / default above (2 shared CPUs)")
-    ax1.legend(loc="lower right", fontsize=8)
+    ax1.legend(loc="upper right", fontsize=8)
     colors = ("#d62728", "#9467bd", "#888888", "#1f77b4", "#2ca02c", "#ff7f0e")
-    bars = [(res, sched) for res in results for sched in SCHEDULERS]
+    bars = [(res, sched) for res in results for sched in configs]
     bottoms = np.zeros(len(bars))
     for comp, color in zip(COMPONENTS, colors, strict=True):
         vals = np.array(
@@ -947,7 +1025,7 @@ def plot(results: list[SizeResult], path: Path) -> None:
         )
         ax2.bar(range(len(bars)), vals, bottom=bottoms, color=color, label=comp)
         bottoms += np.nan_to_num(vals)
-    short = {DEFAULT_SCHEDULER: "default", MC_SCHEDULER: "machine-catalog"}
+    short = {DEFAULT_SCHEDULER: "default", PINNED: "pinned", MC_SCHEDULER: "mc"}
     ax2.set_xticks(range(len(bars)), [f"{res.nodes:,}\n{short[s]}" for res, s in bars])
     ax2.set_ylabel("CPU seconds per 1,000 pods (stream rounds)")
     ax2.set_title("Where the CPU goes, whole path")
@@ -968,6 +1046,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pods", type=int, default=None, help="pods per round")
     p.add_argument("--rounds", type=int, default=None, help="rounds per scheduler and size")
     p.add_argument("--clients", type=int, default=16, help="client threads creating")
+    p.add_argument(
+        "--configs",
+        type=lambda s: [c for c in s.split(",") if c],
+        default=list(CONFIGS),
+        help="comma-separated: default-scheduler, 'default-scheduler pinned', machine-catalog",
+    )
     p.add_argument(
         "--modes",
         type=lambda s: [m for m in s.split(",") if m],
@@ -1029,7 +1113,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Size
             rounds = []
             for mode in args.modes:
                 for i in range(1, args.rounds + 1):
-                    order = SCHEDULERS if i % 2 else SCHEDULERS[::-1]
+                    order = args.configs if i % 2 else args.configs[::-1]
                     for sched in order:
                         r = run_round(cluster, sched, size, i, args.pods, mode)
                         log(

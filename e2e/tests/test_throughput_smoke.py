@@ -3,8 +3,9 @@
 The benchmark starts its own etcd, kube-apiserver, serve and two kube-schedulers (it needs
 both schedulers and a webhook installed on a cluster no other test writes to), so this test
 runs it as a subprocess and checks the shape of what it reports, not its speed: every pod of
-every round bound, both schedulers measured in alternating rounds, the webhook's pods on
-nodes of the family it chose, CPU charged to every component.
+every round bound, both schedulers (and the default one with pinned pods) measured in
+alternating rounds and in both modes, pinned pods on nodes of their family, CPU charged to
+every component.
 """
 
 from __future__ import annotations
@@ -52,17 +53,19 @@ def test_quick_run_measures_both_schedulers(tmp_path: Path, binaries: Path) -> N
     (size,) = data["results"]
     assert size["nodes"] == 100
     rounds = size["rounds"]
-    schedulers = [r["scheduler"] for r in rounds]
-    assert sorted(set(schedulers)) == ["default-scheduler", "machine-catalog"]
-    # Alternating: each pair of rounds has one of each, and the first of a pair alternates.
-    assert schedulers[0] != schedulers[1] and schedulers[1] == schedulers[2]
+    configs = ["default-scheduler", "default-scheduler pinned", "machine-catalog"]
+    # Both modes, 2 rounds each, the configurations alternating: forward, then backward.
+    for mode in ("stream", "drain"):
+        order = [r["scheduler"] for r in rounds if r["mode"] == mode]
+        assert order == configs + configs[::-1], order
     for r in rounds:
         assert r["bound"] == r["pods"] == 60, r
         assert r["pods_per_second"] > 0 and r["creates_per_second"] > 0
         assert r["wrong_family"] == 0
         assert set(r["cpu"]) >= COMPONENTS
         # The scheduler of the round did the work: it used CPU and reported its cycles.
-        assert r["cpu"][r["scheduler"]] > 0
+        process = "machine-catalog" if r["scheduler"] == "machine-catalog" else "default-scheduler"
+        assert r["cpu"][process] > 0
         assert r["metrics"]["algorithm_ms"] > 0
     for r in rounds:
         if r["scheduler"] == "machine-catalog":
