@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean controlplane e2e
+.PHONY: run test lint format bench bench-throughput clean controlplane e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fleet_simulation.py
 	$(BIN)/python benchmarks/calibration_accuracy.py
 	$(BIN)/python benchmarks/load_simulation.py
+
+# Scheduling throughput on the real control plane (needs Go for the build; ~10-15 min):
+# default-scheduler against the machine-catalog scheduler at 1,000 and 5,000 nodes.
+bench-throughput: $(STAMP)
+	bash e2e/controlplane/build.sh >/dev/null
+	PYTHONPATH=e2e $(BIN)/python benchmarks/scheduling_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ deprecated since v1.17; use "node.kubernetes.io/instance-type" instead``), and k
 prints that warning. The webhook's pin names it only while the cluster has a node that
 only the beta label makes the family's; such a node must still get the family's pods.
 
-The family is gcp-n2d (1.1 SCU per vCPU), with nodes made for this test only.
+The family is gcp-n1 (0.8 SCU per vCPU), with nodes made for this test only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from harness.kube import eventually, pod_manifest
 FAMILIES = "machine-catalog.io/families"
 BETA = "beta.kubernetes.io/instance-type"
 DEPRECATED = f"{BETA} is deprecated since v1.17"
-TYPE = "n2d-standard-4"
+TYPE = "n1-standard-4"
 
 
 def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_still_gets_pods(
@@ -26,7 +26,7 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
 ):
     def create(name: str, *flags: str) -> tuple[str, dict | None]:
         """kubectl's warnings and the created pod (None if the create was refused)."""
-        body = pod_manifest(name, "1", annotations={FAMILIES: "gcp-n2d"})
+        body = pod_manifest(name, "1", annotations={FAMILIES: "gcp-n1"})
         out = plane.kubectl(
             "create",
             "-n",
@@ -46,12 +46,12 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
 
     # A cloud node carries both labels: the GA term selects it, the beta term is not needed.
     both = {objects.INSTANCE_TYPE: TYPE, BETA: TYPE}
-    objects.create_nodes(plane, [objects.node("n2d-ga", both, "4")])
+    objects.create_nodes(plane, [objects.node("n1-ga", both, "4")])
     eventually(
         lambda: create("probe", "--dry-run=server")[1],
         bool,
         30,
-        "the webhook's cache to know the gcp-n2d node",
+        "the webhook's cache to know the gcp-n1 node",
     )
     warnings, pod = create("plain")
     assert "deprecated" not in warnings, warnings
@@ -63,12 +63,12 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
         60,
         "plain bound",
     )
-    assert placed == "n2d-ga"
+    assert placed == "n1-ga"
 
     # A node labelled the old way only (no GA label), and the GA node cordoned: the pin now
     # needs the beta term, the API server warns about it, and the pod lands there.
-    objects.create_nodes(plane, [objects.node("n2d-beta", {BETA: TYPE}, "4")])
-    api.patch_node("n2d-ga", {"spec": {"unschedulable": True}})
+    objects.create_nodes(plane, [objects.node("n1-beta", {BETA: TYPE}, "4")])
+    api.patch_node("n1-ga", {"spec": {"unschedulable": True}})
     eventually(
         lambda: create("probe", "--dry-run=server")[1],
         lambda p: BETA in affinity(p),
@@ -83,4 +83,4 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
         60,
         "legacy bound",
     )
-    assert placed == "n2d-beta"
+    assert placed == "n1-beta"

@@ -4,7 +4,7 @@ pods.
 
 The module hot-reloads the session server's catalog to ``loadAware`` (polling every
 second, samples stale after 4 s) and restores it when the module ends. Each test has a
-family of its own (gcp-n2d, gcp-t2a, azure-dasv5, azure-dv4: no other e2e test uses them)
+family of its own (gcp-n2d, aws-c7g, azure-dasv5, azure-dv4: no other e2e test uses them)
 and two nodes made for it, so the pods of other tests never change its room. The metrics
 server serves whatever the tests publish; every test adds its nodes' usage to what is
 already published (other tests' pods and nodes stay).
@@ -173,11 +173,11 @@ def test_a_hot_node_is_refused_and_a_pod_with_nowhere_else_to_go_stays_pending(
 def test_of_two_nodes_with_the_same_room_the_less_used_one_gets_the_pods(
     plane, api, load_aware, metrics_api, namespace
 ):
-    """gcp-t2a (1.1): rk-a and rk-b, 8 vCPUs each. rk-b already holds a 2-vCPU pod, so by
+    """aws-c7g (1.25): rk-a and rk-b, 8 vCPUs each. rk-b already holds a 2-vCPU pod, so by
     requests (``balanced``, and the in-tree least-allocated scorer) rk-a is the better
     node; but rk-a is measured at 5 vCPUs busy and rk-b at 1. loadAware sends both new
     pods to rk-b."""
-    make_nodes(plane, ["rk-a", "rk-b"], "t2a-standard-8")
+    make_nodes(plane, ["rk-a", "rk-b"], "c7g.2xlarge")
     ns = "load-aware-ranking-fixed"
     api.create_namespace({"metadata": {"name": ns}})
     body = pod_manifest("resident", "2", nodeName="rk-b")
@@ -185,7 +185,7 @@ def test_of_two_nodes_with_the_same_room_the_less_used_one_gets_the_pods(
     publish_nodes(metrics_api, {"rk-a": "5000m", "rk-b": "1000m"})
     wait_samples(load_aware, api, metrics_api)
 
-    assert place(api, namespace, ["r0", "r1"], "gcp-t2a") == ["rk-b", "rk-b"]
+    assert place(api, namespace, ["r0", "r1"], "aws-c7g") == ["rk-b", "rk-b"]
 
 
 def deployment(name: str, replicas: int, family: str) -> dict:
