@@ -28,8 +28,13 @@ NAMESPACE = "machine-catalog-system"
 
 def e2e_catalog(directory: Path, scoring: dict[str, Any] | None = None) -> Path:
     """The packaged default catalog, plus two families that select the same label (so a
-    node carrying it is ambiguous), optionally with other scoring settings."""
+    node carrying it is ambiguous) and one for a test of its own, optionally with other
+    scoring settings."""
     catalog = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    # A family of its own for the loadAware ranking test, at 1.1 SCU per vCPU.
+    catalog["spec"]["families"].append(
+        {"name": "e2e-rank", "scuPerCore": 1.1, "instanceTypes": ["e2e-rank.2xlarge"]}
+    )
     for name in ("e2e-twin-a", "e2e-twin-b"):
         catalog["spec"]["families"].append(
             {

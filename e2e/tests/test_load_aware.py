@@ -3,8 +3,8 @@ polled by the session server with the manifests' RBAC, decides where kube-schedu
 pods.
 
 The module hot-reloads the session server's catalog to ``loadAware`` (polling every
-second, samples stale after 4 s) and restores it when the module ends. Each test has a
-family of its own (gcp-n2d, aws-c7g, azure-dasv5, azure-dv4: no other e2e test uses them)
+second, samples stale after 15 s) and restores it when the module ends. Each test has a
+family of its own (gcp-n2d, e2e-rank, azure-dasv5, azure-dv4: no other e2e test uses them)
 and two nodes made for it, so the pods of other tests never change its room. The metrics
 server serves whatever the tests publish; every test adds its nodes' usage to what is
 already published (other tests' pods and nodes stay).
@@ -29,7 +29,10 @@ from harness.kube import events_for, eventually, pod_manifest
 from kubernetes import client
 
 FAMILIES = "machine-catalog.io/families"
-SCORING = {"strategy": "loadAware", "sampleIntervalSeconds": 1, "maxSampleAgeSeconds": 4}
+# Samples every second; stale after 15 s: long enough that a poll delayed by a busy
+# 2-core machine does not turn every node back to requests mid-test, short enough for the
+# metrics-gone test to wait for it.
+SCORING = {"strategy": "loadAware", "sampleIntervalSeconds": 1, "maxSampleAgeSeconds": 15}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -173,11 +176,11 @@ def test_a_hot_node_is_refused_and_a_pod_with_nowhere_else_to_go_stays_pending(
 def test_of_two_nodes_with_the_same_room_the_less_used_one_gets_the_pods(
     plane, api, load_aware, metrics_api, namespace
 ):
-    """aws-c7g (1.25): rk-a and rk-b, 8 vCPUs each. rk-b already holds a 2-vCPU pod, so by
+    """e2e-rank (1.1, a family of the e2e catalog): rk-a and rk-b, 8 vCPUs each. rk-b already holds a 2-vCPU pod, so by
     requests (``balanced``, and the in-tree least-allocated scorer) rk-a is the better
     node; but rk-a is measured at 5 vCPUs busy and rk-b at 1. loadAware sends both new
     pods to rk-b."""
-    make_nodes(plane, ["rk-a", "rk-b"], "c7g.2xlarge")
+    make_nodes(plane, ["rk-a", "rk-b"], "e2e-rank.2xlarge")
     ns = "load-aware-ranking-fixed"
     api.create_namespace({"metadata": {"name": ns}})
     body = pod_manifest("resident", "2", nodeName="rk-b")
@@ -185,7 +188,7 @@ def test_of_two_nodes_with_the_same_room_the_less_used_one_gets_the_pods(
     publish_nodes(metrics_api, {"rk-a": "5000m", "rk-b": "1000m"})
     wait_samples(load_aware, api, metrics_api)
 
-    assert place(api, namespace, ["r0", "r1"], "aws-c7g") == ["rk-b", "rk-b"]
+    assert place(api, namespace, ["r0", "r1"], "e2e-rank") == ["rk-b", "rk-b"]
 
 
 def deployment(name: str, replicas: int, family: str) -> dict:
@@ -240,7 +243,7 @@ def test_without_node_metrics_pods_keep_scheduling_on_their_requests(
 ):
     """azure-dv4 (1.05): mg-x measured at 95%, mg-y at 5%. While the samples are fresh
     mg-x is refused as a hot spot and a pod goes to mg-y. Then the metrics API stops
-    reporting both nodes: after maxSampleAgeSeconds (4 s here) their samples are stale,
+    reporting both nodes: after maxSampleAgeSeconds (15 s here) their samples are stale,
     /metrics says so, and the next pod is placed by its requests (mg-x, which holds
     none), with no FailedScheduling on the way."""
     make_nodes(plane, ["mg-x", "mg-y"], "Standard_D8_v4")
@@ -257,6 +260,7 @@ def test_without_node_metrics_pods_keep_scheduling_on_their_requests(
         load_aware,
         lambda c: c["stale"] == before["stale"] + 2 and c["fresh"] == before["fresh"] - 2,
         "mg-x and mg-y stale",
+        timeout=60,
     )
     placed = place(api, namespace, ["m1", "m2"], "azure-dv4")
     assert placed[0] == "mg-x", placed  # by requests: 0 on mg-x, 1 SCU on mg-y
