@@ -176,7 +176,8 @@ def test_a_hot_node_is_refused_and_a_pod_with_nowhere_else_to_go_stays_pending(
 def test_of_two_nodes_with_the_same_room_the_less_used_one_gets_the_pods(
     plane, api, load_aware, metrics_api, namespace
 ):
-    """e2e-rank (1.1, a family of the e2e catalog): rk-a and rk-b, 8 vCPUs each. rk-b already holds a 2-vCPU pod, so by
+    """e2e-rank (1.1, the e2e catalog's own): rk-a and rk-b, 8 vCPUs each. rk-b already
+    holds a 2-vCPU pod, so by
     requests (``balanced``, and the in-tree least-allocated scorer) rk-a is the better
     node; but rk-a is measured at 5 vCPUs busy and rk-b at 1. loadAware sends both new
     pods to rk-b."""
