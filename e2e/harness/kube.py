@@ -24,6 +24,16 @@ def eventually(fetch: Callable[[], T], ok: Callable[[T], bool], timeout: float, 
         time.sleep(0.25)
 
 
+def bound(api: Any, namespace: str, name: str, timeout: float = 60) -> Any:
+    """The pod once kube-scheduler has bound it (``spec.nodeName`` set)."""
+    return eventually(
+        lambda: api.read_namespaced_pod(name, namespace),
+        lambda p: bool(p.spec.node_name),
+        timeout,
+        f"{namespace}/{name} bound",
+    )
+
+
 def pod_manifest(
     name: str,
     cpu: str = "1",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -105,6 +107,19 @@ class Server:
         )
         with urllib.request.urlopen(req, context=self.context, timeout=10) as r:
             return json.loads(r.read())
+
+    def replace_catalog(self, text: str) -> None:
+        """Replace the catalog file atomically (as a ConfigMap update does) and wait until
+        the server serves it: one worker's /readyz shows the new hash, and the other worker
+        gets its own poll interval too."""
+        from harness.kube import eventually
+
+        before = self.readyz()["catalog"]["hash"]
+        tmp = self.catalog.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.catalog)
+        eventually(self.readyz, lambda r: r["catalog"]["hash"] != before, 20, "catalog reloaded")
+        time.sleep(2)
 
     def readyz(self) -> dict[str, Any]:
         return self.get("/readyz")[1]

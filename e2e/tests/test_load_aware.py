@@ -17,15 +17,13 @@ it, so the server counts it by its request (anti-herding) whatever the poll timi
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
 from harness import objects
-from harness.kube import events_for, eventually, pod_manifest
+from harness.kube import bound, events_for, eventually, pod_manifest
 from kubernetes import client
 
 FAMILIES = "machine-catalog.io/families"
@@ -38,28 +36,17 @@ SCORING = {"strategy": "loadAware", "sampleIntervalSeconds": 1, "maxSampleAgeSec
 # -- helpers -------------------------------------------------------------------------------
 
 
-def swap_catalog(server, catalog: Path, text: str) -> None:
-    """Replace the catalog file atomically and wait for the server to serve it."""
-    before = server.readyz()["catalog"]["hash"]
-    tmp = catalog.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, catalog)
-    eventually(server.readyz, lambda r: r["catalog"]["hash"] != before, 20, "catalog reloaded")
-    # Each worker polls the file itself; give the one that did not answer its interval.
-    time.sleep(2)
-
-
 @pytest.fixture(scope="module")
 def load_aware(server, scheduler, kubelet, metrics_api, catalog):
     """The session catalog with ``loadAware`` scoring for this module, restored after."""
     original = catalog.read_text()
     doc = yaml.safe_load(original)
     doc["spec"]["scoring"] = dict(SCORING)
-    swap_catalog(server, catalog, yaml.safe_dump(doc, sort_keys=False))
+    server.replace_catalog(yaml.safe_dump(doc, sort_keys=False))
     try:
         yield server
     finally:
-        swap_catalog(server, catalog, original)
+        server.replace_catalog(original)
 
 
 def published_nodes(metrics_api) -> dict[str, str]:
@@ -111,15 +98,6 @@ def wait_samples(server, api, metrics_api) -> None:
 def make_nodes(plane, names: list[str], instance_type: str) -> None:
     objects.create_nodes(
         plane, [objects.node(n, {objects.INSTANCE_TYPE: instance_type}, "8") for n in names]
-    )
-
-
-def bound(api, namespace: str, name: str, timeout: float = 60):
-    return eventually(
-        lambda: api.read_namespaced_pod(name, namespace),
-        lambda p: bool(p.spec.node_name),
-        timeout,
-        f"{namespace}/{name} bound",
     )
 
 

@@ -7,14 +7,13 @@ the session's cluster is shared (see conftest).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from harness import objects
-from harness.kube import events_for, eventually, pod_manifest
+from harness.kube import bound, events_for, eventually, pod_manifest
 
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
@@ -25,15 +24,6 @@ def family_of_node(api, name: str) -> str:
     """The family the extender's own catalog gives a node, via ``machine-catalog explain``."""
     labels = api.read_node(name).metadata.labels
     return objects.family_for_labels(labels)
-
-
-def bound(api, namespace: str, name: str, timeout: float = 60):
-    return eventually(
-        lambda: api.read_namespaced_pod(name, namespace),
-        lambda p: bool(p.spec.node_name),
-        timeout,
-        f"{namespace}/{name} bound",
-    )
 
 
 @pytest.mark.parametrize(
@@ -156,28 +146,13 @@ def test_the_scoring_strategy_is_visible_in_where_pods_land(
         packed = place("pack", 3)
         assert len(set(packed)) == 1, packed
     finally:
-        restore(server, catalog, original)
+        server.replace_catalog(original)
 
 
 def set_scoring(server, catalog: Path, strategy: str) -> None:
     doc = yaml.safe_load(catalog.read_text())
     doc["spec"]["scoring"] = {"strategy": strategy}
-    before = server.readyz()["catalog"]["hash"]
-    tmp = catalog.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, catalog)
-    eventually(server.readyz, lambda r: r["catalog"]["hash"] != before, 20, "catalog reloaded")
-    # Both workers reload independently; give the other one its poll interval too.
-    time.sleep(2)
-
-
-def restore(server, catalog: Path, text: str) -> None:
-    before = server.readyz()["catalog"]["hash"]
-    tmp = catalog.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, catalog)
-    eventually(server.readyz, lambda r: r["catalog"]["hash"] != before, 20, "catalog restored")
-    time.sleep(2)
+    server.replace_catalog(yaml.safe_dump(doc, sort_keys=False))
 
 
 def test_with_the_extender_stopped_pods_stay_pending_and_are_placed_once_it_is_back(
