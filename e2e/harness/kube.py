@@ -68,6 +68,15 @@ def cpu_requests(pod: Any) -> list[str]:
     return [c.resources.requests["cpu"] for c in pod.spec.containers]
 
 
+def failed_scheduling(
+    api: Any, namespace: str, name: str, what: str, timeout: float = 30
+) -> list[Any]:
+    """The pod's FailedScheduling events, once kube-scheduler has recorded one."""
+    return eventually(
+        lambda: events_for(api, namespace, name, "FailedScheduling"), bool, timeout, what
+    )
+
+
 def events_for(api: Any, namespace: str, name: str, reason: str | None = None) -> list[Any]:
     items = api.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
     return [e for e in items if reason is None or e.reason == reason]

@@ -23,7 +23,7 @@ from collections import Counter
 import pytest
 import yaml
 from harness import objects
-from harness.kube import bound, events_for, eventually, pod_manifest
+from harness.kube import bound, events_for, eventually, failed_scheduling, pod_manifest
 from kubernetes import client
 
 FAMILIES = "machine-catalog.io/families"
@@ -131,11 +131,8 @@ def test_a_hot_node_is_refused_and_a_pod_with_nowhere_else_to_go_stays_pending(
     api.create_namespaced_pod(
         namespace, pod_manifest("more", "1", annotations={FAMILIES: "gcp-n2d"})
     )
-    events = eventually(
-        lambda: events_for(api, namespace, "more", "FailedScheduling"),
-        bool,
-        30,
-        "FailedScheduling for the pod with only a hot node left",
+    events = failed_scheduling(
+        api, namespace, "more", "FailedScheduling for the pod with only a hot node left"
     )
     message = events[-1].message
     assert "hot spot" in message and "above hotSpotUsage 0.8" in message, message

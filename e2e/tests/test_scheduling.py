@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from harness import objects
-from harness.kube import bound, events_for, eventually, pod_manifest
+from harness.kube import bound, failed_scheduling, pod_manifest
 
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
@@ -56,12 +56,7 @@ def test_unknown_ambiguous_and_retired_nodes_are_refused_by_the_extender(
     body = pod_manifest("p", "100m", scheduler="machine-catalog")
     body["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     api.create_namespaced_pod(ns, body)
-    events = eventually(
-        lambda: events_for(api, ns, "p", "FailedScheduling"),
-        bool,
-        30,
-        "FailedScheduling",
-    )
+    events = failed_scheduling(api, ns, "p", "FailedScheduling")
     message = events[0].message
     expected = {
         "t3-unknown": "matches no family",
@@ -85,11 +80,8 @@ def test_a_full_family_gives_failed_scheduling_events_with_the_extenders_reasons
     api.create_namespaced_pod(
         namespace, pod_manifest("more", "4", annotations={FAMILIES: "azure-dv5"})
     )
-    events = eventually(
-        lambda: events_for(api, namespace, "more", "FailedScheduling"),
-        bool,
-        30,
-        "FailedScheduling for the pod that does not fit",
+    events = failed_scheduling(
+        api, namespace, "more", "FailedScheduling for the pod that does not fit"
     )
     message = events[-1].message
     # The pinned pod's required affinity leaves one candidate node, full in vCPU too, so the
@@ -107,12 +99,7 @@ def test_a_full_family_gives_failed_scheduling_events_with_the_extenders_reasons
         "pinned", "3", annotations={FAMILY: "azure-dv5"}, scheduler="machine-catalog"
     )
     api.create_namespaced_pod(ns, direct)
-    events = eventually(
-        lambda: events_for(api, ns, "pinned", "FailedScheduling"),
-        bool,
-        30,
-        "FailedScheduling with extender reasons",
-    )
+    events = failed_scheduling(api, ns, "pinned", "FailedScheduling with extender reasons")
     message = events[-1].message
     assert "pod is pinned to family azure-dv5" in message, message
 
@@ -166,12 +153,7 @@ def test_with_the_extender_stopped_pods_stay_pending_and_are_placed_once_it_is_b
             "waits", "500m", annotations={FAMILY: "gcp-n2"}, scheduler="machine-catalog"
         )
         api.create_namespaced_pod(ns, body)
-        events = eventually(
-            lambda: events_for(api, ns, "waits", "FailedScheduling"),
-            bool,
-            30,
-            "FailedScheduling while the extender is down",
-        )
+        events = failed_scheduling(api, ns, "waits", "FailedScheduling while the extender is down")
         # The failed call to the extender's URL: "connection refused", or "connection reset"
         # when the server went down under kube-scheduler's kept-alive connection.
         message = events[-1].message
