@@ -936,17 +936,25 @@ def _progress(fleet: Fleet, r: Result) -> None:
 
 #: Functions whose cumulative time makes up a request, by layer: (file suffix, function, label).
 LAYERS = (
-    ("extender/metrics.py", "wsgi_app", "whole app (WSGI call)"),
-    ("extender/wire.py", "decode_extender_args", "decode ExtenderArgs (orjson + shape checks)"),
-    ("extender/filtering.py", "complete_view", "judge nodes the cache lacks (full Nodes)"),
-    ("extender/cluster.py", "view", "cache view (name -> slot, array gathers)"),
-    ("extender/filtering.py", "filter_nodes", "filter verdicts + reasons"),
-    ("extender/scoring.py", "node_scores", "scores"),
-    ("extender/wire.py", "encode_filter_result", "encode filter answer"),
-    ("extender/wire.py", "encode_host_priorities", "encode priorities"),
-    ("extender/admission.py", "decode_review", "decode AdmissionReview"),
-    ("extender/admission.py", "admit", "webhook decision + patch"),
-    ("extender/admission.py", "encode_response", "encode AdmissionReview"),
+    ("extender/server/metrics.py", "wsgi_app", "whole app (WSGI call)"),
+    (
+        "extender/scheduler/wire.py",
+        "decode_extender_args",
+        "decode ExtenderArgs (orjson + shape checks)",
+    ),
+    (
+        "extender/scheduler/filtering.py",
+        "complete_view",
+        "judge nodes the cache lacks (full Nodes)",
+    ),
+    ("extender/state/cluster.py", "view", "cache view (name -> slot, array gathers)"),
+    ("extender/scheduler/filtering.py", "filter_nodes", "filter verdicts + reasons"),
+    ("extender/scheduler/scoring.py", "node_scores", "scores"),
+    ("extender/scheduler/wire.py", "encode_filter_result", "encode filter answer"),
+    ("extender/scheduler/wire.py", "encode_host_priorities", "encode priorities"),
+    ("extender/admission/webhook.py", "decode_review", "decode AdmissionReview"),
+    ("extender/admission/webhook.py", "admit", "webhook decision + patch"),
+    ("extender/admission/webhook.py", "encode_response", "encode AdmissionReview"),
 )
 
 Profile = tuple[str, float, list[tuple[str, float]]]
@@ -959,8 +967,8 @@ def profile(fleet: Fleet, kubeconfig: Path, catalog: Path, calls: int) -> list[P
     each NodeNames case and the webhook: the app's time per call and the cumulative time
     of the layers in :data:`LAYERS` (profiler overhead inflates call-heavy code).
     """
-    from extender.app import create_app
-    from extender.server import ServeConfig, build_runtime, shutdown_runtime
+    from extender.server.app import create_app
+    from extender.server.serve import ServeConfig, build_runtime, shutdown_runtime
 
     runtime = build_runtime(ServeConfig(kubeconfig=str(kubeconfig), catalog=str(catalog)))
     try:

@@ -7,11 +7,11 @@ at which every replica runs and the HPAs hold their target.
 - ``raw``: the requests the teams wrote (``cpu: 500m``) are vCPUs on whatever node the pod
   lands; placement is default-scheduler-like (CPU fit + LeastAllocated on CPU).
 - ``packaged``: the same numbers are SCU, normalized with the packaged catalog's factors:
-  the webhook's family choice (:func:`extender.placement.choose_family`) pins each pod and
+  the webhook's family choice (:func:`extender.admission.placement.choose_family`) pins each pod and
   rewrites its request to ``ceil(scu / scuPerCore)`` millicores
   (:func:`machine_catalog.quantities.scu_to_physical_millis`); the extender's filter
-  (:func:`extender.filtering.filter_nodes`) and balanced score
-  (:func:`extender.scoring.node_scores`, added to LeastAllocated as kube-scheduler adds an
+  (:func:`extender.scheduler.filtering.filter_nodes`) and balanced score
+  (:func:`extender.scheduler.scoring.node_scores`, added to LeastAllocated as kube-scheduler adds an
   extender's, ``score * weight * 10``) place it.
 - ``calibrated``: as ``packaged``, with the catalog ``machine-catalog calibrate --write``
   proposes from this fleet's own usage: the ``packaged`` run's pods and nodes and three
@@ -49,10 +49,10 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and the pr
 import numpy as np
 
 from benchmarks import fleets, metrics_fleet, report
-from extender.cluster import ClusterState, NodeView
-from extender.filtering import filter_nodes
-from extender.placement import NodeConstraints, Placement, choose_family, family_capacity
-from extender.scoring import node_scores
+from extender.admission.placement import NodeConstraints, Placement, choose_family, family_capacity
+from extender.scheduler.filtering import filter_nodes
+from extender.scheduler.scoring import node_scores
+from extender.state.cluster import ClusterState, NodeView
 from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.calibration import Calibration, calibrate, propose
 from machine_catalog.catalog import Catalog

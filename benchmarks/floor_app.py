@@ -5,7 +5,7 @@ kube-scheduler sends, whatever it then does) and answers a prebuilt response of 
 size as the project's answer to that request. Everything else a request costs in Python
 (gunicorn's gthread worker, HTTP parsing, Flask routing, the WSGI response) is the same
 as the project's, because the gunicorn options come from the server's own
-:func:`extender.server.gunicorn_options` (TLS included, with ``--certfile``/``--keyfile``),
+:func:`extender.server.serve.gunicorn_options` (TLS included, with ``--certfile``/``--keyfile``),
 and each worker gets the memory settings ``serve``'s workers get
 (:func:`tune_worker_memory`). The ratio project / floor is then the cost of the
 extender's own work (cache view, filtering, scoring, encoding, metrics).
@@ -32,8 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import orjson
 from flask import Flask, request
 
-from extender import memory
-from extender.server import GC_GEN0_THRESHOLD, ServeConfig, gunicorn_options
+from extender.server import memory
+from extender.server.serve import GC_GEN0_THRESHOLD, ServeConfig, gunicorn_options
 
 
 def response_key(case: str, index: int | str) -> str:
@@ -65,8 +65,8 @@ def load_responses(path: Path) -> dict[str, bytes]:
 def tune_worker_memory(app: Flask) -> None:
     """What ``serve`` does in each worker around its app, so the floor pays the same.
 
-    One malloc arena (:func:`extender.memory.limit_malloc_arenas`), ``malloc_trim`` after
-    bodies over 1 MB (:func:`extender.memory.release_after_large_bodies`, which the
+    One malloc arena (:func:`extender.server.memory.limit_malloc_arenas`), ``malloc_trim`` after
+    bodies over 1 MB (:func:`extender.server.memory.release_after_large_bodies`, which the
     project's ``create_app`` installs), and ``server._tune_gc``'s collector settings: the
     young-generation threshold raised to ``GC_GEN0_THRESHOLD`` and everything alive once
     the app is built (here the prebuilt responses) frozen out of the collector's scans.

@@ -7,11 +7,11 @@ measures what usage-aware placement is for: hot-spot node-minutes (a node's CPU 
 above the threshold at that moment.
 
 Every scheduling decision goes through the project's own code: the cache
-(:class:`extender.cluster.ClusterState`, fed pod objects as the watch would and usage samples
-as the metrics poller would, :meth:`~extender.cluster.ClusterState.set_usage`), the filter
-(:func:`extender.filtering.filter_nodes`, with its hot-spot rule under ``loadAware``) and
-the scores (:func:`extender.scoring.node_scores` for ``balanced``,
-:func:`extender.scheduling.load_aware_view_scores` for ``loadAware``), added to
+(:class:`extender.state.cluster.ClusterState`, fed pod objects as the watch would and usage samples
+as the metrics poller would, :meth:`~extender.state.cluster.ClusterState.set_usage`), the filter
+(:func:`extender.scheduler.filtering.filter_nodes`, with its hot-spot rule under ``loadAware``) and
+the scores (:func:`extender.scheduler.scoring.node_scores` for ``balanced``,
+:func:`extender.scheduler.verbs.load_aware_view_scores` for ``loadAware``), added to
 NodeResourcesFit LeastAllocated as kube-scheduler adds an extender's score. The only model
 code here is the workload (how much CPU each replica uses, minute by minute), the churn,
 the metrics pipeline's delay and the measurements. Every assumption is in ``README.md``.
@@ -36,11 +36,11 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and the pr
 import numpy as np
 
 from benchmarks import fleets, report
-from extender.cluster import FAMILY_ANNOTATION, ClusterState
-from extender.filtering import filter_nodes
-from extender.scheduling import load_aware_view_scores
-from extender.scoring import node_scores
-from extender.usage import UsageSample
+from extender.scheduler.filtering import filter_nodes
+from extender.scheduler.scoring import node_scores
+from extender.scheduler.verbs import load_aware_view_scores
+from extender.state.cluster import FAMILY_ANNOTATION, ClusterState
+from extender.state.usage import UsageSample
 from machine_catalog.catalog import Catalog
 from machine_catalog.quantities import scu_to_physical_millis
 

@@ -1,6 +1,6 @@
 """In-process latency of the webhook's decision (``Admitter.admit``) at fleet scale.
 
-The family choice counts fragmentation (:func:`extender.placement.holdable_scu`): per
+The family choice counts fragmentation (:func:`extender.admission.placement.holdable_scu`): per
 candidate family one comparison over the allowed nodes with room, on top of the per-family
 ``bincount``. This measures the whole decision (decode already done, patch built) so the
 cost is seen where the webhook's budget is (p99 < 2 ms at 5,000 nodes), not in isolation.
@@ -10,7 +10,7 @@ Assumptions, and which side they favour:
 - in-process, one thread, no HTTP, no JSON decode of the review (favours us: the HTTP
   numbers are in ``extender_latency.py``); the loaded cache is frozen out of the cyclic GC
   and young collections run every 20,000 allocations, as ``serve`` tunes its workers
-  (``extender.server._tune_gc``); collections still run during the calls (against us);
+  (``extender.server.serve._tune_gc``); collections still run during the calls (against us);
 - the machine is shared (2 cores, other builds running): the load average is printed with
   the numbers, and the tails move with it (against us);
 - the fleet of ``fleets.py`` (three families, EKS-shaped nodes, pods as a ReplicaSet makes
@@ -38,10 +38,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import fleets
-from extender.admission import Admitter, decode_review
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
-from extender.server import GC_GEN0_THRESHOLD
+from extender.admission.webhook import Admitter, decode_review
+from extender.server.serve import GC_GEN0_THRESHOLD
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource
 
 

@@ -1,6 +1,6 @@
 """Go ``time.Duration`` strings, as ``metrics.k8s.io`` writes a sample's ``window``.
 
-Read in two places: node usage for ``loadAware`` (:mod:`extender.usage`, which skips an
+Read in two places: node usage for ``loadAware`` (:mod:`extender.state.usage`, which skips an
 item whose window is not a duration) and ``calibrate``'s PodMetrics
 (:mod:`machine_catalog.calibration`, which counts an unreadable window as 0 s). One parser
 for both, in the core, so the two agree on what a window is.

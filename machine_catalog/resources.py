@@ -58,7 +58,7 @@ def aggregate_container_requests(app: Iterable[int], init: Iterable[tuple[int, b
     order, each with whether it is a sidecar. Result: ``max(sum(app) + sum(sidecars),
     max over regular init containers i of (request_i + sidecars started before i))``.
     The API server requires a pod-level request to be at least this (see
-    :mod:`extender.converting`), and the scheduler counts it when there is none.
+    :mod:`extender.admission.converting`), and the scheduler counts it when there is none.
     """
     sidecars = 0
     init_peak = 0

@@ -150,8 +150,8 @@ def _read_catalog(path: str | None) -> tuple[Catalog, bytes, str]:
 
 def read_pod_metrics(path: str) -> dict[str, Any]:
     """One PodMetricsList file (JSON, or YAML as ``kubectl get podmetrics -o yaml``), read
-    and checked by :func:`extender.kubefiles.read_metrics_list`."""
-    from extender.kubefiles import KubeFileError, read_metrics_list
+    and checked by :func:`extender.feeds.kubefiles.read_metrics_list`."""
+    from extender.feeds.kubefiles import KubeFileError, read_metrics_list
 
     try:
         return {"kind": "PodMetricsList", "items": read_metrics_list(path, "PodMetrics")}
@@ -160,7 +160,7 @@ def read_pod_metrics(path: str) -> dict[str, Any]:
 
 
 def _from_files(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
-    from extender.snapshot import SnapshotError, load_snapshot
+    from extender.feeds.snapshot import SnapshotError, load_snapshot
 
     if not args.pod_metrics:
         raise CliError("--snapshot needs at least one --pod-metrics FILE", EXIT_USAGE)
@@ -180,8 +180,8 @@ def _from_cluster(args: argparse.Namespace) -> tuple[list[dict], list[dict], lis
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from extender.usage_sampling import sample
-    from extender.watching import ApiConfigError, load_api_client
+    from extender.feeds.usage_sampling import sample
+    from extender.feeds.watching import ApiConfigError, load_api_client
 
     if args.pod_metrics:
         raise CliError("--pod-metrics goes with --snapshot, not --kubeconfig", EXIT_USAGE)

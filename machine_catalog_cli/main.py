@@ -135,8 +135,8 @@ def _catalog_or_fail(path: str | None) -> Catalog:
 
 def _single_node(path: str) -> Mapping[str, Any] | None:
     """The Node when ``path`` holds exactly one Node object (``kubectl get node X -o json``),
-    read as every kubectl output file is (:func:`extender.kubefiles.read_documents`)."""
-    from extender.kubefiles import KubeFileError, read_documents
+    read as every kubectl output file is (:func:`extender.feeds.kubefiles.read_documents`)."""
+    from extender.feeds.kubefiles import KubeFileError, read_documents
 
     try:
         documents = read_documents(path, "a Node")
@@ -153,7 +153,7 @@ def _read_nodes(path: str) -> tuple[list[Mapping[str, Any]], bool]:
     own snapshot loader, so the CLI and ``serve --snapshot`` accept exactly the same files;
     a single Node, which a cluster snapshot never is, is recognised here.
     """
-    from extender.snapshot import SnapshotError, load_snapshot
+    from extender.feeds.snapshot import SnapshotError, load_snapshot
 
     try:
         nodes, _pods = load_snapshot(path)
@@ -649,7 +649,7 @@ def _bind(text: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from extender.server import ServeConfig, ServeError, serve
+    from extender.server.serve import ServeConfig, ServeError, serve
 
     try:
         config = ServeConfig(

@@ -1,8 +1,8 @@
 """``machine-catalog report``: the state of each family's pool, and what needs a look.
 
 The numbers are the server's: nodes and pods go into the same
-:class:`~extender.cluster.ClusterState` the extender and the webhook read, and the
-per-family totals come from :func:`extender.pools.family_pools` (the counting rules are
+:class:`~extender.state.cluster.ClusterState` the extender and the webhook read, and the
+per-family totals come from :func:`extender.admission.pools.family_pools` (the counting rules are
 written there), so a report never disagrees with a scheduling decision. This module only
 gathers the objects (a snapshot file, or a live cluster through the kubernetes client),
 adds what the cache does not keep (pending pod counts, usage from metrics, the problems
@@ -49,7 +49,7 @@ from machine_catalog_cli.main import (
 )
 
 if TYPE_CHECKING:
-    from extender.pools import FamilyPool
+    from extender.admission.pools import FamilyPool
 
 #: The webhook's namespaceSelector (manifests/base/webhook.yaml): namespaces labelled
 #: ``machine-catalog.io/normalize: enabled``, never these two (a test checks they agree).
@@ -77,7 +77,7 @@ class Inputs:
 
 
 def read_snapshot(path: str) -> Inputs:
-    from extender.snapshot import SnapshotError, load_objects
+    from extender.feeds.snapshot import SnapshotError, load_objects
 
     try:
         found = load_objects(path, ("Node", "Pod", "Namespace"))
@@ -95,8 +95,8 @@ def read_snapshot(path: str) -> Inputs:
 
 def read_metrics(path: str, kind: str) -> list[dict[str, Any]]:
     """The items of a ``NodeMetricsList``/``PodMetricsList`` file, as ``kubectl get --raw``
-    prints it (JSON), read and checked by :func:`extender.kubefiles.read_metrics_list`."""
-    from extender.kubefiles import KubeFileError, read_metrics_list
+    prints it (JSON), read and checked by :func:`extender.feeds.kubefiles.read_metrics_list`."""
+    from extender.feeds.kubefiles import KubeFileError, read_metrics_list
 
     try:
         return read_metrics_list(path, kind, allow_yaml=False)
@@ -105,7 +105,7 @@ def read_metrics(path: str, kind: str) -> list[dict[str, Any]]:
 
 
 def _metric_items(data: Any, kind: str, where: str) -> list[dict[str, Any]]:
-    from extender.kubefiles import KubeFileError, metrics_items
+    from extender.feeds.kubefiles import KubeFileError, metrics_items
 
     try:
         return metrics_items(data, kind, where)
@@ -120,7 +120,7 @@ def read_live(kubeconfig: str, with_metrics: bool) -> Inputs:
     from kubernetes.client.exceptions import ApiException, OpenApiException
     from urllib3.exceptions import HTTPError
 
-    from extender.watching import ApiConfigError, load_api_client
+    from extender.feeds.watching import ApiConfigError, load_api_client
 
     try:
         api_client = load_api_client(kubeconfig)
@@ -167,7 +167,7 @@ def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
 
     A live listing is slimmed page by page: a 50,000-pod cluster is ~700 MB of parsed
     objects whole, and the report needs the pod's identity, labels and annotations, its
-    node, phase and CPU requests (the fields :func:`~extender.cluster.pod_entry` reads).
+    node, phase and CPU requests (the fields :func:`~extender.state.cluster.pod_entry` reads).
     tests/test_report.py checks the live report equals the report of the full objects.
     """
     meta = _meta(pod)
@@ -270,9 +270,9 @@ def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
     """The report as JSON-ready data. Pure: nothing here reads a file or the network."""
     # Imported here, not at the top: every `machine-catalog` command builds the parser,
     # which registers this module, and `validate` should not pay for numpy and the server.
-    from extender.cluster import ClusterState, pod_entry
-    from extender.patching import was_normalized
-    from extender.pools import family_pools
+    from extender.admission.patching import was_normalized
+    from extender.admission.pools import family_pools
+    from extender.state.cluster import ClusterState, pod_entry
 
     state = ClusterState(catalog)
     state.replace(inputs.nodes, inputs.pods)

@@ -31,8 +31,8 @@ from support.helpers import (
     wait_until,
 )
 
-from extender.cluster import MAX_CPU_MILLIS, ClusterState
-from extender.watching import ClusterWatcher, load_api_client
+from extender.feeds.watching import ClusterWatcher, load_api_client
+from extender.state.cluster import MAX_CPU_MILLIS, ClusterState
 from machine_catalog.loading import load_catalog
 
 CATALOG = load_catalog()
@@ -61,7 +61,7 @@ def test_an_absurd_pod_is_bounded_logged_once_counted_once_and_others_unaffected
     absurd = make_pod("absurd", cpu=ABSURD, node="a")
     normal = [make_pod(f"p{i}", cpu="500m", node=n) for i, n in enumerate("abab")]
     before = bad_values("pod", "out_of_range")
-    with caplog.at_level(logging.WARNING, logger="extender.cluster"):
+    with caplog.at_level(logging.WARNING, logger="extender.state.cluster"):
         state.replace(nodes, [absurd, *normal])
         assert requested(state, ["a", "b"]) == [MAX_CPU_MILLIS + 1000, 1000]
         # every later event for the pod and its node still applies
@@ -116,8 +116,8 @@ def test_unparsable_values_count_zero_and_are_counted_separately():
 
 
 def test_the_scheduling_routes_answer_for_an_absurd_pending_pod():
-    from extender.app import create_app
-    from extender.runtime import Runtime, Settings
+    from extender.server.app import create_app
+    from extender.state.runtime import Runtime, Settings
     from machine_catalog.loading import CatalogSource
 
     state = ClusterState(CATALOG)

@@ -22,14 +22,14 @@ from support.nodes import NODES, family_of, node
 from support.oracles import expected_physical, pod_selects, qos_class
 from support.webhook import CATALOG, FIXTURE_REVIEW, SCHEDULER, Webhook, make_review
 
-from extender import admission
-from extender.patching import (
+from extender.admission import webhook as admission
+from extender.admission.patching import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
 )
-from extender.placement import FAMILIES_ANNOTATION
+from extender.admission.placement import FAMILIES_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import INSTANCE_TYPE_LABEL as IT
 from machine_catalog.quantities import to_millis
@@ -373,7 +373,7 @@ def test_an_internal_error_is_a_well_formed_denial_with_code_500(webhook, monkey
 
     monkeypatch.setattr(admission, "choose_family", explode)
     before = admissions("error")
-    with caplog.at_level(logging.ERROR, logger="extender.admission"):
+    with caplog.at_level(logging.ERROR, logger="extender.admission.webhook"):
         response = webhook.review(make_review())
     assert response["allowed"] is False
     assert response["status"] == {"code": 500, "message": "internal error: RuntimeError"}

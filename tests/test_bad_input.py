@@ -48,7 +48,7 @@ from support.helpers import (
     write_snapshot,
 )
 
-from extender.runtime import DEFAULT_MAX_BODY
+from extender.state.runtime import DEFAULT_MAX_BODY
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 from benchmarks import extender_latency, fleet_simulation, fleets, load_simulation  # noqa: E402
 from benchmarks.floor_app import tune_worker_memory  # noqa: E402
 from benchmarks.watch_feed import Churn, Feed  # noqa: E402
-from extender.cluster import ClusterState  # noqa: E402
-from extender.server import GC_GEN0_THRESHOLD  # noqa: E402
-from extender.watching import ClusterWatcher, load_api_client  # noqa: E402
+from extender.feeds.watching import ClusterWatcher, load_api_client  # noqa: E402
+from extender.server.serve import GC_GEN0_THRESHOLD  # noqa: E402
+from extender.state.cluster import ClusterState  # noqa: E402
 
 SMALL = [
     "--nodes-per-family", "6", "--deployments", "20", "--step", "0.05", "--seed", "3",

@@ -197,8 +197,8 @@ def test_live_cluster_without_a_metrics_api(
 
 
 def test_sampling_waits_the_interval_between_reads(tmp_path: Path, fleet: mf.UsageFleet) -> None:
-    from extender.usage_sampling import sample
-    from extender.watching import load_api_client
+    from extender.feeds.usage_sampling import sample
+    from extender.feeds.watching import load_api_client
 
     calls: list[int] = []
     slept: list[float] = []

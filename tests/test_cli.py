@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extender.runtime import DEFAULT_MAX_BODY
+from extender.state.runtime import DEFAULT_MAX_BODY
 from machine_catalog.quantities import format_scu, physical_to_scu_millis, to_millis
 from machine_catalog_cli import main as cli
 
@@ -615,7 +615,7 @@ def test_certs_failures(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    import extender.server
+    import extender.server.serve
 
     configs: list[Any] = []
 
@@ -623,7 +623,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         configs.append(config)
         return 0
 
-    monkeypatch.setattr(extender.server, "serve", fake_serve)
+    monkeypatch.setattr(extender.server.serve, "serve", fake_serve)
     return configs
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from support.fakeapi import make_node, make_pod
 
-from extender.cluster import (
+from extender.state.cluster import (
     ABSENT,
     AMBIGUOUS,
     UNKNOWN,

@@ -3,7 +3,7 @@ have accepted in SCU, the QoS class never changes, and Guaranteed whole-CPU pods
 whole cores.
 
 The validation oracle (``tests/cpu_rules.py``) is written from the API server's rules,
-independently of :mod:`extender.converting`.
+independently of :mod:`extender.admission.converting`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.cpu_rules import FACTORS, rewrite, valid_pods, validation_errors
 
-from extender.converting import CPU_CONVERSION_ANNOTATION, keeps_whole_cores
-from extender.patching import read_cpu_values
+from extender.admission.converting import CPU_CONVERSION_ANNOTATION, keeps_whole_cores
+from extender.admission.patching import read_cpu_values
 from machine_catalog.resources import pod_qos
 
 

@@ -9,8 +9,8 @@ import pytest
 from support.helpers import admission_pod
 from support.reviews import Hook, create_review, labelled_node, patched
 
-from extender.exemptions import MIRROR_ANNOTATION, is_daemonset_pod
-from extender.patching import FAMILY_ANNOTATION
+from extender.admission.exemptions import MIRROR_ANNOTATION, is_daemonset_pod
+from extender.admission.patching import FAMILY_ANNOTATION
 
 NODES = [
     labelled_node("known-1", "m6i.2xlarge"),  # aws-m6i, 1.15

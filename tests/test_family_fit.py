@@ -2,7 +2,7 @@
 nothing, what is pending or reserved is taken off, and when no family fits the choice falls
 back to aggregated free SCU (with a warning).
 
-Tables over :func:`extender.placement.holdable_scu` and :func:`choose_family`, on a real
+Tables over :func:`extender.admission.placement.holdable_scu` and :func:`choose_family`, on a real
 :class:`ClusterState` filled with synthetic nodes and pods.
 """
 
@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extender.cluster import ClusterState
-from extender.placement import (
+from extender.admission.placement import (
     FAMILY_ANNOTATION,
     NodeConstraints,
     Placement,
@@ -27,6 +26,7 @@ from extender.placement import (
     family_capacity,
     holdable_scu,
 )
+from extender.state.cluster import ClusterState
 from machine_catalog.loading import parse_catalog
 
 IT = "node.kubernetes.io/instance-type"

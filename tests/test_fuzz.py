@@ -39,9 +39,9 @@ from support.helpers import CATALOG_A, admission_pod, fixture_nodes, snapshot_ob
 from support.strategies import pods as patching_pods
 from support.webhook import Webhook
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource, parse_catalog
 from machine_catalog.validation import CatalogInvalid
 

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource
 
 CATALOG = """
@@ -307,7 +307,7 @@ def test_pool_gauges_follow_the_report_counting_rules(tmp_path: Path) -> None:
 
 
 def test_admission_decisions_exist_from_the_start(tmp_path: Path) -> None:
-    from extender.metrics import ADMISSIONS
+    from extender.telemetry import ADMISSIONS
 
     client = create_app(make_runtime(tmp_path)).test_client()
     before = scrape(client)

@@ -1,4 +1,4 @@
-"""The one reader of kubectl output files (extender/kubefiles.py), as a table.
+"""The one reader of kubectl output files (extender/feeds/kubefiles.py), as a table.
 
 Every snapshot and metrics list goes through it (serve, report, calibrate), so each row is
 a file an operator could give any of them: what comes back, or the one-line error.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from extender.kubefiles import KubeFileError, read_documents, read_metrics_list
+from extender.feeds.kubefiles import KubeFileError, read_documents, read_metrics_list
 
 NODE_METRICS = {
     "metadata": {"name": "n1"},

@@ -19,14 +19,14 @@ import orjson
 import pytest
 from support.fakeapi import FakeApiServer, make_node, make_node_metrics, make_pod
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.filtering import filter_nodes
-from extender.nodemetrics import NodeMetricsFile, NodeMetricsPoller
-from extender.runtime import Runtime, Settings
-from extender.scoring import load_aware_scores
-from extender.usage import UsageSample, parse_duration, parse_node_metrics
-from extender.watching import load_api_client
+from extender.feeds.nodemetrics import NodeMetricsFile, NodeMetricsPoller
+from extender.feeds.watching import load_api_client
+from extender.scheduler.filtering import filter_nodes
+from extender.scheduler.scoring import load_aware_scores
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
+from extender.state.usage import UsageSample, parse_duration, parse_node_metrics
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import CatalogSource, parse_catalog
 from machine_catalog.quantities import to_millis
@@ -414,7 +414,7 @@ def test_metrics_file_is_hot_reloaded_and_a_bad_one_keeps_the_last(tmp_path: Pat
 def test_serve_loads_the_metrics_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
     from support.helpers import write_snapshot
 
-    from extender.server import ServeConfig, ServeError, build_runtime, preflight
+    from extender.server.serve import ServeConfig, ServeError, build_runtime, preflight
 
     snapshot = write_snapshot(tmp_path / "snapshot.json")
     good = tmp_path / "metrics.json"

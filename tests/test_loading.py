@@ -115,7 +115,7 @@ def test_hash_changes_with_a_factor() -> None:
 def test_the_packaged_files() -> None:
     assert default_catalog_path() == packaged_file("default-catalog.yaml")
     assert load_catalog().hash == load_catalog(default_catalog_path()).hash
-    from extender.snapshot import load_snapshot
+    from extender.feeds.snapshot import load_snapshot
 
     nodes, _pods = load_snapshot(packaged_file("demo-snapshot.json"))
     assert nodes, "the demo snapshot must hold nodes for `make run` to schedule on"

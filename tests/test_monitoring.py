@@ -23,9 +23,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from support.helpers import admission_review, extender_args, scheduler_pod, snapshot_objects
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.certs import service_dns_names, write_bundle
 from machine_catalog.loading import CatalogSource, load_catalog
 

@@ -3,7 +3,7 @@
 The node-affinity checks evaluate the patched pod's ``nodeSelectorTerms`` against labelled
 nodes (the real-world fixture plus one synthetic node per family of the default catalog)
 with the test suite's node-selector oracle (:mod:`support.oracles`), independent of the
-webhook's own :mod:`extender.placement` code.
+webhook's own :mod:`extender.admission.placement` code.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from support.nodes import NODES, ZONE, family_of
 from support.oracles import expected_physical, pod_selects, qos_class
 from support.strategies import pods
 
-from extender.converting import keeps_whole_cores
-from extender.patching import (
+from extender.admission.converting import keeps_whole_cores
+from extender.admission.patching import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
     REQUIRED,

@@ -20,8 +20,7 @@ from support.nodes import NODES
 from support.oracles import pod_selects
 from support.strategies import term
 
-from extender.cluster import ClusterState
-from extender.placement import (
+from extender.admission.placement import (
     FAMILIES_ANNOTATION,
     FAMILY_ANNOTATION,
     MAX_FAMILIES_ANNOTATION,
@@ -39,6 +38,7 @@ from extender.placement import (
     tolerates,
     toleration_mask,
 )
+from extender.state.cluster import ClusterState
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import parse_catalog
 

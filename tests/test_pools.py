@@ -1,4 +1,4 @@
-"""Per-family pool totals (:func:`extender.pools.family_pools`), table-driven.
+"""Per-family pool totals (:func:`extender.admission.pools.family_pools`), table-driven.
 
 Each row builds a cluster cache from nodes and pods, as the server and ``machine-catalog
 report`` do, and states one family's totals worked out by hand: SCU = floor(physical
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from support.fakeapi import make_node, make_pod
 
-from extender.cluster import ClusterState
-from extender.pools import FamilyPool, family_pools
+from extender.admission.pools import FamilyPool, family_pools
+from extender.state.cluster import ClusterState
 from machine_catalog.loading import parse_catalog
 
 CATALOG = parse_catalog(

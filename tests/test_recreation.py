@@ -1,7 +1,7 @@
 """The stranded-pod loop against the loopback fake API server, through the real client.
 
 The cluster: family ``std`` (1.0 SCU/core) is full, family ``fast`` (1.25) has a node with
-room. Pods are normalized by the real patch builder (:func:`extender.patching.normalize_ops`),
+room. Pods are normalized by the real patch builder (``normalize_ops``),
 so their pin, annotations and record are what the webhook writes. Each test runs one cycle
 (:meth:`Recreator.run_once`) with a fixed clock and checks what the fake API server saw:
 which pods were deleted, with which preconditions, and the Events posted.
@@ -22,15 +22,15 @@ import yaml
 from prometheus_client import REGISTRY
 from support.fakeapi import FakeApiServer
 
-from extender.admission import Fleet
-from extender.cluster import ClusterState
-from extender.patching import normalize_ops, read_cpu_values
-from extender.placement import pod_constraints
-from extender.recreation import EVENT_REASON, Recreator, room_for
-from extender.reinvocation import without_pin
-from extender.server import ServeConfig, build_runtime, shutdown_runtime
-from extender.stranding import Choice, Settings, pending_pod
-from extender.watching import load_api_client
+from extender.admission.patching import normalize_ops, read_cpu_values
+from extender.admission.placement import pod_constraints
+from extender.admission.reinvocation import without_pin
+from extender.admission.webhook import Fleet
+from extender.feeds.watching import load_api_client
+from extender.loops.recreation import EVENT_REASON, Recreator, room_for
+from extender.loops.stranding import Choice, Settings, pending_pod
+from extender.server.serve import ServeConfig, build_runtime, shutdown_runtime
+from extender.state.cluster import ClusterState
 from machine_catalog.loading import parse_catalog
 
 IT = "node.kubernetes.io/instance-type"

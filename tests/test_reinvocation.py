@@ -20,15 +20,15 @@ import jsonpatch
 import pytest
 from support.helpers import admission_review, serve
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.patching import (
+from extender.admission.patching import (
     FAMILY_ANNOTATION,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
 )
-from extender.placement import pod_constraints
-from extender.runtime import Runtime, Settings
+from extender.admission.placement import pod_constraints
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource, load_catalog
 from machine_catalog.matching import INSTANCE_TYPE_LABEL as IT
 

@@ -50,8 +50,8 @@ from support.helpers import (
     write_snapshot,
 )
 
-from extender.app import create_app
-from extender.server import ServeConfig, build_runtime, shutdown_runtime
+from extender.server.app import create_app
+from extender.server.serve import ServeConfig, build_runtime, shutdown_runtime
 from machine_catalog.loading import parse_catalog
 
 pytestmark = pytest.mark.slow

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.fakeapi import FakeApiServer, make_node, make_pod, write_kubeconfig
 from support.strategies import pods
 
-from extender.app import create_app
-from extender.cluster import ClusterState, pod_entry
-from extender.runtime import Runtime, Settings
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState, pod_entry
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource, parse_catalog
 from machine_catalog_cli import main as cli
 from machine_catalog_cli import report

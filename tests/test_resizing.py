@@ -30,9 +30,9 @@ from support.cpu_rules import (
 from support.helpers import admission_pod
 from support.reviews import Hook, create_review, labelled_node, patched, resize_review, running
 
-from extender.converting import CPU_CONVERSION_ANNOTATION
-from extender.patching import STANDARD_RESOURCES_ANNOTATION
-from extender.resizing import explains, is_resize, resize, scu_values
+from extender.admission.converting import CPU_CONVERSION_ANNOTATION
+from extender.admission.patching import STANDARD_RESOURCES_ANNOTATION
+from extender.admission.resizing import explains, is_resize, resize, scu_values
 from machine_catalog.quantities import to_millis
 from machine_catalog.resources import pod_qos
 

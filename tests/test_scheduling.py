@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -478,7 +478,7 @@ def test_prioritize_full_nodes_mode_and_empty(client: Any) -> None:
 
 
 def test_host_priorities_encoding_escapes_odd_names() -> None:
-    from extender.wire import encode_host_priorities
+    from extender.scheduler.wire import encode_host_priorities
 
     names = ['we"ird', "back\\slash", "plain"]
     assert orjson.loads(encode_host_priorities(names, [1, 2, 3])) == [
@@ -493,7 +493,7 @@ def test_host_priorities_encoding_escapes_odd_names() -> None:
 def test_reason_map_encodes_what_it_maps() -> None:
     import numpy as np
 
-    from extender.wire import ReasonMap
+    from extender.scheduler.wire import ReasonMap
 
     texts = ["needs 2 SCU, 1 free of 4", 'odd "quoted" \\ text\n']
     names = ["n1", "n2", "n3"]

@@ -45,13 +45,13 @@ from support.helpers import (
 from support.nodes import NODES
 from support.webhook import Webhook, make_review
 
-from extender.patching import (
+from extender.admission.patching import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
 )
-from extender.snapshot import SnapshotError, load_snapshot
+from extender.feeds.snapshot import SnapshotError, load_snapshot
 from machine_catalog_cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent

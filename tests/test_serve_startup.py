@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from extender.server import ServeError, check_bind
+from extender.server.serve import ServeError, check_bind
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from support.helpers import (
 )
 from support.reviews import create_review, resize_review, running
 
-from extender.exemptions import MIRROR_ANNOTATION
-from extender.placement import FAMILIES_ANNOTATION
+from extender.admission.exemptions import MIRROR_ANNOTATION
+from extender.admission.placement import FAMILIES_ANNOTATION
 
 
 @pytest.fixture(scope="module")

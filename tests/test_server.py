@@ -1,4 +1,4 @@
-"""``extender.server``: configuration, runtimes, and real gunicorn processes on loopback.
+"""``extender.server.serve``: configuration, runtimes, and real gunicorn processes on loopback.
 
 The process tests start ``serve`` in a subprocess on ``127.0.0.1:0`` (gunicorn logs the
 port it got), wait for ``/readyz`` under a deadline, talk HTTP/1.1 to it the way
@@ -42,8 +42,8 @@ from support.helpers import (
 )
 from support.helpers import serve as serve_process
 
-from extender.app import create_app
-from extender.server import (
+from extender.server.app import create_app
+from extender.server.serve import (
     ServeConfig,
     ServeError,
     _ssl_context,
@@ -272,7 +272,7 @@ def start_server(tmp_path: Path, env: dict[str, str] | None = None, **config: An
     log = tmp_path / f"server-{time.monotonic_ns()}.log"
     script = (
         "import json, sys\n"
-        "from extender.server import ServeConfig, serve\n"
+        "from extender.server.serve import ServeConfig, serve\n"
         "sys.exit(serve(ServeConfig(**json.loads(sys.argv[1]))))\n"
     )
     config.setdefault("bind", "127.0.0.1:0")
@@ -498,7 +498,7 @@ def test_gunicorn_refuses_an_invalid_catalog_at_start(tmp_path: Path) -> None:
     catalog.write_text(CATALOG.replace("baseline: base", "baseline: missing"))
     script = (
         "import json, sys\n"
-        "from extender.server import ServeConfig, serve\n"
+        "from extender.server.serve import ServeConfig, serve\n"
         "sys.exit(serve(ServeConfig(**json.loads(sys.argv[1]))))\n"
     )
     config = {"catalog": str(catalog), "snapshot": str(snapshot), "bind": "127.0.0.1:0"}

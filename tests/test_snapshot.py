@@ -10,8 +10,8 @@ import pytest
 import yaml
 from support.fakeapi import make_node, make_pod
 
-from extender.cluster import ClusterState
-from extender.snapshot import SnapshotError, feed_snapshot, load_snapshot
+from extender.feeds.snapshot import SnapshotError, feed_snapshot, load_snapshot
+from extender.state.cluster import ClusterState
 from machine_catalog.loading import load_catalog, packaged_file
 from machine_catalog.quantities import to_millis
 
@@ -91,7 +91,7 @@ def test_raw_api_lists_and_plain_arrays_are_accepted(tmp_path):
 def test_other_kinds_are_skipped_with_a_debug_log(tmp_path, caplog):
     service = {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "web"}}
     path = write(tmp_path, "all.json", json.dumps(kubectl_list(service, make_node("n1"))))
-    with caplog.at_level(logging.DEBUG, logger="extender.snapshot"):
+    with caplog.at_level(logging.DEBUG, logger="extender.feeds.snapshot"):
         nodes, pods = load_snapshot(path)
     assert len(nodes) == 1 and pods == []
     assert "Service" in caplog.text
@@ -162,7 +162,7 @@ def test_the_load_log_explains_why_the_cache_holds_fewer_pods_than_the_file(
     path = tmp_path / "snap.json"
     path.write_text(json.dumps({"kind": "List", "items": [make_node("n1"), *pods]}))
     state = ClusterState(catalog)
-    with caplog.at_level(logging.INFO, logger="extender.snapshot"):
+    with caplog.at_level(logging.INFO, logger="extender.feeds.snapshot"):
         assert feed_snapshot(state, path) == (1, 4)
     assert state.counts() == {"nodes": 1, "pods": 2}  # what /readyz shows as cache.pods
     (message,) = [

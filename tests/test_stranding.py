@@ -1,5 +1,5 @@
-"""Which stranded pods to re-create: a table over :func:`extender.stranding.choose_recreations`
-and the reading of real-shaped Pod objects (:func:`extender.stranding.pending_pod`)."""
+"""Which stranded pods to re-create: a table over ``choose_recreations`` and the reading of
+real-shaped Pod objects (``pending_pod``), both of :mod:`extender.loops.stranding`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from extender.stranding import (
+from extender.loops.stranding import (
     PendingPod,
     Room,
     Settings,

@@ -17,14 +17,14 @@ import pytest
 from kubernetes import client
 from support.fakeapi import FakeApiServer, make_node, make_pod, write_kubeconfig
 
-from extender.cluster import ClusterState
-from extender.watching import (
+from extender.feeds.watching import (
     ApiConfigError,
     ClusterWatcher,
     _loads_without_gc,
     backoff_delay,
     load_api_client,
 )
+from extender.state.cluster import ClusterState
 from machine_catalog.loading import load_catalog
 from machine_catalog.quantities import to_millis
 

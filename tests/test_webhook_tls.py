@@ -107,7 +107,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     log = tmp / "server.log"
     script = (
         "import json, sys\n"
-        "from extender.server import ServeConfig, serve\n"
+        "from extender.server.serve import ServeConfig, serve\n"
         "sys.exit(serve(ServeConfig(**json.loads(sys.argv[1]))))\n"
     )
     with log.open("wb") as out:

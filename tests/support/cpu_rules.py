@@ -4,7 +4,7 @@ satisfy them in SCU: shared by the conversion and resize tests.
 The oracle is written from the API server's rules (``pkg/apis/core/validation``:
 ``validateResourceRequirements`` for request <= limit, ``validatePodResourceConsistency``
 for the pod level, with ``AggregateContainerRequests`` for the containers' total),
-independently of :mod:`extender.converting`.
+independently of :mod:`extender.admission.converting`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import jsonpatch
 from hypothesis import strategies as st
 
-from extender.converting import CPU_CONVERSION_ANNOTATION
-from extender.patching import normalize_ops, read_cpu_values
+from extender.admission.converting import CPU_CONVERSION_ANNOTATION
+from extender.admission.patching import normalize_ops, read_cpu_values
 from machine_catalog.model import Family
 from machine_catalog.quantities import to_millis
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from extender.patching import REQUIRED
+from extender.admission.patching import REQUIRED
 from machine_catalog.quantities import parse_quantity
 from machine_catalog.selectors import requirement_matches
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import jsonpatch
 
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import CatalogSource, load_catalog
 from machine_catalog.matching import INSTANCE_TYPE_LABEL

@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from extender.patching import REQUIRED
+from extender.admission.patching import REQUIRED
 from machine_catalog.matching import INSTANCE_TYPE_LABEL
 from support.nodes import NODES, ZONE
 

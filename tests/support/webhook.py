@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from extender import admission
-from extender.app import create_app
-from extender.cluster import ClusterState
-from extender.runtime import Runtime, Settings
+from extender.admission import webhook as admission
+from extender.server.app import create_app
+from extender.state.cluster import ClusterState
+from extender.state.runtime import Runtime, Settings
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import CatalogSource, load_catalog
 from support.nodes import NODES

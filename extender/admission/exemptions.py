@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from extender.cluster import ABSENT, NodeView
+from extender.state.cluster import ABSENT, NodeView
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 

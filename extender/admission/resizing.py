@@ -10,7 +10,7 @@ values into physical millicores of the pod's family.
 **Which values are SCU.** A strategic-merge or JSON patch of one container leaves every
 other value as it is in ``oldObject``, i.e. physical. So a CPU value *equal to the old
 one* is left alone, and a value that differs (or is new) is the user's SCU, converted with
-the same rules as at creation (:mod:`extender.converting`: limits kept above requests,
+the same rules as at creation (:mod:`extender.admission.converting`: limits kept above requests,
 whole cores for whole requests of Guaranteed pods unless opted out; unchanged values are
 fixed and only read). The factor is the pod's own ``machine-catalog.io/scu-per-core``
 annotation: the one its other values were converted with, even if the catalog has changed
@@ -46,8 +46,8 @@ from typing import Any
 
 import orjson
 
-from extender.converting import convert, keeps_whole_cores
-from extender.patching import (
+from extender.admission.converting import convert, keeps_whole_cores
+from extender.admission.patching import (
     FAMILY_ANNOTATION,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,

@@ -1,6 +1,6 @@
 """Which nodes can take a pod, and why the others cannot: the ``/scheduler/filter`` logic.
 
-Pure: a :class:`~extender.cluster.NodeView` (one catalog version, the node facts of one
+Pure: a :class:`~extender.state.cluster.NodeView` (one catalog version, the node facts of one
 request) in, a :class:`FilterOutcome` out. The verdict for every node is one numpy
 expression; text is built only for the rejected nodes, because a request may carry
 15,000 names and most of them usually pass.
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from extender.cluster import ABSENT, AMBIGUOUS, MAX_CPU_MILLIS, UNKNOWN, NodeView
-from extender.usage import scoring_fractions, to_scu
-from extender.wire import ReasonMap
+from extender.scheduler.wire import ReasonMap
+from extender.state.cluster import ABSENT, AMBIGUOUS, MAX_CPU_MILLIS, UNKNOWN, NodeView
+from extender.state.usage import scoring_fractions, to_scu
 from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import instance_type_of
@@ -70,7 +70,7 @@ class FilterOutcome:
     """
 
     passing: list[int] | None
-    #: node name -> reason (a :class:`~extender.wire.ReasonMap` when any node is rejected).
+    #: node name -> reason (a :class:`~.wire.ReasonMap` when any node is rejected).
     failed: Mapping[str, str]
     unresolvable: Mapping[str, str]
     #: reason -> number of nodes rejected for it, for the metrics.
@@ -93,7 +93,7 @@ def pinned_family(pod: Mapping[str, Any]) -> str | None:
 def pod_request_millis(pod: Mapping[str, Any]) -> int:
     """The pod's effective CPU request, or :class:`PodError` for an unreadable quantity.
 
-    Bounded like the cache's values (:data:`extender.cluster.MAX_CPU_MILLIS`): a pod asking
+    Bounded like the cache's values (:data:`extender.state.cluster.MAX_CPU_MILLIS`): a pod asking
     ``cpu: "1e16"`` fits no node either way, and the int64 score arithmetic stays exact.
     """
     try:

@@ -1,6 +1,6 @@
 """``POST /scheduler/filter`` and ``POST /scheduler/prioritize``: the extender's routes.
 
-Each request takes one :class:`~extender.cluster.NodeView` from the cache, and with it one
+Each request takes one :class:`~extender.state.cluster.NodeView` from the cache, and with it one
 catalog version (``view.catalog``): a reload between two lines of a request cannot mix two
 catalogs in one answer.
 
@@ -24,24 +24,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from flask import request
 
-from extender import metrics
-from extender.cluster import ABSENT, NodeView
-from extender.filtering import (
+from extender import telemetry
+from extender.errors import error_body
+from extender.scheduler.filtering import (
+    REASONS,
     PodError,
     complete_view,
     filter_nodes,
     pinned_family,
     pod_request_millis,
 )
-from extender.responses import json_error, json_response
-from extender.scoring import load_aware_scores, node_scores
-from extender.usage import node_factors, node_load, scoring_fractions, to_scu
-from extender.wire import (
+from extender.scheduler.scoring import load_aware_scores, node_scores
+from extender.scheduler.wire import (
     ExtenderArgs,
     WireError,
     decode_extender_args,
@@ -49,22 +47,28 @@ from extender.wire import (
     encode_filter_result,
     encode_host_priorities,
 )
+from extender.state.cluster import ABSENT, NodeView
+from extender.state.usage import node_factors, node_load, scoring_fractions, to_scu
 from machine_catalog.catalog import Catalog
 from machine_catalog.quantities import physical_to_scu_millis
 
 if TYPE_CHECKING:
-    from flask import Flask
-
-    from extender.runtime import Runtime
+    from extender.state.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 NOT_SYNCED = "cluster cache not synced"
 
+# Children created up front: every reason exists from the first scrape (0), so rate() and
+# alerts work before the first rejection; and the hot path skips labels().
+_REJECTION_CHILDREN = {
+    reason: telemetry.FILTER_REJECTIONS.labels(reason=reason) for reason in REASONS
+}
 
-def _read_args() -> ExtenderArgs:
-    # get_data goes through werkzeug's stream, bounded by MAX_CONTENT_LENGTH (413 beyond).
-    return decode_extender_args(request.get_data(cache=False))
+
+def count_rejections(rejections: dict[str, int]) -> None:
+    for reason, count in rejections.items():
+        _REJECTION_CHILDREN[reason].inc(count)
 
 
 def filter_response(
@@ -84,7 +88,7 @@ def filter_response(
     outcome = filter_nodes(
         view, pod_millis, pinned, cache_age=cluster.age(), from_request=from_request
     )
-    metrics.count_rejections(outcome.rejections)
+    count_rejections(outcome.rejections)
     return encode_filter_result(args, outcome.passing, outcome.failed, outcome.unresolvable)
 
 
@@ -111,7 +115,7 @@ def priorities(
 def load_aware_view_scores(
     view: NodeView, pod_millis: int, pinned: str | None, now: float
 ) -> np.ndarray:
-    """:func:`~extender.scoring.load_aware_scores` for a view read with its usage.
+    """:func:`~extender.scheduler.scoring.load_aware_scores` for a view read with its usage.
 
     The pod's expected load ``p`` is its SCU: its physical request times the factor of the
     family it is pinned to (the baseline's, 1 SCU/core, for a pod pinned to none), the same
@@ -132,40 +136,37 @@ def load_aware_view_scores(
     return load_aware_scores(capacity, requested, load, pod_load, pod_request, weight)
 
 
-def register(app: Flask, runtime: Runtime) -> None:
-    @app.post("/scheduler/filter")
-    def scheduler_filter() -> Any:
-        try:
-            args = _read_args()
-            pod_millis = pod_request_millis(args.pod)
-            pinned = pinned_family(args.pod)
-        except (WireError, PodError) as exc:
-            return json_error(400, str(exc))
-        try:
-            return json_response(filter_response(runtime, args, pod_millis, pinned))
-        except Exception:
-            log.exception("filter failed for pod %s", _pod_name(args))
-            return json_response(
-                encode_filter_error("machine-catalog extender internal error (see its log)")
-            )
+def filter_verb(runtime: Runtime, body: bytes) -> tuple[int, bytes]:
+    """HTTP status and body of ``POST /scheduler/filter`` for one request body."""
+    try:
+        args = decode_extender_args(body)
+        pod_millis = pod_request_millis(args.pod)
+        pinned = pinned_family(args.pod)
+    except (WireError, PodError) as exc:
+        return 400, error_body(str(exc))
+    try:
+        return 200, filter_response(runtime, args, pod_millis, pinned)
+    except Exception:
+        log.exception("filter failed for pod %s", _pod_name(args))
+        return 200, encode_filter_error("machine-catalog extender internal error (see its log)")
 
-    @app.post("/scheduler/prioritize")
-    def scheduler_prioritize() -> Any:
-        try:
-            args = _read_args()
-            pod_millis = pod_request_millis(args.pod)
-            pinned = pinned_family(args.pod)  # same validation as filter: one verdict
-        except (WireError, PodError) as exc:
-            return json_error(400, str(exc))
-        if not runtime.cluster.synced:
-            return json_error(503, NOT_SYNCED)
-        try:
-            return json_response(
-                encode_host_priorities(args.names, priorities(runtime, args, pod_millis, pinned))
-            )
-        except Exception:
-            log.exception("prioritize failed for pod %s", _pod_name(args))
-            return json_error(500, "machine-catalog extender internal error (see its log)")
+
+def prioritize_verb(runtime: Runtime, body: bytes) -> tuple[int, bytes]:
+    """HTTP status and body of ``POST /scheduler/prioritize`` for one request body."""
+    try:
+        args = decode_extender_args(body)
+        pod_millis = pod_request_millis(args.pod)
+        pinned = pinned_family(args.pod)  # same validation as filter: one verdict
+    except (WireError, PodError) as exc:
+        return 400, error_body(str(exc))
+    if not runtime.cluster.synced:
+        return 503, error_body(NOT_SYNCED)
+    try:
+        scores = priorities(runtime, args, pod_millis, pinned)
+        return 200, encode_host_priorities(args.names, scores)
+    except Exception:
+        log.exception("prioritize failed for pod %s", _pod_name(args))
+        return 500, error_body("machine-catalog extender internal error (see its log)")
 
 
 def _pod_name(args: ExtenderArgs) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from extender import admission, health, memory, metrics, scheduling
-from extender.responses import json_error
-from extender.runtime import Runtime
+from extender.server import health, memory, metrics, routes
+from extender.server.responses import json_error
+from extender.state.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ def create_app(runtime: Runtime) -> Flask:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal server error (see the server log)")
 
-    scheduling.register(app, runtime)
-    admission.register(app, runtime)
+    routes.register_scheduler(app, runtime)
+    routes.register_webhook(app, runtime)
     health.register(app, runtime)
     metrics.register(app, runtime)
     metrics.instrument(app)  # last: it needs every route registered to label them

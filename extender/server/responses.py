@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import orjson
 from flask import Response
+
+from extender.errors import error_body
 
 JSON = "application/json"
 
@@ -19,10 +20,6 @@ def json_response(
 ) -> Response:
     """Bytes already encoded as JSON (the hot paths build them directly)."""
     return Response(body, status=status, headers=headers, content_type=JSON)
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
 
 
 def json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:

@@ -12,7 +12,7 @@ What changes:
   ``ceil(scu_millis / scuPerCore)``, raised where the API server's validation needs it
   (pod-level requests cover the containers' aggregate, limits stay above requests) and
   whole cores for whole requests of Guaranteed pods (static CPU manager), all in
-  :mod:`extender.converting`. ``request <= limit``, ``request == limit`` and
+  :mod:`extender.admission.converting`. ``request <= limit``, ``request == limit`` and
   ``request < limit`` survive, so the QoS class never changes. Memory, other resources,
   ``ephemeralContainers`` and ``spec.overhead`` (set by RuntimeClass admission, in
   physical units) are not touched;
@@ -21,20 +21,19 @@ What changes:
   new OR branch, which would let the pod escape its own constraints. The term for the
   deprecated beta instance-type label is there only when the cluster has a node that
   only it selects (``beta``), so ordinary pods draw no deprecation warning;
-- ``spec.schedulerName`` (only when asked to, see :mod:`extender.admission`);
+- ``spec.schedulerName`` (only when asked to, see :mod:`extender.admission.webhook`);
 - four annotations that record the decision (see :func:`standard_resources_annotation`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 
-from extender.converting import convert, keeps_whole_cores
+from extender.admission.converting import CpuValue, convert, keeps_whole_cores
 from machine_catalog.annotations import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
@@ -63,19 +62,6 @@ class PatchError(ValueError):
 def escape(token: str) -> str:
     """One JSON-pointer reference token (RFC 6901): ``~`` -> ``~0``, then ``/`` -> ``~1``."""
     return token.replace("~", "~0").replace("/", "~1")
-
-
-@dataclass(frozen=True, slots=True)
-class CpuValue:
-    """One CPU request or limit the user wrote, in SCU millis, and where it lives."""
-
-    section: str  # "containers", "initContainers" or "pod"
-    container: str | None  # None for pod-level resources
-    kind: str  # "requests" or "limits"
-    pointer: str
-    scu_millis: int
-    index: int = 0  # position in its container list (spec order matters for init containers)
-    sidecar: bool = False  # a restartable init container
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:

@@ -38,7 +38,7 @@ choice to make: someone else chose the node, and the webhook's job is only to tr
 SCU for the hardware it runs on. For such a pod a retired family is still normalized (a
 log agent must run on a node that is being drained), cordoned and tainted nodes count
 (DaemonSet pods tolerate ``unschedulable``, and their controller checked the taints), and
-the scheduler is not changed (see :mod:`extender.admission`).
+the scheduler is not changed (see :mod:`extender.admission.webhook`).
 A node the catalog does not know is allowed unchanged when ``unknownNodes: allow`` (SCU is
 the baseline's there: nothing to rewrite) and denied under ``reject``; an ambiguous node is
 always denied, because its factor is unknown and the catalog must be fixed.
@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from extender.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
+from extender.state.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
 from machine_catalog.annotations import FAMILIES_ANNOTATION, FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.model import Family

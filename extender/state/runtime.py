@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from extender.cluster import ClusterState
+from extender.state.cluster import ClusterState
 from machine_catalog.loading import CatalogSource
 
 DEFAULT_MAX_BODY = 512 * 1024 * 1024  # 15,000 full Node objects with images fit

@@ -39,7 +39,7 @@ family's terms. A later webhook that replaced the affinity, or ORed in a term of
 gets the family ANDed back into the terms that lost it (a term without the pin would let
 the pod escape its family, whose factor its requests were converted with). Whether the
 pod's node rules still leave a node of the family is a question about nodes, answered by
-the caller (:mod:`extender.admission`), which denies the pod if none is left.
+the caller (:mod:`extender.admission.webhook`), which denies the pod if none is left.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Any
 
 import orjson
 
-from extender.patching import (
+from extender.admission.patching import (
     REQUIRED,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
@@ -217,7 +217,7 @@ def second_look(
     beta: bool = True,
 ) -> Second:
     """Everything a reinvocation changes on ``pod`` (see the module docstring); ``beta`` as
-    for :func:`extender.patching.normalize_ops`."""
+    for :func:`extender.admission.patching.normalize_ops`."""
     factor = recorded_factor(annotations)
     record, containers = read_record(annotations)
     ops, new_record, warnings = reconcile_cpu(values, record, containers, factor, family.name)

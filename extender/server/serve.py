@@ -18,7 +18,7 @@ What happens where:
   never cross a fork. A worker that (re)starts while the catalog file
   is invalid boots on the last good catalog from the state directory.
 
-Nothing here imports :mod:`extender.app` (hence prometheus_client's metrics) at module
+Nothing here imports :mod:`extender.server.app` (hence prometheus_client's metrics) at module
 level: the metric classes decide at import time whether to write multiprocess files, so
 that import must happen in the workers, after ``serve`` has set the directory.
 """
@@ -38,9 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from extender import memory
-from extender.cluster import ClusterState
-from extender.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
+from extender.server import memory
+from extender.state.cluster import ClusterState
+from extender.state.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
 from machine_catalog.loading import DEMO_SNAPSHOT, CatalogSource, packaged_file
 from machine_catalog.validation import CatalogInvalid
 
@@ -91,7 +91,7 @@ class ServeConfig:
     log_level: str = "info"
     access_log: bool = False
     #: Seconds a pod pinned to a full family may stay Pending before it is deleted for its
-    #: controller to re-create (:mod:`extender.recreation`); None: never (the default).
+    #: controller to re-create (:mod:`extender.loops.recreation`); None: never (the default).
     recreate_stranded_after: float | None = None
     recreate_max_per_cycle: int = 5
 
@@ -168,14 +168,14 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
     source = cache_source(config)
     stoppers: list[Callable[[], None]] = []
     if source.kind == "snapshot":
-        from extender.snapshot import feed_snapshot
+        from extender.feeds.snapshot import feed_snapshot
 
         feed_snapshot(cluster, source.path)
         cluster.source = source.describe()
         if config.recreate_stranded_after is not None:
             log.warning("--recreate-stranded-after ignored: a snapshot has no pods to delete")
     else:
-        from extender.watching import ClusterWatcher, load_api_client
+        from extender.feeds.watching import ClusterWatcher, load_api_client
 
         client = load_api_client(source.path, in_cluster=source.in_cluster)
         watcher = ClusterWatcher(cluster, client)
@@ -187,14 +187,14 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         if start and config.recreate_stranded_after is not None:
             stoppers.append(_start_recreator(config, cluster, client))
         if not config.node_metrics:
-            from extender.nodemetrics import NodeMetricsPoller
+            from extender.feeds.nodemetrics import NodeMetricsPoller
 
             poller = NodeMetricsPoller(cluster, client)
             if start:
                 poller.start()
                 stoppers.append(poller.stop)
     if config.node_metrics:
-        from extender.nodemetrics import NodeMetricsFile
+        from extender.feeds.nodemetrics import NodeMetricsFile
 
         usage_file = NodeMetricsFile(config.node_metrics, cluster)
         if start:
@@ -210,8 +210,8 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
 
 def _start_recreator(config: ServeConfig, cluster: ClusterState, client: Any) -> Callable[[], None]:
     """The stranded-pod loop of this worker (``--recreate-stranded-after``); its stop."""
-    from extender.recreation import Recreator
-    from extender.stranding import Settings as RecreateSettings
+    from extender.loops.recreation import Recreator
+    from extender.loops.stranding import Settings as RecreateSettings
 
     recreator = Recreator(
         cluster,
@@ -260,22 +260,22 @@ def preflight(config: ServeConfig) -> CatalogSource:
         )
     source = cache_source(config)
     if source.kind == "snapshot":
-        from extender.snapshot import SnapshotError, load_snapshot
+        from extender.feeds.snapshot import SnapshotError, load_snapshot
 
         try:
             load_snapshot(source.path)
         except SnapshotError as exc:
             raise ServeError(str(exc)) from None
     else:
-        from extender.watching import load_api_client
+        from extender.feeds.watching import load_api_client
 
         try:
             load_api_client(source.path, in_cluster=source.in_cluster)
         except Exception as exc:  # the kubernetes client raises several unrelated types
             raise ServeError(f"cannot configure the Kubernetes client: {exc}") from None
     if config.node_metrics:
-        from extender.nodemetrics import load_node_metrics
-        from extender.usage import MetricsError
+        from extender.feeds.nodemetrics import load_node_metrics
+        from extender.state.usage import MetricsError
 
         try:
             load_node_metrics(config.node_metrics)
@@ -409,7 +409,7 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            from extender.app import create_app
+            from extender.server.app import create_app
 
             memory.limit_malloc_arenas()  # before build_runtime starts the watcher threads
             runtime = build_runtime(config)
@@ -535,9 +535,9 @@ def _reset_prometheus_value_class() -> None:
         from prometheus_client import values
 
         values.ValueClass = values.get_value_class()
-    if "extender.metrics" in sys.modules:
+    if "extender.server.metrics" in sys.modules:
         log.warning(
-            "extender.metrics was imported before serve() set %s; this process's metrics"
+            "extender.server.metrics was imported before serve() set %s; this process's metrics"
             " are not shared across workers",
             MULTIPROC_ENV,
         )

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from extender.responses import json_response
+from extender.server.responses import json_response
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from extender.runtime import Runtime
+    from extender.state.runtime import Runtime
 
 
 def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:

@@ -41,18 +41,29 @@ cores only waste capacity).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from machine_catalog.quantities import QuantityError, scu_to_physical_millis
 from machine_catalog.resources import aggregate_container_requests, pod_qos
 
-if TYPE_CHECKING:
-    from extender.patching import CpuValue
-
 #: Per-pod opt-out of whole-core rounding: ``exact`` converts Guaranteed pods exactly too.
 CPU_CONVERSION_ANNOTATION = "machine-catalog.io/cpu-conversion"
 EXACT = "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class CpuValue:
+    """One CPU request or limit the user wrote, in SCU millis, and where it lives."""
+
+    section: str  # "containers", "initContainers" or "pod"
+    container: str | None  # None for pod-level resources
+    kind: str  # "requests" or "limits"
+    pointer: str
+    scu_millis: int
+    index: int = 0  # position in its container list (spec order matters for init containers)
+    sidecar: bool = False  # a restartable init container
 
 
 def keeps_whole_cores(pod: Mapping[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """The state of each family's pool, from the cluster cache: one set of counting rules.
 
 ``machine-catalog report`` prints it and ``/metrics`` exports it, both from a
-:class:`~extender.cluster.NodeView` of the same :class:`~extender.cluster.ClusterState`
+:class:`~extender.state.cluster.NodeView` of the same :class:`~extender.state.cluster.ClusterState`
 the scheduling path reads, so a pod counts in a report exactly as it counts when the
 webhook chooses a family and the extender filters nodes:
 
@@ -10,8 +10,8 @@ webhook chooses a family and the extender filters nodes:
 - a cordoned node (``spec.unschedulable``) counts in ``nodes`` and in ``cordoned``, and in
   nothing else: it offers no capacity, and the pods still on it are not in ``requested``;
 - ``requested`` is what bound, non-terminal pods request (the cache's
-  :func:`~extender.cluster.pod_entry`); finished pods count nowhere;
-- ``free`` is :func:`~extender.placement.family_capacity`'s, the number the webhook ranks
+  :func:`~extender.state.cluster.pod_entry`); finished pods count nowhere;
+- ``free`` is :func:`~extender.admission.placement.family_capacity`'s, the number the webhook ranks
   families by: the sum over uncordoned nodes of ``max(allocatable - requested, 0)``
   (an overcommitted node frees nothing for the others), in SCU;
 - ``largest free`` is the most SCU free on one uncordoned node: the biggest pod the family
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extender.cluster import NodeView
-from extender.placement import family_capacity
+from extender.admission.placement import family_capacity
+from extender.state.cluster import NodeView
 from machine_catalog.quantities import physical_to_scu_millis
 
 

@@ -4,7 +4,7 @@ Every scheduling request asks about a few hundred to a few thousand nodes, for e
 So the per-node facts it needs live in numpy arrays indexed through a name -> slot map,
 and pod events update the totals incrementally: a request never iterates over pods.
 
-Feeders (:mod:`extender.snapshot`, :mod:`extender.watching`) call :meth:`ClusterState.replace`
+Feeders (:mod:`extender.feeds`) call :meth:`ClusterState.replace`
 with a full list (atomically: a relist is never half-applied) and :meth:`ClusterState.apply`
 for each watch event. Nodes and pods are listed and watched separately against the API server,
 each with its own resourceVersion, so :meth:`ClusterState.replace_nodes` and
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from extender.usage import UsageSample, UsageView
+from extender.state.usage import UsageSample, UsageView
 from machine_catalog.annotations import FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch, instance_type_of, selected_by_beta_only
@@ -130,7 +130,7 @@ _LOGGED_MAX = 10_000
 def _bad_value(kind: str, key: str, problem: str, detail: str) -> None:
     """Log and count a bad CPU value (``problem``: unparsable | out_of_range), once per
     object however many events it gets."""
-    from extender import metrics  # here, not at the top: metrics imports this module's users
+    from extender import telemetry  # here, not at the top: metrics imports this module's users
 
     seen = (kind, key, problem)
     if seen in _LOGGED:
@@ -138,7 +138,7 @@ def _bad_value(kind: str, key: str, problem: str, detail: str) -> None:
     if len(_LOGGED) >= _LOGGED_MAX:
         _LOGGED.clear()
     _LOGGED.add(seen)
-    metrics.BAD_VALUES.labels(kind=kind, problem=problem).inc()
+    telemetry.BAD_VALUES.labels(kind=kind, problem=problem).inc()
     log.warning("%s %s: %s", kind, key, detail)
 
 

@@ -4,9 +4,9 @@ The webhook pins a pod to a family when it is created; requests are in that fami
 physical CPU and cannot change while the pod waits. If the family fills up after admission
 (other pods bound first, nodes went away) while another family the pod allows has room,
 the pod stays Pending until the family grows, which it may never do. The remedy
-(:mod:`extender.recreation` runs it) is to **delete such a pod if it never started and a
+(:mod:`extender.loops.recreation` runs it) is to **delete such a pod if it never started and a
 controller owns it**: the controller creates a replacement, which the webhook admits afresh
-and pins to a family that can hold it now (:func:`extender.placement.choose_family`).
+and pins to a family that can hold it now (:func:`extender.admission.placement.choose_family`).
 
 Why re-creation and not scheduling gates: a gated pod's node affinity may be narrowed
 (KEP-3838), but its CPU requests cannot change while gated, and the requests are what the
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from extender.patching import FAMILY_ANNOTATION, was_normalized
+from extender.admission.patching import FAMILY_ANNOTATION, was_normalized
 
 DEFAULT_KINDS = frozenset({"ReplicaSet"})
 

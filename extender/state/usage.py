@@ -3,7 +3,7 @@
 Pure: a ``NodeMetricsList`` (``metrics.k8s.io/v1beta1``, as
 ``kubectl get --raw /apis/metrics.k8s.io/v1beta1/nodes`` prints it) in, one
 :class:`UsageSample` per node out; a view's usage arrays and catalog in, each node's load in
-SCU out. The polling and the file watching live in :mod:`extender.nodemetrics`.
+SCU out. The polling and the file watching live in :mod:`extender.feeds.nodemetrics`.
 
 Usage is converted to SCU with the node's family factor, the same exact integer arithmetic
 as requests (:func:`machine_catalog.quantities.physical_to_scu_millis`): 4 cores busy on a

@@ -12,7 +12,7 @@
 
 A missing or failing metrics API never fails a scheduling request: the last samples stay
 until they are older than ``maxSampleAgeSeconds``, then those nodes are scored on their
-requests (:mod:`extender.usage`). Each change in the set of nodes without a fresh sample is
+requests (:mod:`extender.state.usage`). Each change in the set of nodes without a fresh sample is
 logged once (:class:`UsageHealth`), and ``machine_catalog_usage_nodes{state}`` shows it.
 """
 
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from extender.cluster import ClusterState
-from extender.kubefiles import KubeFileError, read_metrics_list
-from extender.usage import MetricsError, parse_node_metrics
+from extender.feeds.kubefiles import KubeFileError, read_metrics_list
+from extender.state.cluster import ClusterState
+from extender.state.usage import MetricsError, parse_node_metrics
 from machine_catalog.loading import PolledFile, file_signature
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,9 @@ def _some(names: list[str], limit: int = 5) -> str:
 
 
 def _poll_counter(outcome: str) -> None:
-    from extender import metrics  # in the worker, after serve() set the multiprocess dir
+    from extender import telemetry  # in the worker, after serve() set the multiprocess dir
 
-    metrics.NODE_METRICS_POLLS.labels(outcome=outcome).inc()
+    telemetry.NODE_METRICS_POLLS.labels(outcome=outcome).inc()
 
 
 class NodeMetricsFile(PolledFile):
@@ -131,9 +131,9 @@ class NodeMetricsFile(PolledFile):
 
 def load_node_metrics(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     """(samples, skipped items) of a NodeMetricsList file (JSON or YAML), read by
-    :func:`extender.kubefiles.read_metrics_list`.
+    :func:`extender.feeds.kubefiles.read_metrics_list`.
 
-    Raises :class:`~extender.usage.MetricsError` for a file that cannot be used at all.
+    Raises :class:`~extender.state.usage.MetricsError` for a file that cannot be used at all.
     """
     try:
         items = read_metrics_list(path, "NodeMetrics")

@@ -41,7 +41,7 @@ import orjson
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from extender.cluster import ClusterState
+from extender.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``POST /webhook/mutate``: the mutating admission webhook (``admission.k8s.io/v1``).
 
-For each pod CREATE in an opted-in namespace it chooses a family (:mod:`extender.placement`),
-rewrites the pod for it (:mod:`extender.patching`) and answers with a JSON patch. This module
+For each pod CREATE in an opted-in namespace it chooses a family (:mod:`.placement`),
+rewrites the pod for it (:mod:`.patching`) and answers with a JSON patch. This module
 is the I/O edge: it decodes the review, reads the cluster cache, keeps the per-worker caches
 and the reservation ledger, and encodes the answer.
 
@@ -14,11 +14,11 @@ What each situation becomes:
   catalog lacks, or a retired family on a pod not fixed to its nodes, is a forgery ->
   denied (403). Otherwise containers added since (absent from the SCU record) are
   normalized, values another webhook changed are kept as physical and re-recorded, a lost
-  pin is restored (:mod:`extender.reinvocation`), and node rules that now leave no node of
+  pin is restored (:mod:`extender.admission.reinvocation`), and node rules that now leave no node of
   the pinned family are denied (403); nothing to change -> allowed, no patch.
 - a mirror pod (``kubernetes.io/config.mirror``) -> allowed, no patch, always; a DaemonSet
   pod fixed to a node the catalog cannot map -> allowed, no patch, with a warning, even
-  under ``unknownNodes: reject`` (:mod:`extender.exemptions`).
+  under ``unknownNodes: reject`` (:mod:`extender.admission.exemptions`).
 - a pod that cannot be placed or read (unknown names in ``machine-catalog.io/families``,
   a CPU value that is not a quantity, no family with a node the pod allows) -> allowed:
   false, code 403, a message that says why for every family.
@@ -34,7 +34,7 @@ What each situation becomes:
   operator's stated choice; the owning controller retries.
 
 A ``pods/resize`` UPDATE of a pod the webhook normalized has its changed CPU values read
-as SCU and converted for the pod's family (:mod:`extender.resizing`, which also says how
+as SCU and converted for the pod's family (:mod:`extender.admission.resizing`, which also says how
 the SCU record stays true, since a resize cannot change annotations).
 
 ``dryRun`` requests get the same answer but take no reservation. Pods fixed to a node by
@@ -54,12 +54,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from flask import request
 
-from extender import metrics
-from extender.cluster import MAX_CPU_MILLIS, ClusterState, NodeView, Taint
-from extender.exemptions import daemonset_exemption, is_mirror_pod
-from extender.patching import (
+from extender import telemetry
+from extender.admission.exemptions import daemonset_exemption, is_mirror_pod
+from extender.admission.patching import (
     FAMILY_ANNOTATION,
     SCU_PER_CORE_ANNOTATION,
     Op,
@@ -68,7 +66,7 @@ from extender.patching import (
     read_cpu_values,
     was_normalized,
 )
-from extender.placement import (
+from extender.admission.placement import (
     Denied,
     FamilyCapacity,
     NodeConstraints,
@@ -84,17 +82,16 @@ from extender.placement import (
     requested_families,
     toleration_mask,
 )
-from extender.reinvocation import recorded_factor, second_look
-from extender.resizing import AUDIT_KEY, is_resize, resize
-from extender.responses import error_body, json_response
+from extender.admission.reinvocation import recorded_factor, second_look
+from extender.admission.resizing import AUDIT_KEY, is_resize, resize
+from extender.errors import error_body
+from extender.state.cluster import MAX_CPU_MILLIS, ClusterState, NodeView, Taint
 from machine_catalog.annotations import NORMALIZE_LABEL
 from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
 
 if TYPE_CHECKING:
-    from flask import Flask
-
-    from extender.runtime import Runtime
+    from extender.state.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +415,7 @@ class Admitter:
 
     def _admit_resize(self, req: Mapping[str, Any]) -> Verdict:
         """``pods/resize`` of a pod the webhook normalized: the changed CPU values are SCU
-        and become physical millicores of its family (:mod:`extender.resizing`)."""
+        and become physical millicores of its family (:mod:`extender.admission.resizing`)."""
         new, old = req.get("object"), req.get("oldObject")
         if not isinstance(new, dict) or not isinstance(old, dict):
             raise MalformedReview("a resize review needs the Pod in object and oldObject")
@@ -447,7 +444,7 @@ class Admitter:
         """A pod we already normalized, seen again after later webhooks changed it.
 
         New containers are normalized and the SCU record updated, the pin restored where a
-        later webhook dropped it (:mod:`extender.reinvocation`); node rules added after us
+        later webhook dropped it (:mod:`extender.admission.reinvocation`); node rules added after us
         that leave no node of the pinned family are denied, naming the family.
         """
         catalog = self.runtime.cluster.catalog
@@ -565,16 +562,5 @@ def review(admitter: Admitter, body: bytes) -> tuple[int, bytes]:
         log.info("denied %s (uid %s): %s", _describe(req), uid, verdict.message)
     elif verdict.decision == "mutated":
         log.debug("normalized %s (uid %s) for family %s", _describe(req), uid, verdict.family)
-    metrics.ADMISSIONS.labels(decision=verdict.decision).inc()
+    telemetry.ADMISSIONS.labels(decision=verdict.decision).inc()
     return 200, encode_response(uid, verdict)
-
-
-def register(app: Flask, runtime: Runtime) -> None:
-    admitter = Admitter(runtime)
-    app.extensions["machine_catalog.admitter"] = admitter  # for tests and introspection
-
-    @app.post("/webhook/mutate")
-    def webhook_mutate() -> Any:
-        # get_data goes through werkzeug's stream, bounded by MAX_CONTENT_LENGTH (413 beyond).
-        status, body = review(admitter, request.get_data(cache=False))
-        return json_response(body, status)

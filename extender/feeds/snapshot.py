@@ -6,7 +6,7 @@ carry their own ``kind``. The raw API answers (``NodeList``/``PodList``, whose i
 no ``kind``) and a bare JSON/YAML array of objects are accepted too, so a capture made with
 ``curl`` or a hand-written test list works without editing. Items of other kinds (a
 ``kubectl get all`` dump) are skipped, not refused: the cache only needs nodes and pods.
-The file is parsed (JSON, else YAML) by :func:`extender.kubefiles.read_documents`, as the
+The file is parsed (JSON, else YAML) by :func:`extender.feeds.kubefiles.read_documents`, as the
 metrics list files are.
 
 A snapshot is static: it is read once and swapped in with one :meth:`ClusterState.replace`,
@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from extender.cluster import ClusterState, compact_node, compact_pod
-from extender.kubefiles import KubeFileError, read_documents
+from extender.feeds.kubefiles import KubeFileError, read_documents
+from extender.state.cluster import ClusterState, compact_node, compact_pod
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def feed_snapshot(state: ClusterState, path: str | os.PathLike[str]) -> tuple[in
     node's labels, a pod's uid and node name), those pieces would stay scattered over the
     allocator's arenas and keep them mapped after the rest is freed: the worker stayed at
     730 MB RSS for ~25 MB of live objects. So each object is cut down to what the cache
-    reads (:func:`~extender.cluster.compact_node`, :func:`~extender.cluster.compact_pod`),
+    reads (``compact_node``, ``compact_pod`` of :mod:`extender.state.cluster`),
     serialised, the document dropped, and the cache built from a fresh parse of the small
     copy (13 MB for 50,000 pods): measured 730 -> 164 MB for the same worker.
     """

@@ -1,7 +1,7 @@
 """The loop that re-creates pods stranded on a full family (``serve --recreate-stranded-after``).
 
 Every ``interval`` seconds it lists the pods that are Pending and unbound (one LIST with a
-field selector, all namespaces), asks the pure rules of :mod:`extender.stranding` which to
+field selector, all namespaces), asks the pure rules of :mod:`extender.loops.stranding` which to
 re-create, answering their question about room from the cluster cache the webhook uses,
 and deletes those pods. Each deleted pod's controller creates a replacement, which the
 webhook pins to a family that can hold it.
@@ -9,7 +9,7 @@ webhook pins to a family that can hold it.
 Safety:
 
 - **Only pods that are ours, unbound, never started and owned by a ReplicaSet** are ever
-  deleted: :func:`extender.stranding.choose_recreations` decides,
+  deleted: :func:`extender.loops.stranding.choose_recreations` decides,
   and the delete carries **preconditions** on the pod's uid and resourceVersion. If the pod
   changed after the LIST (it got bound, a new pod took its name, another replica or
   worker already deleted it) the API server refuses with 409 Conflict and nothing
@@ -42,11 +42,9 @@ import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from extender import metrics
-from extender.admission import Fleet
-from extender.cluster import ClusterState
-from extender.patching import PatchError
-from extender.placement import (
+from extender import telemetry
+from extender.admission.patching import PatchError
+from extender.admission.placement import (
     Placement,
     PlacementError,
     choose_family,
@@ -54,8 +52,17 @@ from extender.placement import (
     pod_tolerations,
     requested_families,
 )
-from extender.reinvocation import without_pin
-from extender.stranding import Choice, PendingPod, Room, Settings, choose_recreations, pending_pod
+from extender.admission.reinvocation import without_pin
+from extender.admission.webhook import Fleet
+from extender.loops.stranding import (
+    Choice,
+    PendingPod,
+    Room,
+    Settings,
+    choose_recreations,
+    pending_pod,
+)
+from extender.state.cluster import ClusterState
 from machine_catalog.quantities import QuantityError, physical_to_scu_millis
 from machine_catalog.resources import pod_cpu_request_millis
 
@@ -190,7 +197,7 @@ class Recreator:
                 stranded += 1
             if choice.recreate:
                 self._recreate(choice)
-        metrics.STRANDED_PODS.set(stranded)
+        telemetry.STRANDED_PODS.set(stranded)
         return choices
 
     def _pending_pods(self) -> list[dict[str, Any]]:
@@ -224,7 +231,7 @@ class Recreator:
             )
         except ApiException as exc:
             outcome = {409: "conflict", 404: "gone"}.get(exc.status, "error")
-            metrics.RECREATIONS.labels(outcome=outcome).inc()
+            telemetry.RECREATIONS.labels(outcome=outcome).inc()
             level = logging.WARNING if outcome == "error" else logging.INFO
             log.log(
                 level,
@@ -236,10 +243,10 @@ class Recreator:
             )
             return
         except Exception:
-            metrics.RECREATIONS.labels(outcome="error").inc()
+            telemetry.RECREATIONS.labels(outcome="error").inc()
             log.exception("deleting stranded pod %s/%s failed", pod.namespace, pod.name)
             return
-        metrics.RECREATIONS.labels(outcome="recreated").inc()
+        telemetry.RECREATIONS.labels(outcome="recreated").inc()
         log.warning("re-created %s/%s: %s", pod.namespace, pod.name, choice.reason)
         self._event(pod, "Pod", "v1", pod.name, pod.uid, choice.reason)
         if pod.owner_kind and pod.owner_name:
