@@ -483,8 +483,6 @@ def serve_project(
         str(tls.cert),
         "--keyfile",
         str(tls.key),
-        "--workers",
-        str(args.workers),
         "--threads",
         str(args.threads),
         "--log-level",
@@ -820,12 +818,12 @@ def run_fleet(
         ]
         servers = [project, *extras]
         with running(servers):
-            wait_synced(project, args.workers)
+            wait_synced(project, 1)
             wait_ready(project, tls)
             boot = time.monotonic() - t0
             boot_rss = project.worker_rss_mb()
             for extra in extras:
-                wait_synced(extra, args.workers)
+                wait_synced(extra, 1)
                 wait_ready(extra, tls)
             feed.start_churn()
             responses = tmp / f"responses-{fleet.nodes}.json"
@@ -893,7 +891,7 @@ def run_pods_comparison(
             servers.append(serve_project(tmp, pods_label(ppn), kubeconfig, catalog, tls, args))
         with running(servers):
             for server in servers:
-                wait_synced(server, args.workers)
+                wait_synced(server, 1)
                 wait_ready(server, tls)
             for feed in feeds:
                 feed.start_churn()
@@ -1161,7 +1159,8 @@ def render(
         f"and the absolute numbers are noisy, the paired ratios less so): "
         f"`python benchmarks/extender_latency.py{' --quick' if args.quick else ''}` "
         f"({seconds:.0f} s). Server: `machine-catalog serve --kubeconfig ... --certfile ... "
-        f"--keyfile ... --workers {args.workers} --threads {args.threads}` (gunicorn "
+        f"--keyfile ... --threads {args.threads}` (one gunicorn worker; the floor "
+        f"runs {args.workers}; "
         "gthread, TLS) on loopback, its cache fed by list + watch from the fake API server "
         f"while it pushed {churn.pod_events_per_s:g} pod events/s and every node's status "
         f"once per {churn.node_status_period_s:g} s ({feed_lines}). Each case runs "
@@ -1506,7 +1505,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="seconds per case and server")
     p.add_argument("--min-calls", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per case")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--workers", type=int, default=1, help="the floor server's gunicorn workers (serve has one)"
+    )
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--profile-calls", type=int, default=None)
     p.add_argument("--pod-events", type=float, default=100.0, help="pod events/s in the watch")

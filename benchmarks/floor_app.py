@@ -81,7 +81,7 @@ def tune_worker_memory(app: Flask) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the floor server of the latency benchmark")
     p.add_argument("--bind", default="127.0.0.1:8181")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--responses", type=Path, required=True)
     p.add_argument("--certfile", default=None, help="serve TLS with this certificate")
@@ -90,7 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = gunicorn_options(
         ServeConfig(
             bind=args.bind,
-            workers=args.workers,
             threads=args.threads,
             log_level="warning",
             certfile=args.certfile,
@@ -98,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     options["proc_name"] = "machine-catalog-floor"
+    options["workers"] = args.workers
 
     from gunicorn.app.base import BaseApplication
 

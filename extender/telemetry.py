@@ -7,16 +7,12 @@ and the loops can count without importing the HTTP server; the server's scrape
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-# ``*_created`` series double the output for a timestamp nobody here alerts on; multiprocess
-# mode never emits them, so turning them off also makes both modes expose the same names.
+# ``*_created`` series double the output for a timestamp nobody here alerts on.
 disable_created_metrics()
 
 PREFIX = "machine_catalog_"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: From a cheap /healthz (~100 µs) to a 15,000-node full-Nodes filter (~1 s).
 LATENCY_BUCKETS = (
@@ -70,9 +66,8 @@ BAD_VALUES = Counter(
 )
 CATALOG_INFO = Gauge(
     PREFIX + "catalog_info",
-    "1 for each catalog version (name, content hash) a live worker serves; 0 once replaced.",
+    "1 for the catalog version (name, content hash) the server serves; 0 once replaced.",
     ["name", "hash"],
-    multiprocess_mode="livemax",
 )
 CATALOG_RELOADS = Counter(
     PREFIX + "catalog_reloads",
@@ -97,7 +92,6 @@ STRANDED_PODS = Gauge(
     "Pods in the last cycle that waited past --recreate-stranded-after on a full family while "
     "another allowed family had room (re-created or rate limited); the most any live worker "
     "saw.",
-    multiprocess_mode="livemax",
 )
 for _outcome in RECREATION_OUTCOMES:
     RECREATIONS.labels(outcome=_outcome)
@@ -114,9 +108,3 @@ for _decision in ADMISSION_DECISIONS:
     ADMISSIONS.labels(decision=_decision)
 for _outcome in ("ok", "unavailable", "error"):
     NODE_METRICS_POLLS.labels(outcome=_outcome)
-
-
-def multiprocess_dir() -> str | None:
-    """The directory of multiprocess mode, when this process runs in it."""
-    path = os.environ.get(MULTIPROC_ENV)
-    return path if path and os.path.isdir(path) else None

@@ -659,7 +659,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             kubeconfig=args.kubeconfig,
             in_cluster=args.in_cluster,
             bind=args.bind,
-            workers=args.workers,
             threads=args.threads,
             certfile=args.certfile,
             keyfile=args.keyfile,
@@ -673,6 +672,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             recreate_stranded_after=args.recreate_stranded_after,
             recreate_max_per_cycle=args.recreate_max_per_cycle,
+            lease_name=args.lease_name,
+            lease_namespace=args.lease_namespace,
+            family_choice=args.family_choice,
         )
     except ServeError as exc:  # the server's own checks of a combination
         raise CliError(str(exc), EXIT_USAGE) from exc
@@ -831,8 +833,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="address to listen on (unix:PATH for a socket)",
     )
-    p.add_argument("--workers", type=_positive_int, default=2, help="gunicorn worker processes")
-    p.add_argument("--threads", type=_positive_int, default=4, help="threads per worker")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=4,
+        help="threads serving requests from the one process that owns the state",
+    )
     p.add_argument("--certfile", metavar="FILE", help="TLS certificate (default: plain HTTP)")
     p.add_argument("--keyfile", metavar="FILE", help="TLS private key of --certfile")
     p.add_argument(
@@ -891,7 +897,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=5,
         metavar="N",
-        help="at most N such deletions per 30 s cycle and worker",
+        help="at most N such deletions per cycle (a cycle runs every SECONDS / 3, 2 to 30 s)",
+    )
+    p.add_argument(
+        "--family-choice",
+        choices=("most-free", "spread"),
+        default="most-free",
+        help="the webhook's pick among families that can hold a pod: the one with the most "
+        "free SCU, or at random in proportion to free SCU (for several replicas)",
+    )
+    p.add_argument(
+        "--lease-name",
+        default="machine-catalog",
+        metavar="NAME",
+        help="the coordination.k8s.io Lease whose holder runs the loops that write to the "
+        "cluster (with a cluster source)",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=None,
+        metavar="NAMESPACE",
+        help="the Lease's namespace (default: $POD_NAMESPACE, the pod's own, else machine-catalog)",
     )
     p.set_defaults(handler=cmd_serve)
 

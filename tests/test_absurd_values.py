@@ -24,7 +24,7 @@ from support.helpers import (
     GKE,
     METAL,
     extender_args,
-    ready_on_all_workers,
+    ready,
     scheduler_pod,
     serve,
     snapshot_objects,
@@ -156,11 +156,9 @@ def test_serve_with_an_absurd_snapshot_serves_every_other_node(tmp_path):
     snapshot.write_text(json.dumps({"kind": "List", "items": [*objects, absurd_pod, absurd_node]}))
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(CATALOG_A)
-    served = serve(
-        tmp_path, "--catalog", str(catalog), "--snapshot", str(snapshot), "--workers", "1"
-    )
+    served = serve(tmp_path, "--catalog", str(catalog), "--snapshot", str(snapshot))
     try:
-        ready_on_all_workers(served, 1)
+        ready(served)
         reply = served.post("/scheduler/filter", extender_args(scheduler_pod("1")))
         assert reply.status == 200, reply.body
         body = reply.json()

@@ -42,7 +42,7 @@ from support.helpers import (
     admission_review,
     extender_args,
     has_no_traceback,
-    ready_on_all_workers,
+    ready,
     scheduler_pod,
     serve,
     write_snapshot,
@@ -74,8 +74,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         str(catalog),
         "--snapshot",
         str(write_snapshot(tmp / "snapshot.json")),
-        "--workers",
-        "1",
         "--threads",
         "4",
         "--max-body",
@@ -84,7 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         str(tmp / "state"),
     )
     try:
-        ready_on_all_workers(served, 1)
+        ready(served)
         BOOT_WORKERS[:] = served.worker_pids()
         yield served
     finally:

@@ -130,8 +130,6 @@ def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
         "--quick",
         "--sizes",
         "60",
-        "--workers",
-        "1",
         "--duration",
         "0.02",
         "--min-calls",

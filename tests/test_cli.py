@@ -637,8 +637,6 @@ def test_serve_maps_every_flag(capsys: pytest.CaptureFixture[str], served: list[
         "s.json",
         "--bind",
         "0.0.0.0:8443",
-        "--workers",
-        "3",
         "--threads",
         "8",
         "--certfile",
@@ -668,7 +666,7 @@ def test_serve_maps_every_flag(capsys: pytest.CaptureFixture[str], served: list[
     assert (config.recreate_stranded_after, config.recreate_max_per_cycle) == (900.0, 2)
     assert (config.catalog, config.snapshot, config.kubeconfig) == ("c.yaml", "s.json", None)
     assert config.in_cluster is False
-    assert (config.bind, config.workers, config.threads) == ("0.0.0.0:8443", 3, 8)
+    assert (config.bind, config.threads) == ("0.0.0.0:8443", 8)
     assert (config.certfile, config.keyfile) == ("tls.crt", "tls.key")
     assert config.scheduler_name == "machine-catalog"
     assert config.state_dir == "/var/run/mc"
@@ -681,7 +679,7 @@ def test_serve_defaults(capsys: pytest.CaptureFixture[str], served: list[Any]) -
     assert run(capsys, "serve", "--in-cluster")[0] == 0
     (config,) = served
     assert config.in_cluster is True
-    assert (config.bind, config.workers, config.threads) == ("127.0.0.1:8080", 2, 4)
+    assert (config.bind, config.threads) == ("127.0.0.1:8080", 4)
     assert (config.max_cache_age, config.reload_interval, config.log_level) == (120.0, 1.0, "info")
     assert config.catalog is None
     assert config.recreate_stranded_after is None  # the stranded-pod remedy is opt-in
@@ -696,7 +694,8 @@ def test_serve_defaults(capsys: pytest.CaptureFixture[str], served: list[Any]) -
         (["--kubeconfig", "k", "--in-cluster"], "not allowed with argument --kubeconfig"),
         (["--bind", "localhost"], "is not HOST:PORT"),
         (["--bind", "h:99999"], "is not HOST:PORT"),
-        (["--workers", "0"], "must be at least 1"),
+        (["--threads", "0"], "must be at least 1"),
+        (["--workers", "2"], "unrecognized arguments: --workers"),
         (["--threads", "many"], "is not an integer"),
         (["--max-body", "lots"], "is not a size"),
         (["--max-body", "0.5"], "whole number of bytes"),
@@ -734,7 +733,6 @@ def test_serve_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> N
     text = " ".join(out.split("options:", 1)[1].split())  # help wraps at the terminal width
     for option, default in [
         ("--bind HOST:PORT", "127.0.0.1:8080"),
-        ("--workers WORKERS", "2"),
         ("--threads THREADS", "4"),
         ("--max-body BYTES", "512Mi"),
         ("--max-cache-age SECONDS", "120.0"),

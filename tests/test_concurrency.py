@@ -1,7 +1,7 @@
 """Concurrent filter, prioritize and mutate calls with a catalog swap in the middle (issue 7,
 item 4).
 
-A real gunicorn (2 workers x 4 threads) takes two equal, bounded rounds of load (3,000
+A real gunicorn (one worker process x 4 threads) takes two equal, bounded rounds of load (3,000
 requests or 3 s, whichever comes first) from 6 client threads on loopback: filter in both
 extender modes (node names, and full Node objects), prioritize, mutate (real admissions
 that take reservations, and dry runs), and the odd ``/readyz`` and ``/metrics`` scrape,
@@ -36,7 +36,7 @@ from support.helpers import (
     admission_review,
     failures,
     fixture_nodes,
-    ready_on_all_workers,
+    ready,
     rss_mb,
     scheduler_pod,
     serve,
@@ -48,7 +48,7 @@ from machine_catalog.loading import parse_catalog
 
 pytestmark = pytest.mark.slow
 
-WORKERS = 2
+WORKERS = 1  # one process per replica owns the state
 THREADS = 6
 ROUND_REQUESTS = 3000
 ROUND_SECONDS = 3.0
@@ -171,8 +171,6 @@ def setup(tmp_path: Path) -> Iterator[tuple[Served, ConfigMapVolume]]:
         str(volume.path),
         "--snapshot",
         str(write_snapshot(tmp_path / "snapshot.json")),
-        "--workers",
-        str(WORKERS),
         "--threads",
         "4",
         "--reload-interval",
@@ -181,7 +179,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Served, ConfigMapVolume]]:
         str(tmp_path / "state"),
     )
     try:
-        ready_on_all_workers(server, WORKERS)
+        ready(server)
         yield server, volume
     finally:
         assert server.stop() == 0

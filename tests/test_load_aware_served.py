@@ -61,8 +61,6 @@ def test_load_aware_served_live(tmp_path: Path) -> None:
             str(catalog),
             "--kubeconfig",
             str(_kubeconfig(tmp_path / "kubeconfig", fake.url)),
-            "--workers",
-            "1",
         )
         try:
             wait_until(lambda: server.readyz()[0] == 200, "ready")

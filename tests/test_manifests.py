@@ -821,8 +821,9 @@ def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_cre
         for b in base
         if b["kind"] in ("ClusterRoleBinding", "RoleBinding") and subject in b["subjects"]
     ]
-    assert [b["kind"] for b in bindings] == ["ClusterRoleBinding"]
-    role = find(base, "ClusterRole", bindings[0]["roleRef"]["name"])
+    assert sorted(b["kind"] for b in bindings) == ["ClusterRoleBinding", "RoleBinding"]
+    (cluster_binding,) = [b for b in bindings if b["kind"] == "ClusterRoleBinding"]
+    role = find(base, "ClusterRole", cluster_binding["roleRef"]["name"])
     granted: dict[str, set[str]] = {}
     for rule in role["rules"]:
         (group,) = rule["apiGroups"]
@@ -837,8 +838,21 @@ def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_cre
         "/events": {"create"},
         "metrics.k8s.io/nodes": {"list"},  # loadAware's poll; no watch exists for it
     }
+    # The replicas' election: Leases in their own namespace only, never delete.
+    (local,) = [b for b in bindings if b["kind"] == "RoleBinding"]
+    assert local["metadata"]["namespace"] == NAMESPACE
+    lease_role = find(base, "Role", local["roleRef"]["name"], NAMESPACE)
+    assert lease_role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
     args = flags(container(deployment)["args"])
-    assert float(args["--recreate-stranded-after"]) >= 60
+    # Fast enough to fix a burst split across replicas; an autoscaled fleet raises it.
+    assert 10 <= float(args["--recreate-stranded-after"]) <= 60
+    assert args["--family-choice"] == "spread"
 
 
 # --------------------------------------------------------------------------- webhook

@@ -21,7 +21,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from support.helpers import ready_on_all_workers, serve
+from support.helpers import ready, serve
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_the_wheel_in_a_clean_venv_serves_the_packaged_catalog_and_demo(tmp_path
 
     server = serve(tmp_path, program=[str(env_dir / "bin" / "machine-catalog")])
     try:
-        ready_on_all_workers(server, workers=2)
+        ready(server)
         status, detail = server.readyz()
         assert status == 200, detail
         assert detail["catalog"]["name"] == "default"

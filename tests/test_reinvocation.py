@@ -311,7 +311,7 @@ def test_serve_snapshot_picks_a_family_that_fits_and_normalizes_a_sidecar_on_rei
     items = [{"apiVersion": "v1", "kind": "Node", **n} for n in nodes] + busy
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-    server = serve(tmp_path, "--snapshot", str(snapshot), "--workers", "1")
+    server = serve(tmp_path, "--snapshot", str(snapshot))
     try:
         pod = admission_review()["request"]["object"]
         pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "4"

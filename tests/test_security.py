@@ -37,7 +37,7 @@ from support.helpers import (
     DEADLINE,
     admission_review,
     extender_args,
-    ready_on_all_workers,
+    ready,
     scheduler_pod,
     serve,
     wait_until,
@@ -231,14 +231,12 @@ def test_no_secret_reaches_the_log_or_an_answer(tmp_path: Path) -> None:
             str(catalog),
             "--kubeconfig",
             str(kubeconfig_with(tmp_path / "kubeconfig", fake.url, token)),
-            "--workers",
-            "1",
             "--log-level",
             "debug",
             "--access-log",
         )
         try:
-            ready_on_all_workers(server, 1)
+            ready(server)
             fake.cut_next_event("pods")
             fake.add("pods", make_pod("p1", cpu="1", node="n0"))
             basic = base64.b64encode(f"scheduler:{password}".encode()).decode()

@@ -23,7 +23,7 @@ from support.helpers import (
     KARPENTER,
     Served,
     admission_pod,
-    ready_on_all_workers,
+    ready,
     serve,
     write_snapshot,
 )
@@ -44,11 +44,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         str(catalog),
         "--snapshot",
         str(write_snapshot(tmp / "snapshot.json")),
-        "--workers",
-        "1",
     )
     try:
-        ready_on_all_workers(served, 1)
+        ready(served)
         yield served
     finally:
         assert served.stop() == 0

@@ -98,7 +98,6 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     (tmp / "snapshot.json").write_text(json.dumps(nodes))
     config = {
         "bind": "127.0.0.1:0",
-        "workers": 1,
         "snapshot": str(tmp / "snapshot.json"),
         "certfile": str(tmp / "tls.crt"),
         "keyfile": str(tmp / "tls.key"),

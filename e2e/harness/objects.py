@@ -35,6 +35,11 @@ def e2e_catalog(directory: Path, scoring: dict[str, Any] | None = None) -> Path:
     catalog["spec"]["families"].append(
         {"name": "e2e-rank", "scuPerCore": 1.1, "instanceTypes": ["e2e-rank.2xlarge"]}
     )
+    # Three families for the two-replica burst test (test_replicas.py), no other test's.
+    for name, factor in (("e2e-burst-a", 1.0), ("e2e-burst-b", 1.25), ("e2e-burst-c", 1.5)):
+        catalog["spec"]["families"].append(
+            {"name": name, "scuPerCore": factor, "instanceTypes": [f"{name}.2xlarge"]}
+        )
     for name in ("e2e-twin-a", "e2e-twin-b"):
         catalog["spec"]["families"].append(
             {

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -76,9 +77,11 @@ from extender.admission.placement import (
     Toleration,
     choose_family,
     family_capacity,
+    low_discrepancy,
     node_mask,
     pod_constraints,
     pod_tolerations,
+    proportional,
     requested_families,
     toleration_mask,
 )
@@ -334,6 +337,15 @@ class Admitter:
         self.runtime = runtime
         self.fleet = Fleet(runtime.cluster)
         self.ledger = ledger if ledger is not None else ReservationLedger()
+        # The choice and its reservation happen under one lock, so an admission decided on
+        # another thread a moment later always sees this one's reservation (a choice costs
+        # about a millisecond; the GIL serialises it anyway).
+        self._deciding = threading.Lock()
+        self._spread = (
+            proportional(low_discrepancy(random.random()))
+            if runtime.settings.family_choice == "spread"
+            else None
+        )
 
     def admit(self, req: Mapping[str, Any]) -> Verdict:
         """The verdict for a decoded request; raises :class:`MalformedReview` on a bad pod."""
@@ -380,16 +392,21 @@ class Admitter:
 
         fixed = constraints.fixed_nodes is not None
         mask = self.fleet.mask(snapshot, constraints, tolerations)
-        decision = choose_family(
-            view,
-            self.fleet.capacity(snapshot, mask, fixed=fixed),
-            constraints=constraints,
-            allowed_nodes=mask,
-            requested=requested,
-            pending_physical=snapshot.pending,
-            reserved_scu=self.ledger.totals(),
-            pod_scu=pod_scu,
-        )
+        capacity = self.fleet.capacity(snapshot, mask, fixed=fixed)
+        with self._deciding:
+            decision = choose_family(
+                view,
+                capacity,
+                constraints=constraints,
+                allowed_nodes=mask,
+                requested=requested,
+                pending_physical=snapshot.pending,
+                reserved_scu=self.ledger.totals(),
+                pod_scu=pod_scu,
+                spread=self._spread,
+            )
+            if isinstance(decision, Placement) and req.get("dryRun") is not True:
+                self.ledger.reserve(decision.family.name, pod_scu)
         if isinstance(decision, Denied):
             exempt = daemonset_exemption(pod, constraints.fixed_nodes, view)
             if exempt is not None:
@@ -403,8 +420,6 @@ class Admitter:
         scheduler = None if decision.fixed else self.runtime.settings.scheduler_name
         beta = self.runtime.cluster.beta_label_only(family.name)
         patch = normalize_ops(pod, values, family, catalog.version, scheduler, beta=beta)
-        if req.get("dryRun") is not True:
-            self.ledger.reserve(family.name, pod_scu)
         return Verdict(
             "mutated",
             True,

@@ -11,13 +11,18 @@ Safety:
 - **Only pods that are ours, unbound, never started and owned by a ReplicaSet** are ever
   deleted: :func:`extender.loops.stranding.choose_recreations` decides,
   and the delete carries **preconditions** on the pod's uid and resourceVersion. If the pod
-  changed after the LIST (it got bound, a new pod took its name, another replica or
-  worker already deleted it) the API server refuses with 409 Conflict and nothing
-  happens. So two server replicas, each with several workers running this loop, act at
-  most once per pod, and no leader election is needed.
-- **Bounded**: at most ``max_per_cycle`` deletions per cycle and worker, longest-waiting
-  first; a pod is deleted only after it waited ``after`` seconds (so a replacement that is
-  stranded again waits that long too); nothing runs until the cache has synced.
+  changed after the LIST (it got bound, a new pod took its name) the API server refuses
+  with 409 Conflict and nothing happens.
+- **One replica acts**: the loop runs in every replica but does nothing unless its replica
+  holds the Lease (:mod:`extender.loops.leadership`), and checks again before each delete,
+  so a leader that lost contact stops before another replica may start.
+- **Bounded**: at most ``max_per_cycle`` deletions per cycle, longest-waiting first; a pod
+  is deleted only after it waited ``after`` seconds (so a replacement that is stranded
+  again waits that long too); nothing runs until the cache has synced.
+- **Fast enough to matter**: a cycle runs every ``after / 3`` seconds (2 to 30), so a pod
+  stranded by a burst is re-placed within about ``after`` plus a few seconds. Where a node
+  autoscaler grows the family the pod waits for, set ``after`` above its scale-up time
+  (docs/operations.md), or the pod is moved before the new node arrives.
 - **Off** unless ``--recreate-stranded-after`` is given; never with a snapshot source.
 
 Visible: a ``Warning`` Event ``StrandedPodRecreated`` on the pod and on its controller
@@ -72,7 +77,7 @@ log = logging.getLogger(__name__)
 FIELD_SELECTOR = "status.phase=Pending,spec.nodeName="
 EVENT_REASON = "StrandedPodRecreated"
 COMPONENT = "machine-catalog"
-DEFAULT_INTERVAL = 30.0
+MIN_INTERVAL, MAX_INTERVAL = 2.0, 30.0
 PAGE_SIZE = 500
 REQUEST_TIMEOUT = (5.0, 30.0)
 #: The API server's owner kinds by apiVersion, for the Event on the controller.
@@ -124,6 +129,11 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
     return Room(False, None)
 
 
+def cycle_interval(after: float) -> float:
+    """Seconds between cycles: a third of the wait, within 2..30 s."""
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, after / 3))
+
+
 def _now_rfc3339(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -137,7 +147,8 @@ class Recreator:
         api_client: client.ApiClient,
         settings: Settings,
         *,
-        interval: float = DEFAULT_INTERVAL,
+        interval: float | None = None,
+        leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if settings.after is None:
@@ -145,7 +156,8 @@ class Recreator:
         self.cluster = cluster
         self.api = client.CoreV1Api(api_client)
         self.settings = settings
-        self.interval = interval
+        self.interval = interval if interval is not None else cycle_interval(settings.after)
+        self.leader = leader
         self.clock = clock
         self.fleet = Fleet(cluster)
         self.instance = os.environ.get("HOSTNAME") or f"pid-{os.getpid()}"
@@ -164,7 +176,7 @@ class Recreator:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        # Workers and replicas start together; spread their cycles over the interval.
+        # Replicas start together; spread their cycles over the interval.
         if self._stopping.wait(random.uniform(0, self.interval)):
             return
         while not self._stopping.is_set():
@@ -177,7 +189,7 @@ class Recreator:
     # -- one cycle ---------------------------------------------------------------------
 
     def run_once(self) -> list[Choice]:
-        if not self.cluster.synced:
+        if not self.cluster.synced or not self.leader():
             return []
         objects = self._pending_pods()
         pods: dict[str, tuple[PendingPod, Mapping[str, Any]]] = {}
@@ -222,6 +234,8 @@ class Recreator:
 
     def _recreate(self, choice: Choice) -> None:
         pod = choice.pod
+        if not self.leader():  # lost the Lease during this cycle: leave it to the next leader
+            return
         options = client.V1DeleteOptions(
             preconditions=client.V1Preconditions(uid=pod.uid, resource_version=pod.resource_version)
         )

@@ -75,6 +75,11 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
             "pods": counts["pods"],
         },
         "worker": {"pid": os.getpid()},
+        "leader": {
+            "identity": runtime.identity,
+            "leading": runtime.leadership.is_leader(),
+            "holder": runtime.leadership.holder,
+        },
     }
     return not problems, detail
 

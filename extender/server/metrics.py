@@ -1,24 +1,13 @@
-"""Prometheus metrics, correct whether one process serves or several gunicorn workers do.
+"""The ``/metrics`` scrape: the events every layer counted, and the state read at scrape time.
 
-Under gunicorn each worker is its own process with its own counters, and a scrape lands
-on one of them. prometheus_client's multiprocess mode solves that: ``serve`` points
-``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory *before* any worker imports this module,
-every metric below then lives in a per-process mmap file, and a scrape merges all files
-(:class:`~prometheus_client.multiprocess.MultiProcessCollector`). Without that variable
-(tests, a single process) the same metrics use the ordinary in-memory registry.
+One process serves a replica, so the ordinary in-memory registry holds every counter
+(:mod:`extender.telemetry` defines them). Two kinds of values:
 
-Two kinds of values:
-
-- events (requests, rejections, admissions, reloads) are counters and histograms, summed
-  over workers. Each worker polls the catalog file itself, so with N workers one file
-  change adds N to ``catalog_reloads_total``: it counts reloads done, per process.
-- state (cache age and size, per-family pools, whether the last reload worked) is read at
-  scrape time from the runtime of the worker that answers the scrape, by a custom
-  collector: no request pays for it, and nothing stale is left in a file. Every worker
-  has its own cache fed by the same source, so they agree up to a watch event's delay.
-  ``catalog_info`` is the exception: it is a file-backed gauge (``livemax``) so a scrape
-  shows every catalog version that some live worker serves, which is what to alert on
-  when a rollout of a new catalog is stuck half-way.
+- events (requests, rejections, admissions, reloads, recreations) are counters and
+  histograms, incremented where they happen;
+- state (cache age and size, per-family pools, whether the last reload worked, the
+  leader) is read at scrape time from the runtime by a custom collector: no request pays
+  for it, and nothing stale is kept between scrapes.
 """
 
 from __future__ import annotations
@@ -36,7 +25,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from extender.admission.pools import family_pools
@@ -48,7 +36,6 @@ from extender.telemetry import (
     HTTP_DURATION,
     HTTP_REQUESTS,
     PREFIX,
-    multiprocess_dir,
 )
 from machine_catalog.catalog import Catalog
 
@@ -106,6 +93,11 @@ class RuntimeCollector(Collector):
             -1.0 if age is None else age,
         )
         yield _gauge("cache_synced", "1 once the cluster cache holds a full list.", cluster.synced)
+        yield _gauge(
+            "leader",
+            "1 while this replica holds the Lease and runs the loops that write to the cluster.",
+            runtime.leadership.is_leader(),
+        )
         counts = cluster.counts()
         yield _gauge("cache_nodes", "Nodes in the cluster cache.", counts["nodes"])
         yield _gauge("cache_pods", "Pods the cluster cache accounts for.", counts["pods"])
@@ -203,14 +195,9 @@ class _Chain(Collector):
 
 
 def scrape_registry(runtime: Runtime) -> CollectorRegistry:
-    """What one scrape exposes: every worker's events, this worker's state."""
+    """What one scrape exposes: the process's events and the runtime's state."""
     registry = CollectorRegistry(auto_describe=False)
-    path = multiprocess_dir()
-    if path is not None:
-        MultiProcessCollector(registry, path=path)
-        registry.register(RuntimeCollector(runtime))
-    else:
-        registry.register(_Chain((REGISTRY, RuntimeCollector(runtime))))
+    registry.register(_Chain((REGISTRY, RuntimeCollector(runtime))))
     return registry
 
 

@@ -1,26 +1,23 @@
-"""``machine-catalog serve``: the app under gunicorn, one Runtime per worker process.
+"""``machine-catalog serve``: the app under gunicorn, one process that owns the state.
 
-gunicorn runs in-process (``BaseApplication``, no shell-out) with ``gthread`` workers:
-request handling is short CPU work on numpy arrays plus JSON, so a few threads per process
-cover the I/O waits and several processes use several cores.
+One replica is one process: a gunicorn master that supervises exactly one ``gthread``
+worker, and that worker owns the catalog, the cluster cache and its watch, the usage feed,
+the reservation ledger and (while it holds the Lease) the loops that write to the cluster.
+Requests are served by its threads from that one state. Several workers per replica were
+several complete copies of the controller: two admissions a millisecond apart landed on
+different copies and the second ignored the first's reservation, and every copy paid for
+every watch event (docs/design.md has the measurement behind this choice).
 
 What happens where:
 
 - the **master** validates everything once before forking (the catalog, the snapshot or
-  kubeconfig) so a bad flag or file exits 1 with every error instead of a crash loop of
-  workers, persists the last good catalog to the state directory, points
-  ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, and marks dead workers' metric files
-  (``child_exit``);
-- each **worker** builds its own Runtime in ``load()``, which gunicorn calls in the worker
-  right after the fork (``preload_app`` is off): catalog watcher thread, cluster cache,
-  snapshot or API watcher. ``post_fork`` would run at the same point; ``load`` is where
-  the app is made, so the runtime and its app are built together. Threads and sockets
-  never cross a fork. A worker that (re)starts while the catalog file
-  is invalid boots on the last good catalog from the state directory.
-
-Nothing here imports :mod:`extender.server.app` (hence prometheus_client's metrics) at module
-level: the metric classes decide at import time whether to write multiprocess files, so
-that import must happen in the workers, after ``serve`` has set the directory.
+  kubeconfig) so a bad flag or file exits 1 with every error instead of a crash loop,
+  and persists the last good catalog to the state directory;
+- the **worker** builds the Runtime in ``load()``, which gunicorn calls right after the
+  fork (``preload_app`` is off): catalog watcher, cluster cache, snapshot or API watcher,
+  usage feed, leader election. Threads and sockets never cross a fork. A worker that
+  (re)starts while the catalog file is invalid boots on the last good catalog from the
+  state directory.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from extender.loops.leadership import LeaseSettings, default_identity
 from extender.server import memory
 from extender.state.cluster import ClusterState
 from extender.state.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
@@ -46,8 +44,11 @@ from machine_catalog.validation import CatalogInvalid
 
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+FAMILY_CHOICES = ("most-free", "spread")
+DEFAULT_LEASE_NAMESPACE = "machine-catalog-system"
+#: Where a pod's service account token mounts tell it its namespace.
+NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 #: Seconds a worker gets to finish in-flight requests after SIGTERM. Below the pod's
 #: default terminationGracePeriodSeconds (30) so the kubelet never has to SIGKILL.
 GRACEFUL_TIMEOUT = 25
@@ -75,7 +76,6 @@ class ServeConfig:
     kubeconfig: str | None = None
     in_cluster: bool = False
     bind: str = "127.0.0.1:8080"
-    workers: int = 2
     threads: int = 4
     certfile: str | None = None
     keyfile: str | None = None
@@ -94,12 +94,17 @@ class ServeConfig:
     #: controller to re-create (:mod:`extender.loops.recreation`); None: never (the default).
     recreate_stranded_after: float | None = None
     recreate_max_per_cycle: int = 5
+    #: The Lease that decides which replica runs the loops that write to the cluster.
+    lease_name: str = "machine-catalog"
+    #: None: $POD_NAMESPACE, the pod's own namespace, else the manifests' namespace.
+    lease_namespace: str | None = None
+    family_choice: str = "most-free"
 
     def __post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):
             raise ServeError("certfile and keyfile go together (TLS needs both)")
-        if self.workers < 1 or self.threads < 1:
-            raise ServeError("workers and threads must be at least 1")
+        if self.threads < 1:
+            raise ServeError("threads must be at least 1")
         if self.max_body is not None and self.max_body < 1:
             raise ServeError("max_body must be a positive number of bytes")
         if not min(self.max_cache_age, self.reload_interval, self.body_timeout) > 0:
@@ -108,6 +113,8 @@ class ServeConfig:
             raise ServeError("recreate_stranded_after must be a positive number of seconds")
         if self.recreate_max_per_cycle < 1:
             raise ServeError("recreate_max_per_cycle must be at least 1")
+        if self.family_choice not in FAMILY_CHOICES:
+            raise ServeError(f"family_choice must be one of {', '.join(FAMILY_CHOICES)}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -117,6 +124,18 @@ class ServeConfig:
             scheduler_name=self.scheduler_name,
             max_body=self.max_body if self.max_body is not None else DEFAULT_MAX_BODY,
             max_cache_age=self.max_cache_age,
+            family_choice=self.family_choice,
+        )
+
+    def lease(self) -> LeaseSettings:
+        namespace = self.lease_namespace or os.environ.get("POD_NAMESPACE")
+        if not namespace and os.path.isfile(NAMESPACE_FILE):
+            with open(NAMESPACE_FILE) as f:
+                namespace = f.read().strip()
+        return LeaseSettings(
+            name=self.lease_name,
+            namespace=namespace or DEFAULT_LEASE_NAMESPACE,
+            identity=default_identity(),
         )
 
 
@@ -167,6 +186,7 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
     catalogs.on_reload(cluster.set_catalog)
     source = cache_source(config)
     stoppers: list[Callable[[], None]] = []
+    runtime = Runtime(catalogs=catalogs, cluster=cluster, settings=config.settings)
     if source.kind == "snapshot":
         from extender.feeds.snapshot import feed_snapshot
 
@@ -178,6 +198,7 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         from extender.feeds.watching import ClusterWatcher, load_api_client
 
         client = load_api_client(source.path, in_cluster=source.in_cluster)
+        runtime.leadership, runtime.identity = _elector(config, client, start, stoppers)
         watcher = ClusterWatcher(cluster, client)
         cluster.source = source.describe()
         _WATCHERS[id(cluster)] = watcher
@@ -185,7 +206,7 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
             watcher.start()
             stoppers.append(watcher.stop)
         if start and config.recreate_stranded_after is not None:
-            stoppers.append(_start_recreator(config, cluster, client))
+            stoppers.append(_start_recreator(config, cluster, client, runtime.leadership))
         if not config.node_metrics:
             from extender.feeds.nodemetrics import NodeMetricsPoller
 
@@ -203,13 +224,29 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
     if start:
         catalogs.start(config.reload_interval)
         stoppers.append(catalogs.stop)
-    runtime = Runtime(catalogs=catalogs, cluster=cluster, settings=config.settings)
     _STOPPERS[id(runtime)] = stoppers
     return runtime
 
 
-def _start_recreator(config: ServeConfig, cluster: ClusterState, client: Any) -> Callable[[], None]:
-    """The stranded-pod loop of this worker (``--recreate-stranded-after``); its stop."""
+def _elector(
+    config: ServeConfig, client: Any, start: bool, stoppers: list[Callable[[], None]]
+) -> tuple[Any, str]:
+    """This replica's part in the Lease election; stopped (and the Lease released) first."""
+    from extender.loops.leadership import Elector, KubernetesLeaseStore
+
+    settings = config.lease()
+    elector = Elector(KubernetesLeaseStore(client, settings), settings)
+    if start:
+        elector.start()
+        # Runs first at shutdown: the Lease is released while the others still serve.
+        stoppers.insert(0, elector.stop)
+    return elector, settings.identity
+
+
+def _start_recreator(
+    config: ServeConfig, cluster: ClusterState, client: Any, leadership: Any
+) -> Callable[[], None]:
+    """The stranded-pod loop (``--recreate-stranded-after``), acting while we lead; its stop."""
     from extender.loops.recreation import Recreator
     from extender.loops.stranding import Settings as RecreateSettings
 
@@ -220,6 +257,7 @@ def _start_recreator(config: ServeConfig, cluster: ClusterState, client: Any) ->
             after=config.recreate_stranded_after,
             max_per_cycle=config.recreate_max_per_cycle,
         ),
+        leader=leadership.is_leader,
     )
     recreator.start()
     return recreator.stop
@@ -324,14 +362,6 @@ def _ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ss
     return context
 
 
-def _child_exit(server: Any, worker: Any) -> None:
-    """In the master: drop the dead worker's live gauges from the metrics directory."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
-
-
 def _worker_exit(server: Any, worker: Any) -> None:
     """In the worker, on its way out: stop the watcher threads."""
     runtime = _WORKER.get("runtime")
@@ -372,7 +402,7 @@ _WORKER: dict[str, Runtime] = {}
 def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
     options: dict[str, Any] = {
         "bind": [config.bind],
-        "workers": config.workers,
+        "workers": 1,  # one process owns the state: see the module docstring
         "worker_class": "gthread",
         "threads": config.threads,
         "keepalive": KEEPALIVE,
@@ -382,8 +412,7 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": config.log_level.lower(),
         "proc_name": "machine-catalog",
-        "preload_app": False,  # each worker builds its own runtime after the fork
-        "child_exit": _child_exit,
+        "preload_app": False,  # the worker builds the runtime after the fork
         "worker_exit": _worker_exit,
         "post_worker_init": _post_worker_init,
         "pre_request": _bound_body_reads(config.body_timeout),
@@ -465,10 +494,9 @@ def serve(config: ServeConfig) -> int:
     """Run the server until SIGTERM/SIGINT; return the process exit code."""
     _configure_logging(config.log_level)
     cleanup: list[str] = []
-    previous_env = os.environ.get(MULTIPROC_ENV)
-    # gunicorn forks workers inside application.run(), and a worker leaves by raising
-    # SystemExit through this very frame: only the master may clean up, or the first
-    # worker to exit deletes the metrics and last-good-catalog directories under the others.
+    # The worker leaves by raising SystemExit through this very frame (gunicorn forks it
+    # inside application.run()): only the master may clean up, or the worker's exit would
+    # delete the last-good-catalog directory under its successor.
     master = os.getpid()
     try:
         if config.state_dir is None:
@@ -482,22 +510,12 @@ def serve(config: ServeConfig) -> int:
                 log.error("%s", line)
             return 1
 
-        # A fresh metrics directory per run: files left by an earlier run (same pod, restarted
-        # container) would add a dead process's counters to ours. Inside the operator's
-        # directory when one is set (it may be a tmpfs chosen on purpose).
-        parent = previous_env if previous_env and os.path.isdir(previous_env) else None
-        metrics_dir = tempfile.mkdtemp(prefix="machine-catalog-metrics-", dir=parent)
-        cleanup.append(metrics_dir)
-        os.environ[MULTIPROC_ENV] = metrics_dir
-        _reset_prometheus_value_class()
-
         source = cache_source(config)
         tls = "on (TLS >= 1.2)" if config.certfile else "off"
         log.info(
-            "machine-catalog serving on %s: %d workers x %d threads, tls %s, catalog %s (%s),"
+            "machine-catalog serving on %s: one process x %d threads, tls %s, catalog %s (%s),"
             " cache %s",
             config.bind,
-            config.workers,
             config.threads,
             tls,
             catalogs.current.version,
@@ -512,10 +530,6 @@ def serve(config: ServeConfig) -> int:
         return 0
     finally:
         if os.getpid() == master:
-            if previous_env is None:
-                os.environ.pop(MULTIPROC_ENV, None)
-            else:
-                os.environ[MULTIPROC_ENV] = previous_env
             for path in cleanup:
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -527,17 +541,3 @@ def _exit_code(code: Any) -> int:
         return code
     log.error("%s", code)
     return 1
-
-
-def _reset_prometheus_value_class() -> None:
-    """Make prometheus_client pick multiprocess values even if something imported it early."""
-    if "prometheus_client.values" in sys.modules:
-        from prometheus_client import values
-
-        values.ValueClass = values.get_value_class()
-    if "extender.server.metrics" in sys.modules:
-        log.warning(
-            "extender.server.metrics was imported before serve() set %s; this process's metrics"
-            " are not shared across workers",
-            MULTIPROC_ENV,
-        )

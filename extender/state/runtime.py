@@ -6,7 +6,9 @@ and handed to each route module's ``register(app, runtime)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from extender.state.cluster import ClusterState
 from machine_catalog.loading import CatalogSource
@@ -22,6 +24,31 @@ class Settings:
     scheduler_name: str | None = None
     max_body: int = DEFAULT_MAX_BODY
     max_cache_age: float = DEFAULT_MAX_CACHE_AGE
+    #: How the webhook picks among families that can hold a pod: ``most-free`` (the family
+    #: with the most free SCU, deterministic) or ``spread`` (at random, in proportion to the
+    #: free SCU, so replicas deciding on the same state at once do not all pick one family).
+    family_choice: str = "most-free"
+
+
+class Leadership(Protocol):
+    """Who may write to the cluster (:mod:`extender.loops.leadership` implements it)."""
+
+    @property
+    def holder(self) -> str | None: ...
+    def is_leader(self) -> bool: ...
+    def on_change(self, listener: Callable[[bool], None]) -> None: ...
+
+
+class _Alone:
+    """A server with nothing to elect (fed from a snapshot): it writes nothing anyway."""
+
+    holder = None
+
+    def is_leader(self) -> bool:
+        return True
+
+    def on_change(self, listener: Callable[[bool], None]) -> None:
+        return None
 
 
 @dataclass(slots=True)
@@ -29,3 +56,6 @@ class Runtime:
     catalogs: CatalogSource
     cluster: ClusterState
     settings: Settings
+    leadership: Leadership = field(default_factory=_Alone)
+    #: This replica's identity in the election ("" without one).
+    identity: str = ""

@@ -232,15 +232,11 @@ def serve(
 ) -> Served:
     """``machine-catalog serve --bind 127.0.0.1:0 *args``; returns once it listens.
 
-    ``PROMETHEUS_MULTIPROC_DIR`` points inside ``tmp_path`` (serve makes its run's
-    directory in it), so nothing is left behind in the machine's temp directory.
     ``program`` is how the command is invoked (an installed console script, say).
     """
     log = tmp_path / f"serve-{time.monotonic_ns()}.log"
-    metrics_parent = tmp_path / "prometheus"
-    metrics_parent.mkdir(exist_ok=True)
     command = [*program, "serve", "--bind", "127.0.0.1:0", *args]
-    full_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_parent), **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     deadline = time.monotonic() + DEADLINE
@@ -267,24 +263,21 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLIN
         time.sleep(0.02)
 
 
-def ready_on_all_workers(server: Served, workers: int, timeout: float = DEADLINE) -> dict:
-    """Poll /readyz on fresh connections until ``workers`` distinct pids have answered 200."""
-    seen: dict[int, dict] = {}
+def ready(server: Served, timeout: float = DEADLINE) -> dict:
+    """Poll /readyz until it answers 200; its detail."""
+    seen: dict[str, dict] = {}
 
-    def all_ready() -> bool:
+    def is_ready() -> bool:
         try:
             status, detail = server.readyz()
         except OSError:
             return False
-        pid = detail["worker"]["pid"]
         if status == 200:
-            seen[pid] = detail
-        else:
-            seen.pop(pid, None)
-        return len(seen) >= workers
+            seen["detail"] = detail
+        return status == 200
 
-    wait_until(all_ready, f"{workers} workers ready; log:\n{server.log_text()}", timeout)
-    return next(iter(seen.values()))
+    wait_until(is_ready, f"server ready; log:\n{server.log_text()}", timeout)
+    return seen["detail"]
 
 
 def rss_mb(pid: int) -> float:
