@@ -60,8 +60,9 @@ def faults(lines: list[str]) -> list[str]:
     return [line for line in lines if line.startswith("FAULT")]
 
 
-def wait_normalized(api, namespace: str, timeout: float = 30) -> None:
-    """Until a dry-run pod comes back from the restored webhook normalized."""
+def wait_normalized(api, namespace: str, want: bool = True, timeout: float = 30) -> None:
+    """Until a dry-run pod comes back normalized (``want``) or not (failed or unchanged):
+    the API server picks up a changed webhook configuration from a watch, a moment later."""
     from kubernetes.client.rest import ApiException
 
     probe = {
@@ -72,12 +73,13 @@ def wait_normalized(api, namespace: str, timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         try:
             pod = api.create_namespaced_pod(namespace, probe, dry_run="All")
-            if "machine-catalog.io/family" in (pod.metadata.annotations or {}):
-                return
+            normalized = "machine-catalog.io/family" in (pod.metadata.annotations or {})
         except ApiException:
-            pass
+            normalized = False
+        if normalized == want:
+            return
         time.sleep(0.3)
-    raise AssertionError("the restored webhook is not called")
+    raise AssertionError(f"the webhook change did not take effect (normalized: {not want})")
 
 
 def test_the_session_install_is_green_but_for_the_planted_ambiguous_node(doctor) -> None:
@@ -103,7 +105,7 @@ def test_a_removed_webhook_configuration_is_named_with_its_fix(doctor, plane, ap
     saved.metadata.uid = None
     admission.delete_mutating_webhook_configuration(WEBHOOK)
     try:
-        time.sleep(1)  # the API server drops the webhook from its watch
+        wait_normalized(api, namespace, want=False)
         code, lines = doctor()
     finally:
         admission.create_mutating_webhook_configuration(saved)
@@ -133,7 +135,7 @@ def test_a_wrong_ca_bundle_is_named_with_its_fix(doctor, plane, api, namespace) 
 
     patch(wrong)
     try:
-        time.sleep(1)
+        wait_normalized(api, namespace, want=False)
         code, lines = doctor()
     finally:
         patch(original.ca_bundle)
