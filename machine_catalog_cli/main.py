@@ -927,6 +927,9 @@ def build_parser() -> argparse.ArgumentParser:
     from machine_catalog_cli import report  # its own module; imports main's helpers
 
     report.add_parser(sub, [common, catalog, output])
+    from machine_catalog_cli import doctor
+
+    doctor.add_parser(sub, [common, output])
     return parser
 
 
