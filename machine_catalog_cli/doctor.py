@@ -158,7 +158,7 @@ def _catalog(core: Any, path: str | None) -> tuple[Any, str] | Finding:
 def diagnose(args: argparse.Namespace) -> list[Finding]:
     from kubernetes import client
 
-    from extender.watching import ApiConfigError, load_api_client
+    from extender.feeds.watching import ApiConfigError, load_api_client
 
     try:
         api_client = load_api_client(args.kubeconfig)
