@@ -95,6 +95,14 @@ STRANDED_PODS = Gauge(
 )
 for _outcome in RECREATION_OUTCOMES:
     RECREATIONS.labels(outcome=_outcome)
+#: The leader's family labels on nodes (:mod:`extender.loops.labelling`), by outcome.
+NODE_LABELS = Counter(
+    PREFIX + "node_label_patches",
+    "Node family-label patches by outcome (set, removed, gone, error).",
+    ["outcome"],
+)
+for _outcome in ("set", "removed", "gone", "error"):
+    NODE_LABELS.labels(outcome=_outcome)
 #: Polls of metrics.k8s.io NodeMetrics and reads of ``--node-metrics`` (``loadAware``).
 NODE_METRICS_POLLS = Counter(
     PREFIX + "node_metrics_polls",

@@ -19,6 +19,9 @@ Labels:
 
 - ``machine-catalog.io/normalize``: on a namespace, ``enabled`` opts it in (the webhook's
   namespaceSelector); on a pod, ``disabled`` opts it out.
+- ``machine-catalog.io/family``: on a node, the one schedulable family the catalog maps it
+  to, kept by the leader (:mod:`extender.loops.labelling`); absent on unknown, ambiguous
+  and retired nodes. The webhook pins pods to it once every node of the family has it.
 """
 
 from __future__ import annotations
@@ -32,3 +35,4 @@ STANDARD_RESOURCES_ANNOTATION = PREFIX + "standard-resources"
 CATALOG_ANNOTATION = PREFIX + "catalog"
 
 NORMALIZE_LABEL = PREFIX + "normalize"
+FAMILY_LABEL = PREFIX + "family"

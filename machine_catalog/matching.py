@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from machine_catalog.annotations import FAMILY_LABEL
 from machine_catalog.model import Family
 from machine_catalog.selectors import selector_matches
 
@@ -91,7 +92,14 @@ def _requirement(key: str, operator: str, values: Sequence[str] = ()) -> dict[st
     return req
 
 
-def family_selector_terms(family: Family, *, beta: bool = True) -> list[list[dict[str, Any]]]:
+def family_label_term(family: Family) -> list[dict[str, Any]]:
+    """The one term that selects the family's nodes once they carry the family label."""
+    return [_requirement(FAMILY_LABEL, "In", [family.name])]
+
+
+def family_selector_terms(
+    family: Family, *, beta: bool = True, labelled: bool = False
+) -> list[list[dict[str, Any]]]:
     """The family's match rules as ORed ``nodeSelectorTerms`` (each a list of ANDed rules).
 
     Instance types give ``GA In types``, and with ``beta`` a second term, because matching
@@ -102,7 +110,15 @@ def family_selector_terms(family: Family, *, beta: bool = True) -> list[list[dic
     ``ClusterState.beta_label_only``); the default gives the full rules, which select
     exactly the nodes :func:`match_families` assigns. A nodeSelector gives one term:
     ``matchLabels`` become ``In [value]`` rules.
+
+    ``labelled``: every node of the family carries ``machine-catalog.io/family`` (the leader
+    keeps it, and never on unknown, ambiguous or retired nodes): the label's one term is
+    the whole pin. It is one requirement for kube-scheduler to check per node, and it
+    leaves out nodes the rules alone would not (an ambiguous node with the family's
+    instance type).
     """
+    if labelled:
+        return [family_label_term(family)]
     terms: list[list[dict[str, Any]]] = []
     if family.instance_types:
         types = sorted(family.instance_types)

@@ -833,7 +833,7 @@ def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_cre
             granted.setdefault(f"{group}/{resource}", set()).update(rule["verbs"])
     # delete pods and create events: the stranded-pod remedy (--recreate-stranded-after).
     assert granted == {
-        "/nodes": {"get", "list", "watch"},
+        "/nodes": {"get", "list", "watch", "patch"},  # patch: the family label only
         "/pods": {"get", "list", "watch", "delete"},
         "/events": {"create"},
         "metrics.k8s.io/nodes": {"list"},  # loadAware's poll; no watch exists for it

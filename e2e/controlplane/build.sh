@@ -15,7 +15,13 @@ fi
 
 k8s=$(awk '$1 == "k8s.io/kubernetes" {print $2}' go.mod)
 etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' go.mod)
-key=$(cat go.mod go.sum cmd/etcd/main.go | sha256sum | cut -c1-12)
+# The release the binaries report (/version, kubectl version, helm's kubeVersion check), as
+# upstream's hack/lib/version.sh stamps it; without it they say v0.0.0-master.
+minor=$(echo "$k8s" | cut -d. -f2)
+version_pkg=k8s.io/component-base/version
+ldflags="-s -w -X $version_pkg.gitVersion=$k8s -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
+ldflags="$ldflags -X $version_pkg.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$k8s"
+key=$( (cat go.mod go.sum cmd/etcd/main.go; echo "$ldflags") | sha256sum | cut -c1-12)
 cache=${MC_CONTROLPLANE_CACHE:-$HOME/.cache/machine-catalog/controlplane}
 dest="$cache/kubernetes-$k8s-etcd-$etcd"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler)
@@ -35,7 +41,7 @@ mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 go mod download -x 2>&1 | awk '/^# get .*\.zip$/ {n++; if (n % 50 == 0) printf "controlplane: %d modules downloaded\n", n > "/dev/stderr"}'
 # -v prints each package as it is compiled: the progress on a cold build.
-go build -v -trimpath -ldflags='-s -w' -o "$tmp/" \
+go build -v -trimpath -ldflags="$ldflags" -o "$tmp/" \
   ./cmd/etcd \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \

@@ -38,6 +38,9 @@ def helm(binary: Path, *args: str, kubeconfig: Path | None = None, check: bool =
     }
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
-    return subprocess.run(
-        [str(binary), *args], capture_output=True, text=True, env=env, check=check, timeout=300
+    done = subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, env=env, check=False, timeout=300
     )
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+    return done

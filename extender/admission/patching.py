@@ -149,7 +149,11 @@ def cpu_ops(values: Sequence[CpuValue], family: Family, *, whole_cores: bool = F
 
 
 def pin_terms(
-    existing: Sequence[Mapping[str, Any]], family: Family, *, beta: bool = True
+    existing: Sequence[Mapping[str, Any]],
+    family: Family,
+    *,
+    beta: bool = True,
+    labelled: bool = False,
 ) -> list[dict[str, Any]]:
     """Each existing required term ANDed with each family term (their cross product).
 
@@ -157,7 +161,7 @@ def pin_terms(
     concatenated, ``matchFields`` (DaemonSet pods' node name) and any other key are kept.
     ``beta``: include the beta instance-type term (see :func:`family_selector_terms`).
     """
-    family_terms = family_selector_terms(family, beta=beta)
+    family_terms = family_selector_terms(family, beta=beta, labelled=labelled)
     out = []
     for term in existing:
         expressions = list(term.get("matchExpressions") or [])
@@ -173,9 +177,13 @@ def pin_terms(
     return out
 
 
-def pinning_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> list[Op]:
+def pinning_ops(
+    spec: Mapping[str, Any], family: Family, *, beta: bool = True, labelled: bool = False
+) -> list[Op]:
     """Require the family's nodes, creating only the missing part of the affinity tree."""
-    fresh = [{"matchExpressions": t} for t in family_selector_terms(family, beta=beta)]
+    fresh = [
+        {"matchExpressions": t} for t in family_selector_terms(family, beta=beta, labelled=labelled)
+    ]
     required: dict[str, Any] = {"nodeSelectorTerms": fresh}
     affinity = spec.get("affinity")
     if not isinstance(affinity, dict):
@@ -196,7 +204,7 @@ def pinning_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -
         {
             "op": "replace",
             "path": f"{base}/nodeSelectorTerms",
-            "value": pin_terms(terms, family, beta=beta),
+            "value": pin_terms(terms, family, beta=beta, labelled=labelled),
         }
     ]
 
@@ -230,12 +238,14 @@ def normalize_ops(
     scheduler_name: str | None = None,
     *,
     beta: bool = True,
+    labelled: bool = False,
 ) -> list[Op]:
     """The whole rewrite of ``pod`` for ``family`` (``values`` from :func:`read_cpu_values`).
 
     ``beta``: pin with the beta instance-type term too; the webhook passes whether the
     cluster has a node of the family that only the beta label selects (the API server
-    warns about every pod that names the deprecated label).
+    warns about every pod that names the deprecated label). ``labelled``: every node of
+    the family carries the family label, so the pin is that one term.
     """
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     annotations = {
@@ -246,7 +256,7 @@ def normalize_ops(
     }
     return (
         cpu_ops(values, family, whole_cores=keeps_whole_cores(pod))
-        + pinning_ops(spec, family, beta=beta)
+        + pinning_ops(spec, family, beta=beta, labelled=labelled)
         + scheduler_ops(spec, scheduler_name)
         + annotation_ops(pod, annotations)
     )

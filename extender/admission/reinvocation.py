@@ -63,7 +63,7 @@ from extender.admission.patching import (
     pinning_ops,
     standard_resources_annotation,
 )
-from machine_catalog.matching import family_selector_terms
+from machine_catalog.matching import family_label_term, family_selector_terms
 from machine_catalog.model import Family
 from machine_catalog.quantities import (
     QuantityError,
@@ -190,7 +190,9 @@ def repin_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> 
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     if not isinstance(terms, list) or not terms:
         return pinning_ops(spec, family, beta=beta)
-    family_terms = [_canonical(t) for t in family_selector_terms(family)]
+    family_terms = [
+        _canonical(t) for t in (*family_selector_terms(family), family_label_term(family))
+    ]
     new_terms: list[Any] = []
     changed = False
     for term in terms:
@@ -245,7 +247,9 @@ def without_pin(spec: Mapping[str, Any], family: Family) -> dict[str, Any]:
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     if not isinstance(terms, list):
         return out
-    family_terms = [_canonical(t) for t in family_selector_terms(family)]
+    family_terms = [
+        _canonical(t) for t in (*family_selector_terms(family), family_label_term(family))
+    ]
     kept: list[dict[str, Any]] = []
     for term in terms:
         if not isinstance(term, dict):

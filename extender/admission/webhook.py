@@ -419,7 +419,10 @@ class Admitter:
         family = decision.family
         scheduler = None if decision.fixed else self.runtime.settings.scheduler_name
         beta = self.runtime.cluster.beta_label_only(family.name)
-        patch = normalize_ops(pod, values, family, catalog.version, scheduler, beta=beta)
+        labelled = self.runtime.cluster.family_labelled(family.name)
+        patch = normalize_ops(
+            pod, values, family, catalog.version, scheduler, beta=beta, labelled=labelled
+        )
         return Verdict(
             "mutated",
             True,

@@ -205,6 +205,8 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         if start:
             watcher.start()
             stoppers.append(watcher.stop)
+        if start:
+            stoppers.append(_start_labeller(cluster, client, runtime.leadership))
         if start and config.recreate_stranded_after is not None:
             stoppers.append(_start_recreator(config, cluster, client, runtime.leadership))
         if not config.node_metrics:
@@ -241,6 +243,15 @@ def _elector(
         # Runs first at shutdown: the Lease is released while the others still serve.
         stoppers.insert(0, elector.stop)
     return elector, settings.identity
+
+
+def _start_labeller(cluster: ClusterState, client: Any, leadership: Any) -> Callable[[], None]:
+    """The family labels on nodes, kept while we lead; its stop."""
+    from extender.loops.labelling import Labeller
+
+    labeller = Labeller(cluster, client, leader=leadership.is_leader)
+    labeller.start()
+    return labeller.stop
 
 
 def _start_recreator(

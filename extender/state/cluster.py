@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from extender.state.usage import UsageSample, UsageView
-from machine_catalog.annotations import FAMILY_ANNOTATION
+from machine_catalog.annotations import FAMILY_ANNOTATION, FAMILY_LABEL
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch, instance_type_of, selected_by_beta_only
 from machine_catalog.quantities import QuantityError, physical_to_scu_millis
@@ -271,6 +271,12 @@ class _Tables:
         #: which the API server warns about, only for a family that has such a node.
         self.beta_only: dict[int, str] = {}
         self.beta_only_count: dict[str, int] = {}
+        #: Nodes whose ``machine-catalog.io/family`` label is not what the catalog says
+        #: (slot -> the value it should have, None: no label), and per schedulable family
+        #: how many of its nodes lack it: the leader's labeller works through the first,
+        #: the webhook pins to the label alone once a family has none in the second.
+        self.mislabelled: dict[int, str | None] = {}
+        self.unlabelled_count: dict[str, int] = {}
 
     def _grow(self) -> None:
         capacity = len(self.names) * 2
@@ -340,6 +346,23 @@ class _Tables:
             self._set_beta_only(slot, family.name)
         else:
             self._set_beta_only(slot, None)
+        wanted = family.name if family is not None and family.schedulable else None
+        self._set_mislabelled(slot, wanted, self.labels[slot].get(FAMILY_LABEL) != wanted)
+
+    def _set_mislabelled(self, slot: int, wanted: str | None, wrong: bool) -> None:
+        """Keep :attr:`mislabelled` and :attr:`unlabelled_count` current for one slot: O(1)."""
+        if slot in self.mislabelled:
+            old = self.mislabelled.pop(slot)
+            if old is not None:
+                left = self.unlabelled_count[old] - 1
+                if left:
+                    self.unlabelled_count[old] = left
+                else:
+                    del self.unlabelled_count[old]
+        if wrong:
+            self.mislabelled[slot] = wanted
+            if wanted is not None:
+                self.unlabelled_count[wanted] = self.unlabelled_count.get(wanted, 0) + 1
 
     def _set_beta_only(self, slot: int, family: str | None) -> None:
         """Keep :attr:`beta_only` and its per-family count current for one slot: O(1)."""
@@ -368,6 +391,7 @@ class _Tables:
         self.instance_type[slot] = 0
         self._refresh_usage(slot, None, None)
         self._set_beta_only(slot, None)
+        self._set_mislabelled(slot, None, False)
         self.free_slots.append(slot)
         return True
 
@@ -411,6 +435,7 @@ class _Tables:
         self.instance_type, self.instance_types = other.instance_type, other.instance_types
         self._instance_type_codes = other._instance_type_codes
         self.beta_only, self.beta_only_count = other.beta_only, other.beta_only_count
+        self.mislabelled, self.unlabelled_count = other.mislabelled, other.unlabelled_count
         self.free_slots, self.size = other.free_slots, other.size
         self.requested = np.zeros(len(self.names), dtype=np.int64)
         self._refresh_requested()
@@ -812,6 +837,19 @@ class ClusterState:
         kept as nodes come, change and go."""
         with self._lock:
             return family in self._t.beta_only_count
+
+    def family_labelled(self, family: str) -> bool:
+        """Every node of ``family`` carries its family label (the webhook may pin to it).
+        O(1): a count per family kept as nodes come, change and go."""
+        with self._lock:
+            return family not in self._t.unlabelled_count
+
+    def labels_to_fix(self) -> list[tuple[str, str | None]]:
+        """(node, the family label it should have, None: none) for every node whose label
+        is wrong, under one lock. O(wrong nodes)."""
+        with self._lock:
+            t = self._t
+            return [(t.names[slot], wanted) for slot, wanted in t.mislabelled.items()]
 
     def pending_millis(self) -> dict[str, int]:
         """Physical millicores of pods pinned to each family and not yet bound."""

@@ -39,9 +39,9 @@ port), and delay every response and every event. Every request is recorded (path
 
 What it does not reproduce: authentication/authorization (any or no credentials pass),
 TLS, HTTP/2, protobuf or table output, namespaced lists (``/api/v1/namespaces/x/pods``),
-single-object GETs and every write verb but two (the store is changed through Python
-methods; a pod DELETE with uid/resourceVersion preconditions and an Event POST are
-served), label selectors (field selectors are: ``=``, ``==``, ``!=``),
+single-object GETs and every write verb but three (the store is changed through Python
+methods; a pod DELETE with uid/resourceVersion preconditions, an Event POST and a node
+labels PATCH are served), label selectors (field selectors are: ``=``, ``==``, ``!=``),
 ``resourceVersionMatch``, ``sendInitialEvents`` (streaming lists), the watch cache's
 time-based window (history is kept until
 :meth:`FakeApiServer.compact`), periodic bookmarks (they are sent when a test calls
@@ -757,6 +757,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(409, _status(409, "Conflict", conflict))
         else:
             self._send_json(200, gone)
+
+    def do_PATCH(self) -> None:
+        """A node's labels by strategic merge patch (``null`` removes a label), as the
+        family labeller sends it; a MODIFIED event follows, as from the API server."""
+        fake = self.fake
+        url = urlsplit(self.path)
+        fake.requests.append(Request("PATCH", url.path, {}, "nodes", False, time.monotonic()))
+        body = _read_body(self)
+        prefix = "/api/v1/nodes/"
+        name = url.path[len(prefix) :] if url.path.startswith(prefix) else ""
+        labels = (body.get("metadata") or {}).get("labels")
+        if not name or "/" in name or not isinstance(labels, dict) or set(body) != {"metadata"}:
+            self._send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
+            return
+        with fake._cond:
+            if name not in fake._objects["nodes"]:
+                self._send_json(404, _status(404, "NotFound", f'nodes "{name}" not found'))
+                return
+
+            def change(obj: dict[str, Any]) -> None:
+                current = obj.setdefault("metadata", {}).setdefault("labels", {})
+                for key, value in labels.items():
+                    if value is None:
+                        current.pop(key, None)
+                    else:
+                        current[key] = value
+
+            stored = fake.modify("nodes", name, change)
+        self._send_json(200, stored)
 
     def do_POST(self) -> None:
         fake = self.fake
