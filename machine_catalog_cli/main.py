@@ -241,6 +241,11 @@ def _error_json(error: Any) -> dict[str, str]:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.crd:
+        from machine_catalog.crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
+        return EXIT_OK
     _json(json_schema())
     return EXIT_OK
 
@@ -750,6 +755,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("schema", parents=[common], help="JSON Schema of the catalog file")
+    p.add_argument(
+        "--crd",
+        action="store_true",
+        help="print the MachineCatalog CustomResourceDefinition (YAML) instead",
+    )
     p.set_defaults(handler=cmd_schema)
 
     p = sub.add_parser(
