@@ -51,39 +51,41 @@ def test_a_valid_catalog_applies(plane: ControlPlane, cleanup: None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("edit", "messages"),
     [
         (
             ("instanceTypes: [m6i.large, m6i.xlarge]", "instanceTypes: [m6i.large, m5.xlarge]"),
-            "instance type m5.xlarge is listed by more than one family (m5, m6i); an instance "
-            "type belongs to one family: remove it from all but one",
+            (
+                "spec.families: Invalid value: an instance type is listed by more than one "
+                "family; an instance type belongs to one family: remove it from all but one",
+            ),
         ),
         (
             ("baseline: m5", "baseline: m4"),
-            'spec.baseline: Invalid value: "string": baseline m4 is not a family (families: '
-            "m5, m6i, spr): name one of them, or add a family called m4",
+            (
+                "spec.baseline: Invalid value: baseline m4 is not a family: name one of the "
+                "families, or add a family called m4",
+            ),
         ),
         (
             ("{name: m6i, scuPerCore: 1.18", "{name: m6i, scuPerCore: 0"),
-            'spec.families[1].scuPerCore: Invalid value: "number": must be above 0 and at '
-            "most 16, got 0",
+            ("spec.families[1].scuPerCore: Invalid value: 0: must be above 0 and at most 16",),
         ),
         (
             ("{name: m5, scuPerCore: 1.0", "{name: m5, scuPerCore: 1.1"),
-            "baseline family m5 must have scuPerCore 1.0 (1 SCU is one vCPU of the baseline), "
-            "got 1.1",
+            ("baseline family m5 must have scuPerCore 1.0 (1 SCU is one vCPU of the baseline)",),
         ),
         (
             ("{name: m6i,", "{name: m5,"),
-            "family names must be unique: m5 is defined more than once",
+            ("family names must be unique: two families have the same name",),
         ),
         (
             ("{name: m6i, scuPerCore: 1.18", "{name: m6i, scuPerCor: 1.18"),
-            'unknown field "spec.families[1].scuPerCor"',
+            ('strict decoding error: unknown field "spec.families[1].scuPerCor"',),
         ),
         (
             ("matchLabels: {e2e.machine-catalog.io/cpu: spr}", "matchLabels: {}"),
-            "an empty nodeSelector would match every node",
+            ("spec.families[2].nodeSelector", "an empty nodeSelector would match every node"),
         ),
     ],
     ids=[
@@ -97,13 +99,14 @@ def test_a_valid_catalog_applies(plane: ControlPlane, cleanup: None) -> None:
     ],
 )
 def test_a_bad_catalog_is_refused_by_kubectl_apply(
-    plane: ControlPlane, cleanup: None, edit: tuple[str, str], message: str
+    plane: ControlPlane, cleanup: None, edit: tuple[str, str], messages: tuple[str, ...]
 ) -> None:
     text = GOOD.replace(*edit)
     assert text != GOOD
     out = apply(plane, text)
     assert out.returncode != 0, out.stdout
-    assert message in out.stderr, out.stderr
+    for message in messages:
+        assert message in out.stderr, out.stderr
     got = plane.kubectl("get", "machinecatalog", "e2e-crd", "--ignore-not-found", "-o", "name")
     assert got.stdout == ""  # nothing was stored
 
@@ -117,7 +120,7 @@ def test_a_refused_update_keeps_the_stored_catalog(plane: ControlPlane, cleanup:
 
 
 def test_kubectl_explain_prints_the_model_descriptions(plane: ControlPlane, crd: str) -> None:
-    families = plane.kubectl("explain", "machinecatalog.spec.families").stdout
+    families = " ".join(plane.kubectl("explain", "machinecatalog.spec.families").stdout.split())
     assert "Machine families. A node belongs to the family that lists its instance type" in families
     for field in ("scuPerCore", "instanceTypes", "nodeSelector", "schedulable"):
         assert field in families
