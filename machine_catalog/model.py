@@ -26,6 +26,20 @@ MAX_SCU_PER_CORE = Decimal(16)
 #: Precision of ``scuPerCore``: far finer than any benchmark, coarse enough to stay sane.
 MAX_SCU_DECIMALS = 6
 
+#: Size limits. The API server estimates the cost of the catalog's CEL rules (see
+#: :mod:`machine_catalog.crd`) from these bounds and refuses the CustomResourceDefinition
+#: when the worst case is too dear, so every list and string a rule walks has one. The
+#: rule "an instance type in one family" costs families² x instance types² (the API server
+#: of Kubernetes 1.37 refused 64 x 64 as 1.8 times its budget, accepted 48 x 60), which
+#: leaves room above the packaged catalog (26 families, at most 32 instance types each).
+MAX_FAMILIES = 48
+MAX_INSTANCE_TYPES = 60
+MAX_SELECTOR_RULES = 16
+MAX_DESCRIPTION = 1024
+#: Label keys: a 253-character DNS prefix, ``/``, a 63-character name.
+MAX_LABEL_KEY = 317
+MAX_LABEL_VALUE = 63
+
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -91,11 +105,56 @@ class _Model(BaseModel):
 
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
 
+#: ``x-kubernetes-validations`` (CEL) rules ride on the fields and models they check, as
+#: ``json_schema_extra``: the CustomResourceDefinition (:mod:`machine_catalog.crd`) carries
+#: them to the API server, which refuses a bad object at ``kubectl apply``. Each repeats a
+#: Python check of this module or of :mod:`machine_catalog.validation` that stays the
+#: authority (``serve`` and ``validate`` run it); the rule is written beside it so both
+#: change together. The JSON Schema of ``machine-catalog schema`` carries them too: JSON
+#: Schema tools ignore keywords they do not know.
+_CEL = "x-kubernetes-validations"
+
+
+def _cel(rule: str, message: str = "", message_expression: str = "", **extra: str) -> dict:
+    out: dict[str, str] = {"rule": rule}
+    if message:
+        out["message"] = message
+    if message_expression:
+        out["messageExpression"] = message_expression
+    return {**out, **extra}
+
 
 class LabelSelectorRequirement(_Model):
-    key: str
-    operator: SelectorOperator
-    values: tuple[str, ...] = ()
+    """One rule of a label selector: ``key operator values``, as in node affinity."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            _CEL: [
+                _cel(
+                    "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+                    " : self.operator in ['Exists', 'DoesNotExist'] ? !has(self.values) || "
+                    "size(self.values) == 0 : has(self.values) && size(self.values) == 1",
+                    message_expression="'operator ' + self.operator + (self.operator in "
+                    "['In', 'NotIn'] ? ' needs at least one value' : self.operator in "
+                    "['Exists', 'DoesNotExist'] ? ' takes no values' : "
+                    "' needs exactly one integer value')",
+                )
+            ]
+        }
+    )
+
+    key: str = Field(
+        max_length=MAX_LABEL_KEY,
+        description="Node label key, e.g. feature.node.kubernetes.io/cpu-model.family.",
+    )
+    operator: SelectorOperator = Field(
+        description="In, NotIn (values), Exists, DoesNotExist (no values), Gt, Lt (one integer)."
+    )
+    values: tuple[Annotated[str, Field(max_length=MAX_LABEL_VALUE)], ...] = Field(
+        default=(),
+        max_length=MAX_INSTANCE_TYPES,
+        description="Label values the operator compares with.",
+    )
 
     @field_validator("key")
     @classmethod
@@ -120,8 +179,28 @@ class LabelSelectorRequirement(_Model):
 class LabelSelector(_Model):
     """``metav1.LabelSelector``: all of ``matchLabels`` and ``matchExpressions`` must hold."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
-    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+    model_config = ConfigDict(
+        json_schema_extra={
+            _CEL: [
+                _cel(
+                    "(has(self.matchLabels) && size(self.matchLabels) > 0) || "
+                    "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+                    "an empty nodeSelector would match every node; give at least one rule",
+                )
+            ]
+        }
+    )
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels a node must carry, each with exactly this value.",
+        json_schema_extra={"maxProperties": MAX_SELECTOR_RULES},
+    )
+    match_expressions: tuple[LabelSelectorRequirement, ...] = Field(
+        default=(),
+        max_length=MAX_SELECTOR_RULES,
+        description="Rules a node's labels must all satisfy.",
+    )
 
     @field_validator("match_labels")
     @classmethod
@@ -144,13 +223,76 @@ ScuPerCore = Annotated[Decimal, BeforeValidator(_to_decimal)]
 
 
 class Family(_Model):
-    name: str = Field(min_length=1, max_length=63)
-    description: str = ""
-    scu_per_core: ScuPerCore
-    generation: int | None = None
-    schedulable: bool = True
-    instance_types: tuple[str, ...] = ()
-    node_selector: LabelSelector | None = None
+    """Nodes of one CPU generation, and how much work one of their vCPUs does."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            _CEL: [
+                _cel(
+                    "(has(self.instanceTypes) && size(self.instanceTypes) > 0) || "
+                    "has(self.nodeSelector)",
+                    message_expression=f"'family ' + self.name + ': {NO_MATCH_RULES}'",
+                )
+            ]
+        }
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        description=(
+            "Family name, unique in the catalog; written on pods "
+            "(machine-catalog.io/family) and in their node affinity, so a label value."
+        ),
+    )
+    description: str = Field(
+        default="",
+        max_length=MAX_DESCRIPTION,
+        description="Free text for people: the CPU model, clock, where the factor comes from.",
+    )
+    scu_per_core: ScuPerCore = Field(
+        description=(
+            "Work of one vCPU of this family, in vCPUs of the baseline family (SCU): 1.18 "
+            "means 18% more than a baseline vCPU. The baseline has 1.0. Above 0, at most "
+            f"{MAX_SCU_PER_CORE}, at most {MAX_SCU_DECIMALS} decimal places. A number; a "
+            'catalog file also takes a quantity string ("1180m").'
+        ),
+        json_schema_extra={
+            _CEL: [
+                _cel(
+                    f"self > 0.0 && self <= {MAX_SCU_PER_CORE}.0",
+                    f"must be above 0 and at most {MAX_SCU_PER_CORE}: the work of one vCPU of "
+                    "this family in baseline vCPUs (1.18 = 18% more than the baseline)",
+                )
+            ]
+        },
+    )
+    generation: int | None = Field(
+        default=None, description="CPU generation, for people and sorting; not used to schedule."
+    )
+    schedulable: bool = Field(
+        default=True,
+        description=(
+            "false retires the family: no new pod is placed on its nodes, running pods stay. "
+            "Default true."
+        ),
+    )
+    instance_types: tuple[Annotated[str, Field(max_length=MAX_LABEL_VALUE)], ...] = Field(
+        default=(),
+        max_length=MAX_INSTANCE_TYPES,
+        description=(
+            "Values of the node label node.kubernetes.io/instance-type (or the beta label) "
+            "that belong to this family. An instance type belongs to one family."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    node_selector: LabelSelector | None = Field(
+        default=None,
+        description=(
+            "Nodes whose labels match belong to this family too (e.g. Node Feature "
+            "Discovery CPU labels for bare metal). A node two families claim is ambiguous."
+        ),
+    )
 
     @field_validator("name")
     @classmethod
@@ -216,6 +358,20 @@ class Scoring(_Model):
     Formulas and the behaviour without metrics: ``docs/scoring.md``.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            _CEL: [
+                _cel(
+                    f"(has(self.maxSampleAgeSeconds) ? self.maxSampleAgeSeconds : "
+                    f"{DEFAULT_MAX_SAMPLE_AGE_SECONDS}) >= (has(self.sampleIntervalSeconds) ? "
+                    f"self.sampleIntervalSeconds : {DEFAULT_SAMPLE_INTERVAL_SECONDS})",
+                    "maxSampleAgeSeconds must be at least sampleIntervalSeconds, or every "
+                    "sample is stale before the next one comes",
+                )
+            ]
+        }
+    )
+
     strategy: Literal["balanced", "binpack", "loadAware"] = Field(
         default="balanced",
         description=(
@@ -235,6 +391,7 @@ class Scoring(_Model):
             "resolvable FailedNodes entry. Only nodes with a fresh sample are judged. "
             "null turns the filter off. Default 0.8."
         ),
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
     )
     request_weight: Annotated[Decimal, BeforeValidator(_to_decimal)] = Field(
         default=DEFAULT_REQUEST_WEIGHT,
@@ -243,6 +400,7 @@ class Scoring(_Model):
             "score, in [0, 0.5]. Small, so usage ranks and requests break near-ties. "
             "Default 0.2."
         ),
+        json_schema_extra={"minimum": 0, "maximum": 0.5},
     )
     sample_interval_seconds: int = Field(
         default=DEFAULT_SAMPLE_INTERVAL_SECONDS,
@@ -284,11 +442,83 @@ class Scoring(_Model):
         return self
 
 
+#: A CEL test that instance type ``t`` is listed by exactly one family of ``self``.
+_ONE_OWNER = "self.families.exists_one(g, has(g.instanceTypes) && t in g.instanceTypes)"
+
+
 class CatalogSpec(_Model):
-    baseline: str
-    unknown_nodes: Literal["reject", "allow"] = "reject"
-    scoring: Scoring = Field(default_factory=Scoring)
-    families: tuple[Family, ...] = Field(min_length=1)
+    """The families of the fleet and how pods are scored across them."""
+
+    # The cross-family rules of machine_catalog.validation that CEL can state. Every
+    # message says what to change. A messageExpression may only quote fields reached by a
+    # path (self.baseline): the API server cannot bound the size of a string built from a
+    # filter() or join() result, and refuses the CRD for it, so the rules about several
+    # families say which kind of mistake it is, and `machine-catalog validate` names it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            _CEL: [
+                _cel(
+                    "self.families.all(f, self.families.exists_one(g, g.name == f.name))",
+                    "family names must be unique: two families have the same name; rename or "
+                    "merge them (machine-catalog validate names them)",
+                    fieldPath=".families",
+                ),
+                _cel(
+                    "self.families.all(f, !has(f.instanceTypes) || "
+                    f"f.instanceTypes.all(t, {_ONE_OWNER}))",
+                    "an instance type is listed by more than one family; an instance type "
+                    "belongs to one family: remove it from all but one (machine-catalog "
+                    "validate names it)",
+                    fieldPath=".families",
+                ),
+                _cel(
+                    "self.families.exists(f, f.name == self.baseline)",
+                    message_expression=(
+                        "'baseline ' + self.baseline + ' is not a family: name one of the "
+                        "families, or add a family called ' + self.baseline"
+                    ),
+                    fieldPath=".baseline",
+                ),
+                _cel(
+                    "self.families.all(f, f.name != self.baseline || f.scuPerCore == 1.0)",
+                    message_expression=(
+                        "'baseline family ' + self.baseline + ' must have scuPerCore 1.0 (1 "
+                        "SCU is one vCPU of the baseline): set it to 1.0 and rescale the "
+                        "others, or name another family as the baseline'"
+                    ),
+                    fieldPath=".families",
+                ),
+            ]
+        }
+    )
+
+    baseline: str = Field(
+        max_length=63,
+        description=(
+            "Name of the family whose vCPU is 1 SCU; it must have scuPerCore 1.0. Pods ask "
+            "for CPU in SCU, the webhook converts it to each family's vCPUs."
+        ),
+    )
+    unknown_nodes: Literal["reject", "allow"] = Field(
+        default="reject",
+        description=(
+            "A node no family matches: reject keeps normalized pods off it (the extender "
+            "filters it out); allow schedules them there as if it were the baseline. "
+            "Default reject."
+        ),
+    )
+    scoring: Scoring = Field(
+        default_factory=Scoring,
+        description="How the scheduler extender ranks and filters nodes (docs/scoring.md).",
+    )
+    families: tuple[Family, ...] = Field(
+        min_length=1,
+        max_length=MAX_FAMILIES,
+        description=(
+            "Machine families. A node belongs to the family that lists its instance type or "
+            "whose nodeSelector matches it; exactly one, or it is unknown or ambiguous."
+        ),
+    )
 
 
 class Metadata(_Model):
@@ -317,6 +547,8 @@ def json_schema() -> dict[str, Any]:
 __all__ = [
     "API_VERSION",
     "KIND",
+    "MAX_FAMILIES",
+    "MAX_INSTANCE_TYPES",
     "MAX_SCU_PER_CORE",
     "CatalogSpec",
     "Family",

@@ -16,9 +16,10 @@ catalog with every *tight* estimate applied (the 95% interval's half-width at mo
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -37,6 +38,9 @@ from machine_catalog_cli.main import (
     _positive_int,
     _table,
 )
+
+if TYPE_CHECKING:
+    from machine_catalog_cli.live import Found
 
 DEFAULT_SAMPLES = 5
 DEFAULT_INTERVAL = 60.0  # seconds: four metrics-server refreshes (15 s) apart
@@ -77,7 +81,14 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     source.add_argument(
         "--snapshot", metavar="FILE", help="v1 List of nodes and pods (kubectl get nodes,pods)"
     )
-    source.add_argument("--kubeconfig", metavar="PATH", help="sample a live cluster")
+    source.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="sample a live cluster; its catalog, unless --catalog is given",
+    )
+    from machine_catalog_cli import live
+
+    live.add_flags(p, kubeconfig=False)
     p.add_argument(
         "--pod-metrics",
         action="append",
@@ -122,7 +133,17 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="SHARE",
         help="--write applies an estimate whose 95%% interval is at most +-SHARE of it",
     )
-    p.add_argument("--write", metavar="FILE", help="write the proposed catalog here")
+    p.add_argument(
+        "--write",
+        metavar="FILE",
+        help="write the proposed catalog here: a MachineCatalog manifest for kubectl apply",
+    )
+    p.add_argument(
+        "--write-patch",
+        metavar="FILE",
+        help="with --kubeconfig: write a JSON merge patch of the live catalog (kubectl patch "
+        "--type merge --patch-file FILE; refused if the catalog changed meanwhile)",
+    )
     p.add_argument(
         "--show-workloads", type=int, default=10, metavar="N", help="residual rows to print"
     )
@@ -132,8 +153,28 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 # -- input -------------------------------------------------------------------------------
 
 
-def _read_catalog(path: str | None) -> tuple[Catalog, bytes, str]:
-    """The catalog and its raw text (``--write`` edits the document, not the model)."""
+def _read_catalog(args: argparse.Namespace) -> tuple[Catalog, bytes, str, Found | None]:
+    """The catalog, its raw text (``--write`` edits the document, not the model), where it
+    came from, and the live object (``--write-patch``): with ``--kubeconfig`` and no
+    ``--catalog``, the catalog the cluster serves (:mod:`machine_catalog_cli.live`)."""
+    from machine_catalog_cli import live
+
+    if args.catalog is None and args.kubeconfig is not None:
+        catalog, found = live.catalog_for(args)
+        assert found is not None
+        return catalog, found.manifest_text().encode(), found.source, found
+    if args.write_patch is not None:
+        raise CliError(
+            "--write-patch patches the live catalog: give --kubeconfig without --catalog",
+            EXIT_USAGE,
+        )
+    catalog, raw, source = _read_file(args.catalog)
+    if args.kubeconfig is not None:
+        _err(f"catalog: {source} (--catalog), {catalog.version}")
+    return catalog, raw, source, None
+
+
+def _read_file(path: str | None) -> tuple[Catalog, bytes, str]:
     if path == "-":
         raw, source = sys.stdin.buffer.read(), "<stdin>"
     else:
@@ -333,8 +374,28 @@ def _write(path: str, raw: bytes, source: str, result: Calibration, rules: Rules
     return changed
 
 
+def _write_patch(
+    path: str, found: Found, raw: bytes, source: str, result: Calibration, rules: Rules
+) -> list[str]:
+    from machine_catalog_cli import live
+
+    data, changed = propose(parse_document(raw, source), result, rules)
+    Catalog.from_data(data, path)  # never propose what `validate` would refuse
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    patch = live.merge_patch(found, text)
+    try:
+        Path(path).write_text(json.dumps(patch, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    return changed
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    catalog, raw, source = _read_catalog(args.catalog)
+    from machine_catalog_cli import live
+
+    if args.kubeconfig is not None and args.pod_metrics:  # before the cluster is read
+        raise CliError("--pod-metrics goes with --snapshot, not --kubeconfig", EXIT_USAGE)
+    catalog, raw, source, found = _read_catalog(args)
     rules = Rules(
         warmup_seconds=args.warmup,
         idle_millis=args.idle,
@@ -342,12 +403,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         max_halfwidth=args.max_halfwidth,
     )
     nodes, pods, metrics = _from_files(args) if args.snapshot else _from_cluster(args)
+    if args.kubeconfig is not None:
+        live.warn_other_versions(catalog, pods)
     result = calibrate(catalog, nodes, pods, metrics, rules)
     changed = _write(args.write, raw, source, result, rules) if args.write else None
+    if args.write_patch:
+        assert found is not None
+        changed = _write_patch(args.write_patch, found, raw, source, result, rules)
     if args.output == "json":
         out = to_json(result, rules)
         if args.write:
             out["written"] = {"file": args.write, "applied": changed}
+        if args.write_patch:
+            out["patch"] = {"file": args.write_patch, "applied": changed}
         _json(out)
         return EXIT_OK
     _render(result, rules, args.show_workloads)
@@ -357,5 +425,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"wrote {args.write}: "
             + (f"applied {', '.join(changed)}" if changed else "no estimate tight enough to apply")
             + f"; see: machine-catalog diff {source} {args.write}"
+        )
+    if args.write_patch:
+        assert found is not None
+        _out()
+        _out(
+            f"wrote {args.write_patch}: a merge patch of {found.source} "
+            + (f"applying {', '.join(changed or [])}" if changed else "changing no factor")
+            + f"; apply: {live.patch_command(found, args.write_patch)}"
         )
     return EXIT_OK

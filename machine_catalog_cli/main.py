@@ -197,12 +197,29 @@ def parse_labels(text: str) -> dict[str, str]:
 # -- validate ----------------------------------------------------------------------------
 
 
+def _validate_inputs(args: argparse.Namespace) -> list[tuple[str, Callable[[], Catalog]]]:
+    """(name, loader) per catalog to check: the files, then the cluster's (--kubeconfig)."""
+    inputs: list[tuple[str, Callable[[], Catalog]]] = [
+        (path, lambda path=path: _load_catalog(path)) for path in args.files
+    ]
+    if args.kubeconfig is not None:
+        from machine_catalog_cli import live
+
+        found = live.find_live(args.kubeconfig, args.catalog_resource)
+        inputs.append((found.source, found.catalog))
+    elif args.catalog_resource is not None:
+        raise CliError("--catalog-resource reads a cluster: give --kubeconfig PATH", EXIT_USAGE)
+    if not inputs:
+        raise CliError("give catalog files, or --kubeconfig PATH for the cluster's", EXIT_USAGE)
+    return inputs
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     results = []
     code = EXIT_OK
-    for path in args.files:
+    for path, load in _validate_inputs(args):
         try:
-            catalog = _load_catalog(path)
+            catalog = load()
         except CatalogInvalid as exc:
             code = EXIT_INVALID
             results.append(
@@ -241,6 +258,11 @@ def _error_json(error: Any) -> dict[str, str]:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.crd:
+        from machine_catalog.crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
+        return EXIT_OK
     _json(json_schema())
     return EXIT_OK
 
@@ -354,9 +376,16 @@ def _explain_many(catalog: Catalog, caps: list[NodeCapacity], output: str) -> in
 def cmd_explain(args: argparse.Namespace) -> int:
     # Parse the cheap argument before loading anything, so a typo fails fast.
     labels = parse_labels(args.labels) if args.labels is not None else None
-    catalog = _catalog_or_fail(args.catalog)
+    if labels is None and args.node is None and args.kubeconfig is None:
+        raise CliError("give --node FILE, --labels K=V,... or --kubeconfig PATH", EXIT_USAGE)
+    from machine_catalog_cli import live
+
+    catalog, _found = live.catalog_for(args)
     if labels is not None:
         return _explain_one(catalog, assess_labels(catalog, labels), args.output)
+    if args.node is None:  # --kubeconfig alone: every node of the cluster
+        caps = [assess_node(catalog, node) for node in live.list_nodes(args.kubeconfig)]
+        return _explain_many(catalog, caps, args.output)
     nodes, single = _read_nodes(args.node)
     caps = [assess_node(catalog, node) for node in nodes]
     if single:
@@ -508,11 +537,30 @@ def _diff_json(d: CatalogDiff, fleet: FleetDiff | None) -> dict[str, Any]:
     return out
 
 
+def _diff_inputs(args: argparse.Namespace) -> tuple[Catalog, Catalog, list | None]:
+    """OLD and NEW files; or with --kubeconfig and one file, the cluster's catalog and it.
+    Nodes: --snapshot, else with --kubeconfig the cluster's."""
+    from machine_catalog_cli import live
+
+    if args.new is None:
+        if args.kubeconfig is None:
+            raise CliError("give OLD and NEW, or --kubeconfig PATH and NEW", EXIT_USAGE)
+        old, _found = live.catalog_for(argparse.Namespace(**{**vars(args), "catalog": None}))
+        new = _catalog_or_fail(args.old)
+    else:
+        if args.catalog_resource is not None:
+            raise CliError("--catalog-resource replaces OLD: give only NEW", EXIT_USAGE)
+        old, new = _catalog_or_fail(args.old), _catalog_or_fail(args.new)
+    if args.snapshot:
+        return old, new, _read_nodes(args.snapshot)[0]
+    if args.kubeconfig is not None:
+        return old, new, live.list_nodes(args.kubeconfig)
+    return old, new, None
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     try:
-        old = _catalog_or_fail(args.old)
-        new = _catalog_or_fail(args.new)
-        nodes = _read_nodes(args.snapshot)[0] if args.snapshot else None
+        old, new, nodes = _diff_inputs(args)
     except CliError as exc:
         if args.exit_code:  # 1 means "changes" here, so trouble is 2, as diff(1) does
             exc.code = EXIT_USAGE
@@ -748,10 +796,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="check catalog files; every error with its path",
         description="Exit 0 and one summary line per file, or exit 1 listing every error.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="catalog file (- for stdin)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="catalog file (- for stdin)")
+    from machine_catalog_cli import live
+
+    live.add_flags(p)
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("schema", parents=[common], help="JSON Schema of the catalog file")
+    p.add_argument(
+        "--crd",
+        action="store_true",
+        help="print the MachineCatalog CustomResourceDefinition (YAML) instead",
+    )
     p.set_defaults(handler=cmd_schema)
 
     p = sub.add_parser(
@@ -763,9 +819,10 @@ def build_parser() -> argparse.ArgumentParser:
             "v1 List (kubectl get nodes -o json): a table, exit 0."
         ),
     )
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--node", metavar="FILE", help="Node, NodeList or v1 List (JSON/YAML)")
     which.add_argument("--labels", metavar="K=V,...", help="node labels, e.g. a=b,c=d")
+    live.add_flags(p)  # --kubeconfig alone: every node of the cluster
     p.set_defaults(handler=cmd_explain)
 
     p = sub.add_parser(
@@ -783,8 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, output],
         help="what changes from OLD to NEW catalog, and for each node of a snapshot",
     )
-    p.add_argument("old", metavar="OLD")
-    p.add_argument("new", metavar="NEW")
+    p.add_argument("old", metavar="OLD", help="catalog file (with --kubeconfig alone: NEW)")
+    p.add_argument("new", metavar="NEW", nargs="?", help="catalog file")
+    live.add_flags(p)
     p.add_argument(
         "--snapshot", metavar="FILE", help="v1 List of nodes (kubectl get nodes,pods -A -o json)"
     )

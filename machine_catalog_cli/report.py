@@ -42,7 +42,6 @@ from machine_catalog_cli.main import (
     EXIT_USAGE,
     CliError,
     DefaultsFormatter,
-    _catalog_or_fail,
     _json,
     _out,
     _table,
@@ -495,7 +494,9 @@ def _node_line(item: Mapping[str, Any]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    catalog = _catalog_or_fail(args.catalog)
+    from machine_catalog_cli import live
+
+    catalog, _found = live.catalog_for(args)
     if args.snapshot is not None:
         inputs = read_snapshot(args.snapshot)
     elif args.kubeconfig is not None:
@@ -508,6 +509,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         inputs.node_metrics = read_metrics(args.node_metrics, "NodeMetrics")
     if args.pod_metrics is not None:
         inputs.pod_metrics = read_metrics(args.pod_metrics, "PodMetrics")
+    if args.kubeconfig is not None:
+        live.warn_other_versions(catalog, inputs.pods)
     report = build_report(catalog, inputs)
     if args.output == "json":
         _json(report)
@@ -535,7 +538,14 @@ def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="kubectl get nodes,pods,namespaces -A -o json (namespaces: the normalization check)",
     )
-    source.add_argument("--kubeconfig", metavar="PATH", help="list a live cluster")
+    source.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="list a live cluster; its catalog, unless --catalog is given",
+    )
+    from machine_catalog_cli import live
+
+    live.add_flags(p, kubeconfig=False)
     p.add_argument(
         "--node-metrics",
         metavar="FILE",

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -22,6 +23,7 @@ from machine_catalog.loading import default_catalog_path, load_catalog  # noqa: 
 from machine_catalog_cli import main as cli  # noqa: E402
 
 CATALOG = load_catalog()
+PACKAGED = yaml.safe_load(default_catalog_path().read_text())
 TRUTH = {"aws-m5": 1.0, "aws-m6i": 1.08, "aws-m7i": 1.36}
 
 
@@ -145,6 +147,7 @@ def test_live_cluster_sampled_through_the_metrics_api(
         for pod in fleet.pods:
             fake.add("pods", pod)
         fake.pod_metrics = lambda: _metrics_items(fleet, calls)
+        fake.publish_catalog(PACKAGED)  # the catalog the cluster serves
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url)
         code, out, err = run(
             capsys, "--kubeconfig", kubeconfig, "--samples", "3", "--interval", "0", "-o", "json"
@@ -191,6 +194,7 @@ def test_live_cluster_without_a_metrics_api(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     with FakeApiServer() as fake:  # pod_metrics unset: 404, as without metrics-server
+        fake.publish_catalog(PACKAGED)
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url)
         code, _, err = run(capsys, "--kubeconfig", kubeconfig, "--samples", "1")
     assert code == 1 and "404" in err and "metrics-server" in err
@@ -236,3 +240,54 @@ def test_odd_objects_are_left_out_not_a_crash(
     data = json.loads(out)
     assert data["excluded"] == {"not running": 2}
     assert next(f for f in data["families"] if f["name"] == "aws-m7i")["estimate"] is not None
+
+
+@pytest.mark.parametrize("served_as", ["resource", "configmap"])
+def test_live_catalog_is_proposed_as_a_manifest_and_as_a_merge_patch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fleet: mf.UsageFleet, served_as: str
+) -> None:
+    """Without --catalog, calibrate reads the catalog the cluster serves; --write gives a
+    manifest kubectl apply takes (no server fields), --write-patch a conditional merge
+    patch of the object it read."""
+    calls: list[int] = []
+    manifest, patch = tmp_path / "proposed.yaml", tmp_path / "patch.json"
+    with FakeApiServer() as fake:
+        for node in fleet.nodes:
+            fake.add("nodes", node)
+        for pod in fleet.pods:
+            fake.add("pods", pod)
+        fake.pod_metrics = lambda: _metrics_items(fleet, calls)
+        fake.publish_catalog(PACKAGED, served_as, resourceVersion="4711")
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url)
+        code, out, err = run(
+            capsys,
+            *("--kubeconfig", kubeconfig, "--samples", "3", "--interval", "0"),
+            *("--write", str(manifest), "--write-patch", str(patch)),
+        )
+    assert code == 0, err
+    source = (
+        "machinecatalog/default"
+        if served_as == "resource"
+        else "configmap machine-catalog-system/machine-catalog"
+    )
+    assert f"catalog: {source} (the cluster's), {CATALOG.version}" in err.splitlines()
+    written = yaml.safe_load(manifest.read_text())
+    assert written["metadata"] == {"name": "default"}  # no uid, resourceVersion, generation
+    factors = {f["name"]: f["scuPerCore"] for f in written["spec"]["families"]}
+    assert factors["aws-m7i"] == pytest.approx(TRUTH["aws-m7i"], abs=0.02)  # applied
+    body = json.loads(patch.read_text())
+    assert body["metadata"] == {"resourceVersion": "4711"}  # refused if the catalog changed
+    if served_as == "resource":
+        assert body["spec"] == written["spec"]
+        assert f"kubectl patch machinecatalog/default --type merge --patch-file {patch}" in out
+    else:
+        assert yaml.safe_load(body["data"]["catalog.yaml"])["spec"] == written["spec"]
+        assert "kubectl patch configmap machine-catalog -n machine-catalog-system" in out
+
+
+def test_write_patch_needs_the_live_catalog(
+    capsys: pytest.CaptureFixture[str], files: list[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, *files, "--write-patch", str(tmp_path / "p.json"))
+    assert code == 2 and "--write-patch patches the live catalog" in err
+    assert not (tmp_path / "p.json").exists()

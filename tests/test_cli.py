@@ -183,7 +183,7 @@ def test_validate_bad_files(
 def test_validate_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "validate")
     assert code == 2
-    assert "the following arguments are required: FILE" in err
+    assert "give catalog files, or --kubeconfig PATH" in err
 
 
 # -- schema ------------------------------------------------------------------------------

@@ -811,7 +811,9 @@ def test_pod_disruption_budget_keeps_one_server(base):
     assert server(base)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
 
 
-def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_creates_events(base):
+def test_server_rbac_reads_nodes_pods_node_metrics_catalogs_and_writes_little(base):
+    """Writes: delete pods and create events (the stranded-pod remedy), the catalog's
+    status (the leader's report); nothing else."""
     deployment = server(base)
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     find(base, "ServiceAccount", account, NAMESPACE)
@@ -827,7 +829,7 @@ def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_cre
     granted: dict[str, set[str]] = {}
     for rule in role["rules"]:
         (group,) = rule["apiGroups"]
-        assert group in ("", "metrics.k8s.io"), "core objects and NodeMetrics only"
+        assert group in ("", "metrics.k8s.io", "machine-catalog.io"), group
         assert not rule.get("resourceNames")
         for resource in rule["resources"]:
             granted.setdefault(f"{group}/{resource}", set()).update(rule["verbs"])
@@ -837,6 +839,8 @@ def test_server_rbac_reads_nodes_pods_node_metrics_and_only_deletes_pods_and_cre
         "/pods": {"get", "list", "watch", "delete"},
         "/events": {"create"},
         "metrics.k8s.io/nodes": {"list"},  # loadAware's poll; no watch exists for it
+        "machine-catalog.io/machinecatalogs": {"get", "list", "watch"},
+        "machine-catalog.io/machinecatalogs/status": {"update", "patch"},
     }
     # The replicas' election: Leases in their own namespace only, never delete.
     (local,) = [b for b in bindings if b["kind"] == "RoleBinding"]

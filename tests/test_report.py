@@ -404,6 +404,7 @@ def fake() -> Any:
             server.add("pods", obj)
         for obj in namespaces:
             server.add("namespaces", obj)
+        server.publish_catalog(yaml.safe_load(CATALOG))  # the catalog the cluster serves
         yield server
 
 
@@ -450,7 +451,9 @@ def test_live_api_errors_are_one_line(files, fake, tmp_path, capsys) -> None:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url)
     code, out, err = run(capsys, "report", "--kubeconfig", kubeconfig)
     assert code == 1 and out == ""
-    assert err.startswith(f"machine-catalog: error: {fake.url}: 403") and len(err.splitlines()) == 1
+    announced, error = err.splitlines()  # which catalog, then the one-line error
+    assert announced.startswith("catalog: machinecatalog/report (the cluster's), report@")
+    assert error.startswith(f"machine-catalog: error: {fake.url}: 403")
     fake.stop()
     code, _, err = run(capsys, "report", "--kubeconfig", kubeconfig)
     assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err

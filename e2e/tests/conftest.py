@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness import objects
-from harness.controlplane import ControlPlane, build_controlplane, running
+from harness.controlplane import REPO, ControlPlane, build_controlplane, running
 from harness.kubelet import FakeKubelet
 from harness.metrics_api import MetricsApi
 from harness.netns import veth_namespace
@@ -121,3 +121,29 @@ def namespace(plane: ControlPlane, request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def ca_context(plane: ControlPlane) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(plane.pki.ca))
+
+
+CATALOGS = ("machine-catalog.io", "v1alpha1", "machinecatalogs")
+
+
+@pytest.fixture(scope="session")
+def crd(plane: ControlPlane) -> str:
+    """The MachineCatalog CustomResourceDefinition of manifests/base, established."""
+    plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "crd.yaml"))
+    name = "crd/machinecatalogs.machine-catalog.io"
+    plane.kubectl("wait", "--for=condition=Established", name, "--timeout=60s")
+    return name
+
+
+@pytest.fixture
+def served_catalog(plane: ControlPlane, crd: str, server: Server) -> Iterator[dict]:
+    """The session server's catalog as a MachineCatalog, for the CLI to find (the server
+    reads its file); deleted after the test, so the next one finds no stale resource."""
+    import yaml
+    from kubernetes import client
+
+    document = yaml.safe_load(server.catalog.read_text())
+    custom = client.CustomObjectsApi(plane.api_client())
+    obj = custom.create_cluster_custom_object(*CATALOGS, document)
+    yield obj
+    custom.delete_cluster_custom_object(*CATALOGS, obj["metadata"]["name"])

@@ -81,7 +81,7 @@ def deployment(name: str) -> dict:
 
 
 def test_calibrate_recovers_true_speeds_from_a_live_cluster(
-    plane, api, default_scheduler, kubelet, metrics_api, tmp_path
+    plane, api, default_scheduler, kubelet, metrics_api, tmp_path, served_catalog
 ):
     objects.create_nodes(
         plane,
@@ -146,6 +146,10 @@ def test_calibrate_recovers_true_speeds_from_a_live_cluster(
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
+    # No --catalog: the catalog the cluster serves (served_catalog), announced on stderr.
+    assert f"catalog: machinecatalog/{served_catalog['metadata']['name']} (the cluster's)" in (
+        out.stderr
+    )
     result = json.loads(out.stdout)
     families = {f["name"]: f for f in result["families"]}
     assert result["baseline"] == "aws-m5"

@@ -80,6 +80,17 @@ class PodEntry:
     cpu_millis: int
 
 
+def _drop(counts: dict[str, int], key: str | None) -> None:
+    """One less of ``key`` in ``counts`` (gone at zero); None counts nothing."""
+    if key is None:
+        return
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 @dataclass(frozen=True, slots=True)
 class NodeView:
     """Facts about the nodes of one request, copied out under the lock.
@@ -277,6 +288,9 @@ class _Tables:
         #: the webhook pins to the label alone once a family has none in the second.
         self.mislabelled: dict[int, str | None] = {}
         self.unlabelled_count: dict[str, int] = {}
+        #: Per schedulable family, how many of its nodes carry the right label.
+        self.labelled: dict[int, str] = {}
+        self.labelled_count: dict[str, int] = {}
 
     def _grow(self) -> None:
         capacity = len(self.names) * 2
@@ -350,29 +364,23 @@ class _Tables:
         self._set_mislabelled(slot, wanted, self.labels[slot].get(FAMILY_LABEL) != wanted)
 
     def _set_mislabelled(self, slot: int, wanted: str | None, wrong: bool) -> None:
-        """Keep :attr:`mislabelled` and :attr:`unlabelled_count` current for one slot: O(1)."""
+        """Keep :attr:`mislabelled`, :attr:`labelled` and their per-family counts current
+        for one slot: O(1)."""
         if slot in self.mislabelled:
-            old = self.mislabelled.pop(slot)
-            if old is not None:
-                left = self.unlabelled_count[old] - 1
-                if left:
-                    self.unlabelled_count[old] = left
-                else:
-                    del self.unlabelled_count[old]
+            _drop(self.unlabelled_count, self.mislabelled.pop(slot))
+        if slot in self.labelled:
+            _drop(self.labelled_count, self.labelled.pop(slot))
         if wrong:
             self.mislabelled[slot] = wanted
             if wanted is not None:
                 self.unlabelled_count[wanted] = self.unlabelled_count.get(wanted, 0) + 1
+        elif wanted is not None:
+            self.labelled[slot] = wanted
+            self.labelled_count[wanted] = self.labelled_count.get(wanted, 0) + 1
 
     def _set_beta_only(self, slot: int, family: str | None) -> None:
         """Keep :attr:`beta_only` and its per-family count current for one slot: O(1)."""
-        old = self.beta_only.pop(slot, None)
-        if old is not None:
-            left = self.beta_only_count[old] - 1
-            if left:
-                self.beta_only_count[old] = left
-            else:
-                del self.beta_only_count[old]
+        _drop(self.beta_only_count, self.beta_only.pop(slot, None))
         if family is not None:
             self.beta_only[slot] = family
             self.beta_only_count[family] = self.beta_only_count.get(family, 0) + 1
@@ -436,6 +444,7 @@ class _Tables:
         self._instance_type_codes = other._instance_type_codes
         self.beta_only, self.beta_only_count = other.beta_only, other.beta_only_count
         self.mislabelled, self.unlabelled_count = other.mislabelled, other.unlabelled_count
+        self.labelled, self.labelled_count = other.labelled, other.labelled_count
         self.free_slots, self.size = other.free_slots, other.size
         self.requested = np.zeros(len(self.names), dtype=np.int64)
         self._refresh_requested()
@@ -839,10 +848,12 @@ class ClusterState:
             return family in self._t.beta_only_count
 
     def family_labelled(self, family: str) -> bool:
-        """Every node of ``family`` carries its family label (the webhook may pin to it).
-        O(1): a count per family kept as nodes come, change and go."""
+        """``family`` is schedulable, has nodes, and every one of them carries its family
+        label (the webhook may pin to the label alone). O(1): counts per family kept as
+        nodes come, change and go; a retired family's nodes never carry it."""
         with self._lock:
-            return family not in self._t.unlabelled_count
+            t = self._t
+            return family not in t.unlabelled_count and family in t.labelled_count
 
     def labels_to_fix(self) -> list[tuple[str, str | None]]:
         """(node, the family label it should have, None: none) for every node whose label

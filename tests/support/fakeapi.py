@@ -39,9 +39,11 @@ port), and delay every response and every event. Every request is recorded (path
 
 What it does not reproduce: authentication/authorization (any or no credentials pass),
 TLS, HTTP/2, protobuf or table output, namespaced lists (``/api/v1/namespaces/x/pods``),
-single-object GETs and every write verb but three (the store is changed through Python
-methods; a pod DELETE with uid/resourceVersion preconditions, an Event POST and a node
-labels PATCH are served), label selectors (field selectors are: ``=``, ``==``, ``!=``),
+single-object GETs (but for :attr:`FakeApiServer.static` objects: a catalog published with
+:meth:`FakeApiServer.publish_catalog`) and every write verb but three (the store is changed
+through Python methods; a pod DELETE with uid/resourceVersion preconditions, an Event POST
+and a node labels PATCH are served), label selectors (field selectors are: ``=``, ``==``,
+``!=``),
 ``resourceVersionMatch``, ``sendInitialEvents`` (streaming lists), the watch cache's
 time-based window (history is kept until
 :meth:`FakeApiServer.compact`), periodic bookmarks (they are sent when a test calls
@@ -220,6 +222,51 @@ class FakeApiServer:
         #: NodeMetricsList, no watch), or a function making them per request (fresh
         #: timestamps, as metrics-server's); None: the metrics API is not installed (404).
         self.node_metrics: list[dict[str, Any]] | Callable[[], list[dict]] | None = None
+        #: Objects answered as they are to a GET of their exact path (no list semantics,
+        #: no watch): MachineCatalogs and ConfigMaps (see :meth:`publish_catalog`).
+        self.static: dict[str, dict[str, Any]] = {}
+
+    def publish_catalog(
+        self, document: Mapping[str, Any], as_: str = "resource", **meta: Any
+    ) -> dict[str, Any]:
+        """Serve a catalog document as the CLI looks for it: a MachineCatalog (list and
+        object) or the server's ConfigMap (``as_="configmap"``). Returns the object."""
+        if as_ == "configmap":
+            obj = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "machine-catalog",
+                    "namespace": "machine-catalog-system",
+                    "resourceVersion": str(self._rv),
+                    **meta,
+                },
+                "data": {"catalog.yaml": yaml.safe_dump(dict(document), sort_keys=False)},
+            }
+            path = "/api/v1/namespaces/machine-catalog-system/configmaps/machine-catalog"
+            self.static[path] = obj
+            return obj
+        obj = copy.deepcopy(dict(document))
+        obj["metadata"] = {
+            **obj.get("metadata", {}),
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": str(self._rv),
+            "generation": 1,
+            **meta,
+        }
+        base = "/apis/machine-catalog.io/v1alpha1/machinecatalogs"
+        listing = self.static.setdefault(
+            base,
+            {
+                "apiVersion": "machine-catalog.io/v1alpha1",
+                "kind": "MachineCatalogList",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": [],
+            },
+        )
+        listing["items"].append(obj)
+        self.static[f"{base}/{obj['metadata']['name']}"] = obj
+        return obj
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -599,6 +646,9 @@ class _Handler(BaseHTTPRequestHandler):
                     ),
                 },
             )
+            return
+        if url.path in fake.static:  # no scripted faults: they are for lists and watches
+            self._send_json(200, fake.static[url.path])
             return
         if resource is None or (resource in METRICS and not fake._objects[resource]):
             # A metrics list with nothing added is an API server without metrics-server.
