@@ -681,7 +681,8 @@ def balance_checks(
         weight = 1 / np.asarray(reg.se, dtype=float) ** 2
         spread = float(np.max(np.abs(c))) if len(c) else 0.0
         information = float(np.sum(weight * c**2)) if len(c) else 0.0
-        if spread >= math.log1p(MATERIAL) and math.isfinite(information) and information > 0:
+        measurable = math.isfinite(information) and information > 0 and math.isfinite(t)
+        if spread >= math.log1p(MATERIAL) and measurable:
             lam = float(np.sum(weight * c * speed)) / information
             half = t * math.sqrt(1 / information)
             result.evenness = Interval(lam, lam - half, lam + half)

@@ -157,3 +157,13 @@ def test_a_replica_without_a_rate_in_a_signalled_workload_is_left_out(
     result = calibrate(CATALOG, fleet.nodes, fleet.pods, fleet.metrics, work=work)
     assert result.excluded == {expected: 1}
     assert math.isclose(result.family("aws-m7i").estimate, 1.3, rel_tol=0.03)
+
+
+def test_one_workload_gives_no_evenness_rather_than_an_infinite_interval() -> None:
+    """One workload leaves no degrees of freedom for the clustered interval: no verdict."""
+    fleet = wf.balanced_fleet(
+        CATALOG, dict.fromkeys(THREE, 1.0), evening=1.0, workloads=1, replicas=(9, 9), seed=2
+    )
+    result = calibrate(CATALOG, fleet.nodes, fleet.pods, fleet.metrics)
+    assert len(result.workloads) == 1 and result.dof == 0
+    assert result.evenness is None and result.warnings == []
