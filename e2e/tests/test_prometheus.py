@@ -162,8 +162,19 @@ def test_calibrate_live_from_prometheus_under_least_request_balancing(
         # ... and work in proportion to speed.
         rates[(NAMESPACE, pod.metadata.name)] = requests * speed
     time.sleep(3)
-    metrics_api.publish(pods=metrics_api.current_pods() + published)
+    # Only this test's pods have metrics while it runs: replicas other tests left behind
+    # (on several families, with their own usage) would be workloads in the same fit.
+    before, nodes = metrics_api.current_pods(), metrics_api.current_nodes()
+    metrics_api.publish(pods=published, nodes=nodes)
+    try:
+        measure(plane, rates, tmp_path)
+    finally:
+        metrics_api.publish(pods=before, nodes=nodes)
+        api.delete_namespace(NAMESPACE)
 
+
+def measure(plane, rates: dict[tuple[str, str], float], tmp_path: Path) -> None:
+    """calibrate from usage alone, then with the work rates a real Prometheus scraped."""
     # From usage alone: speeds near 1.0, and a warning that says why they cannot be trusted.
     alone, stderr = calibrate(plane)
     families = {f["name"]: f for f in alone["families"]}
