@@ -88,7 +88,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="estimate each family's scuPerCore from observed CPU usage",
         description=(
             "Fit log(usage) = workload effect - log(speed of family) over the workloads "
-            "with replicas on two or more families; the baseline's speed is 1.0."
+            "with replicas on two or more families; the baseline's speed is 1.0. With a work "
+            "signal, log(usage / work rate) for the workloads it covers."
         ),
     )
     source = p.add_mutually_exclusive_group(required=True)
