@@ -48,8 +48,39 @@ leader doing more than its followers) and is flagged. Flagged workloads stay in 
 the report says which ones to look at, and the clustered standard error already widens the
 interval they disturb.
 
-The module is pure: it takes parsed objects (nodes, pods, PodMetricsList documents) and
-returns numbers. Reading files and the API lives in the CLI and in ``extender``.
+**With a work signal** (a per-pod work rate ``q_r``, requests per second or any unit of
+work, from :mod:`machine_catalog.work_rates`), a workload's rows are CPU per unit of work
+instead of CPU per replica::
+
+    log(usage_r / q_r) = b_w - log(s_family(r)) + e_r
+
+The same fit follows, so the two kinds of workload mix in one estimate (each has its own
+effect). This no longer assumes equal work per replica: it holds under least-request or
+latency-aware balancing, which sends more work to faster replicas. A workload has a signal
+when any of its pods has a rate; its pods without one, or with a rate of 0 (CPU per unit of
+work is then undefined), are left out as ``no work rate``. Workloads without a signal keep
+the usage model above.
+
+**When usage cannot be trusted.** Under usage-evening balancing, per-replica usage is the
+same on every family while the work (and, after the webhook's rewrite, the CPU requests)
+differ, and the usage model returns speeds near 1.0 with a tight interval. Two checks look
+for it (:func:`balance_checks`):
+
+- *evenness*, over the workloads fitted from usage alone: the slope ``lambda`` of the
+  fitted log speeds on the catalog's log factors (weighted by ``1 / se^2``, through the
+  origin) says what share of the catalog's differences the usage shows; round-robin
+  balancing and a fair catalog give about 1, fully evened usage about 0. When the catalog's
+  factors differ by 5% or more and the 95% interval of ``lambda`` lies below 0.5, a warning
+  says so with the interval: either the balancer evens usage or the catalog overstates the
+  differences, and only a work signal tells which;
+- *work shares*, over the replicas with a work rate: the same within-workload fit of
+  ``log(q_r)`` gives each family's work per replica relative to the baseline. Round-robin
+  gives 1; an interval that excludes 1 by 5% or more means the work metric disagrees with
+  the equal-work assumption. That is a warning when some workloads were fitted from usage
+  alone (their estimates are biased toward 1.0), and a note otherwise.
+
+The module is pure: it takes parsed objects (nodes, pods, PodMetricsList documents, work
+rates) and returns numbers. Reading files and the API lives in the CLI and in ``extender``.
 """
 
 from __future__ import annotations
@@ -58,7 +89,7 @@ import copy
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -76,6 +107,7 @@ EXCLUSIONS = (
     "not warm",
     "idle",
     "at limit",
+    "no work rate",
 )
 
 
@@ -104,6 +136,14 @@ class Observation:
     usage_millis: float | None  # mean over the warm samples
     samples: int
     excluded: str | None = None  # one of EXCLUSIONS, or None when used
+    work_rate: float | None = None  # units of work per second, when its workload has a signal
+
+    @property
+    def value(self) -> float | None:
+        """What the fit explains: CPU per unit of work with a work rate, else CPU."""
+        if self.usage_millis is None or self.work_rate is None:
+            return self.usage_millis
+        return self.usage_millis / self.work_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +181,15 @@ class WorkloadResidual:
     flagged: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A value with its 95% interval (``low`` and ``high`` None when there is no spread)."""
+
+    value: float
+    low: float | None
+    high: float | None
+
+
 @dataclass(slots=True)
 class Calibration:
     baseline: str
@@ -151,6 +200,13 @@ class Calibration:
     unlinked_workloads: int = 0  # on two families or more, none linked to the baseline
     sigma: float | None = None  # pooled residual standard deviation (log scale)
     dof: int = 0
+    work_workloads: int = 0  # fitted workloads whose rows are CPU per unit of work
+    #: Share of the catalog's log differences that usage alone shows (see module docstring).
+    evenness: Interval | None = None
+    #: Family -> work per replica relative to the baseline's, from the work rates.
+    work_shares: dict[str, Interval] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def family(self, name: str) -> FamilyEstimate:
         return next(f for f in self.families if f.name == name)
@@ -274,8 +330,13 @@ def observe(
     pods: Sequence[Mapping[str, Any]],
     metrics: Iterable[Mapping[str, Any]],
     rules: Rules = Rules(),
+    work: Mapping[tuple[str, str], float] | None = None,
 ) -> list[Observation]:
-    """Every pod's evidence, with the rule that left it out (see the module's docstring)."""
+    """Every pod's evidence, with the rule that left it out (see the module's docstring).
+
+    ``work`` maps (namespace, pod) to a work rate; a workload with any rate in it is fitted
+    as CPU per unit of work, and its pods without a positive rate are left out.
+    """
     node_family: dict[str, str | None] = {}
     for node in nodes:
         labels = _get(node, "metadata", "labels")
@@ -298,6 +359,24 @@ def observe(
         family = node_family.get(node) if isinstance(node, str) and node else None
         reason, usage, count = _judge(pod, workload, family, samples.get((ns, name), []), rules)
         out.append(Observation(ns, name, workload, family, usage, count, reason))
+    return _with_work(out, work) if work else out
+
+
+def _with_work(
+    observations: list[Observation], work: Mapping[tuple[str, str], float]
+) -> list[Observation]:
+    """Attach work rates; in a workload with a signal, a pod without a positive rate is out."""
+    signalled = {o.workload for o in observations if (o.namespace, o.pod) in work}
+    out = []
+    for o in observations:
+        if o.workload not in signalled or o.workload is None:
+            out.append(o)
+            continue
+        rate = work.get((o.namespace, o.pod))
+        if o.excluded is None and not (rate is not None and rate > 0):
+            out.append(replace(o, excluded="no work rate"))
+        else:
+            out.append(replace(o, work_rate=rate))
     return out
 
 
@@ -394,6 +473,87 @@ def _linked(baseline: str, by_workload: Mapping[str, set[str]]) -> set[str]:
     return reach
 
 
+@dataclass(slots=True)
+class _Regression:
+    """One within-workload least-squares fit: coefficients per column, their standard errors
+    (NaN without degrees of freedom), the residuals in row order."""
+
+    beta: Any
+    se: Any
+    residual: Any
+    dof: int = 0
+    sigma: float | None = None
+
+
+def _regress(y: Any, workload_of: Any, column_of: Sequence[int | None], g: int, k: int) -> Any:
+    """``y = a_workload + x @ beta`` by least squares with the workload effects absorbed.
+
+    ``column_of[r]`` is row r's family column (None for the baseline). The standard error is
+    the larger of the classical and the workload-clustered one (see the module docstring).
+    """
+    import numpy as np
+
+    n = len(y)
+    x = np.zeros((n, k))
+    for r, c in enumerate(column_of):
+        if c is not None:
+            x[r, c] = 1.0
+    counts = np.bincount(workload_of, minlength=g).astype(float)
+
+    def within(a: np.ndarray) -> np.ndarray:
+        sums = np.zeros((g, *a.shape[1:]))
+        np.add.at(sums, workload_of, a)
+        return a - (sums / counts.reshape(-1, *([1] * (a.ndim - 1))))[workload_of]
+
+    yt, xt = within(y), within(x)
+    beta, *_ = np.linalg.lstsq(xt, yt, rcond=None)
+    out = _Regression(beta=beta, se=np.full(k, np.nan), residual=yt - xt @ beta)
+    dof = n - g - k
+    out.dof = dof
+    if dof > 0:
+        sigma2 = float(out.residual @ out.residual) / dof
+        out.sigma = math.sqrt(sigma2)
+        bread = np.linalg.pinv(xt.T @ xt)
+        classical = sigma2 * np.diag(bread)
+        scores = np.zeros((g, k))
+        np.add.at(scores, workload_of, xt * out.residual[:, None])
+        clustered = np.diag(bread @ (scores.T @ scores) @ bread) * (g / max(g - 1, 1))
+        out.se = np.sqrt(np.maximum(classical, clustered))
+        out.dof = min(g - 1, dof)
+    return out
+
+
+def _design(
+    rows: Sequence[Observation], columns: Sequence[str]
+) -> tuple[list[str], Any, list[int | None]]:
+    """The workloads of ``rows`` (sorted), each row's workload index and family column."""
+    import numpy as np
+
+    workloads = sorted({str(o.workload) for o in rows})
+    widx = {w: i for i, w in enumerate(workloads)}
+    col = {name: i for i, name in enumerate(columns)}
+    return (
+        workloads,
+        np.array([widx[str(o.workload)] for o in rows], dtype=int),
+        [col.get(str(o.family)) for o in rows],
+    )
+
+
+def _fitted_rows(
+    baseline: str, used: Sequence[Observation]
+) -> tuple[list[Observation], set[str], int, int]:
+    """The rows that say something about speeds: workloads on two or more families, linked
+    to the baseline; with the linked families and the two counts of workloads left out."""
+    by_workload: dict[str, set[str]] = defaultdict(set)
+    for o in used:
+        by_workload[str(o.workload)].add(str(o.family))
+    multi = {w: fams for w, fams in by_workload.items() if len(fams) >= 2}
+    linked = _linked(baseline, multi)
+    fitted = {w for w, fams in multi.items() if fams & linked}
+    rows = [o for o in used if str(o.workload) in fitted]
+    return rows, linked, len(by_workload) - len(multi), len(multi) - len(fitted)
+
+
 def fit(
     catalog: Catalog, observations: Sequence[Observation], rules: Rules = Rules()
 ) -> Calibration:
@@ -405,57 +565,27 @@ def fit(
     baseline = catalog.baseline.name
     excluded = Counter(o.excluded for o in observations if o.excluded is not None)
     used = [o for o in observations if o.excluded is None]
-    by_workload: dict[str, set[str]] = defaultdict(set)
-    for o in used:
-        by_workload[str(o.workload)].add(str(o.family))
-    multi = {w: fams for w, fams in by_workload.items() if len(fams) >= 2}
-    linked = _linked(baseline, multi)
-    fitted_workloads = sorted(w for w, fams in multi.items() if fams & linked)
+    rows, linked, single, unlinked = _fitted_rows(baseline, used)
     result = Calibration(
         baseline=baseline,
         families=[],
         excluded=excluded,
-        single_family_workloads=len(by_workload) - len(multi),
-        unlinked_workloads=len(multi) - len(fitted_workloads),
+        single_family_workloads=single,
+        unlinked_workloads=unlinked,
     )
     columns = [f.name for f in catalog.families if f.name in linked and f.name != baseline]
     col = {name: i for i, name in enumerate(columns)}
-    widx = {w: i for i, w in enumerate(fitted_workloads)}
-    rows = [o for o in used if str(o.workload) in widx]
-    n, g, k = len(rows), len(fitted_workloads), len(columns)
+    fitted_workloads, w_of, column_of = _design(rows, columns)
+    result.work_workloads = len({o.workload for o in rows if o.work_rate is not None})
+    k = len(columns)
 
     beta = np.zeros(k)
     se = np.full(k, np.nan)
-    residual = np.zeros(n)
-    if n and k:
-        w_of = np.array([widx[str(o.workload)] for o in rows])
-        y = np.log(np.array([o.usage_millis for o in rows], dtype=float))
-        x = np.zeros((n, k))
-        for r, o in enumerate(rows):
-            if o.family in col:
-                x[r, col[str(o.family)]] = 1.0
-        counts = np.bincount(w_of, minlength=g).astype(float)
-
-        def within(a: np.ndarray) -> np.ndarray:
-            sums = np.zeros((g, *a.shape[1:]))
-            np.add.at(sums, w_of, a)
-            return a - (sums / counts.reshape(-1, *([1] * (a.ndim - 1))))[w_of]
-
-        yt, xt = within(y), within(x)
-        beta, *_ = np.linalg.lstsq(xt, yt, rcond=None)
-        residual = yt - xt @ beta
-        dof = n - g - k
-        result.dof = dof
-        if dof > 0:
-            sigma2 = float(residual @ residual) / dof
-            result.sigma = math.sqrt(sigma2)
-            bread = np.linalg.pinv(xt.T @ xt)
-            classical = sigma2 * np.diag(bread)
-            scores = np.zeros((g, k))
-            np.add.at(scores, w_of, xt * residual[:, None])
-            clustered = np.diag(bread @ (scores.T @ scores) @ bread) * (g / max(g - 1, 1))
-            se = np.sqrt(np.maximum(classical, clustered))
-            result.dof = min(g - 1, dof)
+    if rows and k:
+        y = np.log(np.array([o.value for o in rows], dtype=float))
+        reg = _regress(y, w_of, column_of, len(fitted_workloads), k)
+        beta, se, residual = reg.beta, reg.se, reg.residual
+        result.dof, result.sigma = reg.dof, reg.sigma
         # The residuals per workload, for the equal-work diagnostic.
         per: dict[str, list[int]] = defaultdict(list)
         for r, o in enumerate(rows):
@@ -508,7 +638,103 @@ def fit(
                 pods=len(contributing),
             )
         )
+    balance_checks(catalog, rows, result, rules)
     return result
+
+
+# -- is the balancing what the usage model assumes? ------------------------------------
+
+#: A difference the checks below call material: 5%, half the packaged factors' +-10%.
+MATERIAL = 0.05
+#: The evenness warning fires when lambda's 95% interval lies below this.
+EVENNESS_WARN = 0.5
+
+
+def _pct(share: float) -> str:
+    return f"{share:+.0%}"
+
+
+def balance_checks(
+    catalog: Catalog, rows: Sequence[Observation], result: Calibration, rules: Rules = Rules()
+) -> None:
+    """Fill ``result.evenness``, ``work_shares``, ``warnings`` and ``notes`` from the fitted
+    ``rows`` (the two checks of the module docstring)."""
+    import numpy as np
+
+    baseline = catalog.baseline.name
+    t_level = 0.5 + rules.confidence / 2
+
+    def regress(subset: Sequence[Observation], y: Any) -> tuple[list[str], Any, float]:
+        columns = sorted({str(o.family) for o in subset} - {baseline})
+        workloads, w_of, column_of = _design(subset, columns)
+        reg = _regress(y, w_of, column_of, len(workloads), len(columns))
+        return columns, reg, t_quantile(t_level, reg.dof)
+
+    # Evenness: the usage-model workloads' log speeds against the catalog's log factors.
+    usage_rows, _, _, _ = _fitted_rows(baseline, [o for o in rows if o.work_rate is None])
+    if usage_rows:
+        y = np.log(np.array([o.usage_millis for o in usage_rows], dtype=float))
+        columns, reg, t = regress(usage_rows, y)
+        factor = {f.name: math.log(float(f.scu_per_core)) for f in catalog.families}
+        c = np.array([factor[name] for name in columns])
+        speed = -np.asarray(reg.beta, dtype=float)
+        weight = 1 / np.asarray(reg.se, dtype=float) ** 2
+        spread = float(np.max(np.abs(c))) if len(c) else 0.0
+        information = float(np.sum(weight * c**2)) if len(c) else 0.0
+        measurable = math.isfinite(information) and information > 0 and math.isfinite(t)
+        if spread >= math.log1p(MATERIAL) and measurable:
+            lam = float(np.sum(weight * c * speed)) / information
+            half = t * math.sqrt(1 / information)
+            result.evenness = Interval(lam, lam - half, lam + half)
+            if lam + half < EVENNESS_WARN:
+                widest = columns[int(np.argmax(np.abs(c)))]
+                result.warnings.append(
+                    f"usage per replica hardly differs across families that the catalog "
+                    f"says differ by up to {_pct(math.exp(factor[widest]) - 1)} ({widest}): "
+                    f"the fitted speed differences are {lam:.0%} (95% interval "
+                    f"{lam - half:.0%} to {lam + half:.0%}) of the catalog's "
+                    f"({len({o.workload for o in usage_rows})} workloads fitted from usage "
+                    "alone). Least-request or latency-aware load balancing (Envoy, Istio, "
+                    "Linkerd) does this: it sends more work to faster replicas until their "
+                    "CPU use evens out, and usage then says nothing about speed. Give a work "
+                    "signal (--work-metrics, or --prometheus with --work-query); if the "
+                    "balancing is round-robin, the catalog overstates the differences."
+                )
+
+    # Work shares: each family's work per replica against the baseline's.
+    work_rows, _, _, _ = _fitted_rows(baseline, [o for o in rows if o.work_rate is not None])
+    if work_rows:
+        y = np.log(np.array([o.work_rate for o in work_rows], dtype=float))
+        columns, reg, t = regress(work_rows, y)
+        disagree = []
+        for i, name in enumerate(columns):
+            b, s = float(reg.beta[i]), float(reg.se[i])
+            low = high = None
+            if math.isfinite(s) and math.isfinite(t):
+                low, high = math.exp(b - t * s), math.exp(b + t * s)
+            share = Interval(math.exp(b), low, high)
+            result.work_shares[name] = share
+            excludes_one = low is not None and high is not None and (low > 1 or high < 1)
+            if excludes_one and abs(share.value - 1) >= MATERIAL:
+                disagree.append(
+                    f"{name} {_pct(share.value - 1)} (95% interval {_pct(low - 1)} to "
+                    f"{_pct(high - 1)})"
+                )
+        if disagree:
+            usage_only = result.workloads and len(result.workloads) - result.work_workloads
+            text = (
+                "the work signal disagrees with equal work per replica: per replica, "
+                f"against {baseline}, {'; '.join(disagree)}. The balancing is not "
+                "round-robin, so usage alone would misread these speeds"
+            )
+            if usage_only:
+                result.warnings.append(
+                    f"{text}; {usage_only} workloads without a work signal were fitted from "
+                    "usage alone and pull the estimates toward 1.0: give them a work rate "
+                    "too, or read their estimates as lower bounds of the differences."
+                )
+            else:
+                result.notes.append(f"{text}; every fitted workload here uses its work rate.")
 
 
 def calibrate(
@@ -517,9 +743,10 @@ def calibrate(
     pods: Sequence[Mapping[str, Any]],
     metrics: Iterable[Mapping[str, Any]],
     rules: Rules = Rules(),
+    work: Mapping[tuple[str, str], float] | None = None,
 ) -> Calibration:
     """:func:`observe` then :func:`fit`: the whole estimate from parsed objects."""
-    return fit(catalog, observe(catalog, nodes, pods, metrics, rules), rules)
+    return fit(catalog, observe(catalog, nodes, pods, metrics, rules, work), rules)
 
 
 # -- the proposed catalog --------------------------------------------------------------

@@ -11,6 +11,11 @@ workloads whose residuals break the equal-work assumption. ``--write FILE`` writ
 catalog with every *tight* estimate applied (the 95% interval's half-width at most
 ``--max-halfwidth`` of the estimate, 5% by default), validated before it is written, so
 ``machine-catalog diff CURRENT FILE`` shows its effect.
+
+A work signal (``--work-metrics FILE``, the saved body of a Prometheus instant query, or
+``--prometheus URL --work-query QUERY``, asked live over HTTP) turns each signalled
+workload's rows into CPU per unit of work, which stays right when a balancer sends more
+work to faster replicas. A bad signal is refused before anything is sampled or written.
 """
 
 from __future__ import annotations
@@ -18,15 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from machine_catalog.calibration import Calibration, Rules, calibrate, propose, tight
+from machine_catalog.calibration import (
+    Calibration,
+    Interval,
+    Rules,
+    calibrate,
+    propose,
+    tight,
+)
 from machine_catalog.catalog import Catalog
 from machine_catalog.loading import default_catalog_path, parse_catalog, parse_document
 from machine_catalog.validation import CatalogInvalid
+from machine_catalog.work_rates import WorkSignalError, parse_vector
 from machine_catalog_cli.main import (
     EXIT_OK,
     EXIT_USAGE,
@@ -44,6 +60,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SAMPLES = 5
 DEFAULT_INTERVAL = 60.0  # seconds: four metrics-server refreshes (15 s) apart
+PROMETHEUS_TIMEOUT = 30.0  # seconds for one instant query
 
 
 def _fraction(text: str) -> float:
@@ -74,7 +91,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="estimate each family's scuPerCore from observed CPU usage",
         description=(
             "Fit log(usage) = workload effect - log(speed of family) over the workloads "
-            "with replicas on two or more families; the baseline's speed is 1.0."
+            "with replicas on two or more families; the baseline's speed is 1.0. With a work "
+            "signal, log(usage / work rate) for the workloads it covers."
         ),
     )
     source = p.add_mutually_exclusive_group(required=True)
@@ -143,6 +161,24 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="with --kubeconfig: write a JSON merge patch of the live catalog (kubectl patch "
         "--type merge --patch-file FILE; refused if the catalog changed meanwhile)",
+    )
+    work = p.add_argument_group(
+        "work signal",
+        "a per-pod work rate (labels namespace and pod); signalled workloads are fitted as "
+        "CPU per unit of work, the others from usage alone",
+    )
+    signal = work.add_mutually_exclusive_group()
+    signal.add_argument(
+        "--work-metrics",
+        metavar="FILE",
+        help="a Prometheus instant-query response (curl URL/api/v1/query --data-urlencode "
+        "query=...)",
+    )
+    signal.add_argument("--prometheus", metavar="URL", help="ask this Prometheus live")
+    work.add_argument(
+        "--work-query",
+        metavar="PROMQL",
+        help="with --prometheus, e.g. 'sum by (namespace, pod) (rate(http_requests_total[5m]))'",
     )
     p.add_argument(
         "--show-workloads", type=int, default=10, metavar="N", help="residual rows to print"
@@ -244,6 +280,59 @@ def _from_cluster(args: argparse.Namespace) -> tuple[list[dict], list[dict], lis
         raise CliError(f"cannot reach the API server: {exc}") from exc
 
 
+def read_work_metrics(path: str) -> dict[tuple[str, str], float]:
+    """``--work-metrics FILE``: a saved instant-query response, checked by ``parse_vector``."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"{path}: not JSON: {exc}") from exc
+    try:
+        return parse_vector(document, path)
+    except WorkSignalError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def query_prometheus(url: str, query: str) -> dict[tuple[str, str], float]:
+    """One ``GET URL/api/v1/query?query=QUERY``; Prometheus's own error body when it refuses."""
+    endpoint = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    source = f"Prometheus at {url}"
+    try:
+        with urllib.request.urlopen(endpoint, timeout=PROMETHEUS_TIMEOUT) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()  # 400 and 422 carry {"status": "error", "error": ...}
+        if not raw.lstrip().startswith(b"{"):
+            raise CliError(f"{source}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach {source}: {reason}") from exc
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"{source}: the answer is not JSON: {exc}") from exc
+    try:
+        return parse_vector(document, source)
+    except WorkSignalError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _work_signal(args: argparse.Namespace) -> dict[tuple[str, str], float] | None:
+    """The work rates the options ask for, or None; every mistake is a CliError."""
+    if args.work_query is not None and args.prometheus is None:
+        raise CliError("--work-query goes with --prometheus URL", EXIT_USAGE)
+    if args.prometheus is not None and not args.work_query:
+        raise CliError("--prometheus needs --work-query PROMQL", EXIT_USAGE)
+    if args.work_metrics:
+        return read_work_metrics(args.work_metrics)
+    if args.prometheus:
+        return query_prometheus(args.prometheus, args.work_query)
+    return None
+
+
 # -- output ------------------------------------------------------------------------------
 
 
@@ -273,6 +362,11 @@ def to_json(result: Calibration, rules: Rules) -> dict[str, Any]:
         "unlinkedWorkloads": result.unlinked_workloads,
         "sigma": result.sigma,
         "degreesOfFreedom": result.dof,
+        "workSignalWorkloads": result.work_workloads,
+        "evenness": None if result.evenness is None else _interval(result.evenness),
+        "workShares": {name: _interval(i) for name, i in result.work_shares.items()},
+        "warnings": result.warnings,
+        "notes": result.notes,
         "workloads": [
             {
                 "workload": w.workload,
@@ -284,6 +378,30 @@ def to_json(result: Calibration, rules: Rules) -> dict[str, Any]:
             for w in result.workloads
         ],
     }
+
+
+def _interval(i: Interval) -> dict[str, float | None]:
+    return {"value": i.value, "low": i.low, "high": i.high}
+
+
+def _render_balance(result: Calibration) -> None:
+    """Where the estimates come from (work or usage) and what the balance checks found."""
+    if result.work_workloads or result.work_shares:
+        usage_only = len(result.workloads) - result.work_workloads
+        _out(
+            f"fitted from a work signal (CPU per unit of work): {result.work_workloads} "
+            f"workloads; from usage alone: {usage_only}"
+        )
+    if result.work_shares:
+        shares = ", ".join(
+            f"{name} {i.value:.3f}" + ("" if i.low is None else f" ({i.low:.3f} – {i.high:.3f})")
+            for name, i in result.work_shares.items()
+        )
+        _out(f"work per replica against {result.baseline} (1.0 = round-robin): {shares}")
+    for line in result.notes:
+        _out(f"note: {line}")
+    for line in result.warnings:
+        _out(f"warning: {line}")
 
 
 def _render(result: Calibration, rules: Rules, show: int) -> None:
@@ -337,9 +455,12 @@ def _render(result: Calibration, rules: Rules, show: int) -> None:
         )
     if result.sigma is not None:
         _out(
-            f"residual standard deviation: {result.sigma:.3f} (log usage, ~±"
+            f"residual standard deviation: {result.sigma:.3f} (log usage"
+            + (" per unit of work" if result.work_workloads else "")
+            + ", ~±"
             f"{result.sigma:.0%} per replica), {result.dof} degrees of freedom"
         )
+    _render_balance(result)
     flagged = [w for w in result.workloads if w.flagged]
     if result.workloads and show > 0:
         _out()
@@ -365,7 +486,7 @@ def _write(path: str, raw: bytes, source: str, result: Calibration, rules: Rules
         f"# Proposed by machine-catalog calibrate from {source}: estimates applied to "
         f"{', '.join(changed) or 'no family'} (95% interval within +-{rules.max_halfwidth:.0%})."
         "\n"
-    )
+    ) + "".join(f"# Warning: {line}\n" for line in result.warnings)
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     try:
         Path(path).write_text(header + body)
@@ -402,15 +523,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         limit_share=args.limit_share,
         max_halfwidth=args.max_halfwidth,
     )
+    work = _work_signal(args)  # refused before minutes of sampling, not after
     nodes, pods, metrics = _from_files(args) if args.snapshot else _from_cluster(args)
     if args.kubeconfig is not None:
         live.warn_other_versions(catalog, pods)
-    result = calibrate(catalog, nodes, pods, metrics, rules)
+    if args.prometheus and not args.snapshot and args.samples > 1 and args.interval > 0:
+        work = query_prometheus(args.prometheus, args.work_query)  # the rate at the end
+    result = calibrate(catalog, nodes, pods, metrics, rules, work)
     changed = _write(args.write, raw, source, result, rules) if args.write else None
     if args.write_patch:
         assert found is not None
         changed = _write_patch(args.write_patch, found, raw, source, result, rules)
     if args.output == "json":
+        for line in result.warnings:
+            _err(f"warning: {line}")
         out = to_json(result, rules)
         if args.write:
             out["written"] = {"file": args.write, "applied": changed}

@@ -119,6 +119,10 @@ def test_calibration_accuracy_writes_its_section(tmp_path: Path) -> None:
     section = _section(readme, "calibration_accuracy")
     rows = [line for line in section.splitlines() if line.startswith("| 3 | 100 | 3 |")]
     assert rows and "seeds with every family within 2%" in section
+    balancing = _section(readme, "calibration_balancing")
+    assert "`python benchmarks/calibration_accuracy.py --seeds 2 --readme" in balancing
+    assert "**With the work signal** (`--work-metrics`), the worst error is at most" in balancing
+    assert "| 3 | unbiased | least-request (1) |" in balancing
 
 
 @pytest.mark.slow

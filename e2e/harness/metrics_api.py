@@ -242,6 +242,9 @@ class MetricsApi:
     def current_pods(self) -> list[dict[str, Any]]:
         return list(json.loads(self.data.read_text()).get("pods", []))
 
+    def current_nodes(self) -> dict[str, str]:
+        return dict(json.loads(self.data.read_text()).get("nodes", {}))
+
     def wait_available(self, timeout: float = 60) -> None:
         from kubernetes import client
 
