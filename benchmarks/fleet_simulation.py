@@ -916,6 +916,7 @@ class Results:
     calibrations: dict[str, list[Calibrated]]  # scenario -> per seed
     weight_check: bool  # extender weight 0 gave the same operating point as 5
     seconds: float
+    surge: float = 0.25
 
     def cell(self, scenario: str, mode: str, seed: int) -> Cell:
         return next(c for c in self.cells if (c.scenario, c.mode, c.seed) == (scenario, mode, seed))
@@ -979,7 +980,13 @@ def experiment(args: argparse.Namespace, log: Callable[[str], None] = print) -> 
                 weight_check = _same(base, zero)
         log(f"  {scenario.name}: {time.perf_counter() - t0:.0f} s")
     return Results(
-        seeds, scenarios, cells, calibrations, weight_check, time.perf_counter() - started
+        seeds,
+        scenarios,
+        cells,
+        calibrations,
+        weight_check,
+        time.perf_counter() - started,
+        args.surge,
     )
 
 
@@ -1083,10 +1090,53 @@ def headline(res: Results) -> str:
             for v in vs
         ],
     ]
+    lines += ["", _why(res)]
     aware = _aware_effect(res)
     if aware:
         lines += ["", aware]
     return "\n".join(lines)
+
+
+def _why(res: Results) -> str:
+    """Where the difference comes from, from the same cells: skew costs target, pools cost
+    fill. Every number is a mean over the run's seeds and scenarios."""
+    modes = [m for m in MODES if any(c.mode == m for c in res.cells)]
+
+    def avg(mode: str, metric: Callable[[Cell], float | None]) -> float:
+        vals = [v for s in res.scenarios for v in res.values(s.name, mode, metric)]
+        return float(np.mean(vals)) if vals else math.nan
+
+    ceiling = HOT_SHARE / ((1 + res.surge) * (1 + HPA_TOLERANCE))
+    parts = [
+        f"`{m}` target {100 * avg(m, METRICS['target']):.1f}%, fill "
+        f"{100 * avg(m, METRICS['fill']):.1f}%, worst family skew "
+        f"{100 * avg(m, lambda c: c.bias()):.1f}%"
+        for m in modes
+    ]
+    text = (
+        "Why, averaged over all scenarios and seeds: "
+        + "; ".join(parts)
+        + ". A Deployment whose replicas all run on one family shows its HPA no skew, so its "
+        f"safe target is capped only by the HPA's tolerance: {HOT_SHARE:.0%} / ((1 + "
+        f"{res.surge:.0%} surge) x (1 + {HPA_TOLERANCE:g})) = {100 * ceiling:.1f}% with CPU "
+        "limit = request."
+    )
+    if "pinned" in modes:
+        product = [m for m in PRODUCT if m in modes]
+        fills = {m: avg(m, METRICS["fill"]) for m in product}
+        targets = {m: avg(m, METRICS["target"]) for m in product}
+        pinned_fill, pinned_target = (
+            avg("pinned", METRICS["fill"]),
+            avg("pinned", METRICS["target"]),
+        )
+        fuller = [m for m in product if fills[m] > pinned_fill]
+        higher = [m for m in product if targets[m] > pinned_target]
+        text += (
+            f" The product's modes reach a higher safe target than `pinned` on average: "
+            f"{', '.join(f'`{m}`' for m in higher) or 'none'}; a fuller fleet at the operating "
+            f"point: {', '.join(f'`{m}`' for m in fuller) or 'none'}."
+        )
+    return text
 
 
 def _aware_effect(res: Results) -> str:

@@ -314,33 +314,52 @@ def test_latency_harness_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
 
 
 def test_load_simulation_writes_its_section_on_a_tiny_fleet(tmp_path: Path) -> None:
-    """The smoke check: both strategies run through the real scoring and filter, and the
-    section carries the table and the per-seed ratio (no number is asserted)."""
+    """The smoke check: both strategies and the noise floor run through the real scoring and
+    filter, and the section carries the table and the per-seed changes (no number is
+    asserted)."""
     readme = tmp_path / "README.md"
-    code = load_simulation.main(
-        [
-            "--nodes-per-family",
-            "4",
-            "--minutes",
-            "20",
-            "--seeds",
-            "1,2",
-            "--sweep-seeds",
-            "1",
-            "--sweep-churn",
-            "0.02",
-            "--sweep-ratio-high",
-            "1.2",
-            "--sweep-request-weight",
-            "0.1",
-            "--readme",
-            str(readme),
-        ]
-    )
+    argv = [
+        "--nodes-per-family", "4", "--minutes", "20", "--seeds", "1,2",
+        "--churn", "0.001,0.01", "--readme", str(readme),
+    ]  # fmt: skip
+    code = load_simulation.main(argv)
     assert code == 0
     section = _section(readme, "load_simulation")
-    assert "| `balanced` |" in section and "| `loadAware` |" in section
-    assert "per seed:" in section and "Sensitivity" in section
+    for churn in ("0.1%", "1%"):
+        for variant in load_simulation.VARIANTS:
+            assert f"| {churn} | `{variant}` |" in section
+    assert "| >70% |" in section and "| >90% |" in section  # per seed, both measures
+    assert "NodeResourcesBalancedAllocation" in section
+    closing = _section(readme, "load_simulation_summary")
+    assert "0.1% churn" in closing and "noise floor" in closing
+
+
+def test_hot_spot_measures_are_not_the_filters_threshold() -> None:
+    threshold = load_simulation.catalog_for("loadAware").scoring.hot_spot_usage
+    assert threshold is not None and float(threshold) not in load_simulation.HOT_LEVELS
+
+
+@pytest.mark.parametrize(
+    ("cpu", "mem", "expected"),
+    [
+        # (allocatable, requested, pod) per resource; LeastAllocated = mean of the two
+        # (free after the pod) * 100 // allocatable; BalancedAllocation = (1 - |f_cpu -
+        # f_mem| / 2) * 100 with f = requested share after the pod.
+        ((1000, 0, 0), (1000, 0, 0), 100 + 100),
+        ((1000, 0, 500), (1000, 0, 500), 50 + 100),
+        ((1000, 0, 500), (1000, 0, 100), (50 + 90) // 2 + 80),
+        ((1000, 900, 100), (1000, 0, 0), (0 + 100) // 2 + 50),
+        ((1000, 1000, 500), (1000, 0, 0), (0 + 100) // 2 + 50),  # over: fraction capped at 1
+    ],
+)
+def test_in_tree_scores_are_kube_schedulers_defaults(
+    cpu: tuple[int, int, int], mem: tuple[int, int, int], expected: int
+) -> None:
+    score = load_simulation.in_tree_scores(
+        np.array([cpu[0]]), np.array([cpu[1]]), cpu[2], np.array([mem[0]]), np.array([mem[1]]),
+        mem[2],
+    )  # fmt: skip
+    assert int(score[0]) == expected
 
 
 def test_load_simulation_places_through_the_hot_spot_filter() -> None:
