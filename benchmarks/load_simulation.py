@@ -497,10 +497,15 @@ def simulate(args: argparse.Namespace, log: Any = None) -> list[Result]:
 # -- output ---------------------------------------------------------------------------------
 
 
+def _num(x: float) -> str:
+    """Three significant digits, without an exponent (counts run into thousands)."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def _interval(values: Sequence[float]) -> str:
     """mean, and min-max over the seeds."""
     mean = statistics.fmean(values)
-    return f"{mean:.3g} ({min(values):.3g}-{max(values):.3g})"
+    return f"{_num(mean)} ({_num(min(values))}-{_num(max(values))})"
 
 
 def _of(results: Sequence[Result], variant: str, churn: float) -> list[Result]:
@@ -552,7 +557,7 @@ def render(results: Sequence[Result], args: argparse.Namespace) -> str:
     )
     lines = [
         f"Run {report.stamp()} on {report.machine()}: `python benchmarks/load_simulation.py` "
-        f"({sum(r.decision_seconds for r in results):.0f} s of decisions).",
+        f"({args.seconds:.0f} s).",
         "",
         f"{nodes} nodes (m4 0.8, m5 1.0, m7i 1.35 SCU/core, 16 vCPU each), "
         f"{args.minutes} simulated minutes, requests filled to {100 * args.fill:g}% per "
@@ -681,7 +686,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     results = simulate(args, log=lambda m: print(m, file=sys.stderr))
+    args.seconds = time.perf_counter() - started
     text = render(results, args)
     print(text)
     closing = summary(results, args)
