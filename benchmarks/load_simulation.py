@@ -1,20 +1,26 @@
 """Load simulation: request-based ``balanced`` against ``loadAware`` on a mixed fleet.
 
 One command (``python benchmarks/load_simulation.py``) runs the same seeded fleet, the same
-Deployments and the same churn twice per seed, once per strategy, for several seeds, and
-measures what usage-aware placement is for: hot-spot node-minutes (a node's CPU usage above
-80% of its allocatable), the spread of node usage, and the pods placed on a node that was
-above the threshold at that moment.
+Deployments and the same churn three times per seed and churn level: ``balanced``,
+``loadAware``, and ``balanced`` again with kube-scheduler's random tie-breaks drawn from
+another seed (the noise floor: what chance alone moves). It measures what usage-aware
+placement is for: hot-spot node-minutes (a node's CPU usage above 70% and above 90% of its
+allocatable; neither is the filter's own ``hotSpotUsage``), the spread of node usage, and
+the pods placed on a node that was hot at that moment, per seed.
 
 Every scheduling decision goes through the project's own code: the cache
-(:class:`extender.state.cluster.ClusterState`, fed pod objects as the watch would and usage samples
+(:class:`~extender.state.cluster.ClusterState`, fed pod objects as the watch would and usage samples
 as the metrics poller would, :meth:`~extender.state.cluster.ClusterState.set_usage`), the filter
 (:func:`extender.scheduler.filtering.filter_nodes`, with its hot-spot rule under ``loadAware``) and
 the scores (:func:`extender.scheduler.scoring.node_scores` for ``balanced``,
-:func:`extender.scheduler.verbs.load_aware_view_scores` for ``loadAware``), added to
-NodeResourcesFit LeastAllocated as kube-scheduler adds an extender's score. The only model
-code here is the workload (how much CPU each replica uses, minute by minute), the churn,
-the metrics pipeline's delay and the measurements. Every assumption is in ``README.md``.
+:func:`extender.scheduler.verbs.load_aware_view_scores` for ``loadAware``). kube-scheduler adds
+the extender's 0..10 score x 10 x its weight (5, manifests/base/scheduler-config.yaml) to
+its own default scores, NodeResourcesFit LeastAllocated on cpu and memory and
+NodeResourcesBalancedAllocation (0..100 each, weight 1): :func:`in_tree_scores` computes
+those, so pods carry a memory request and nodes their memory. The only model code here is
+the workload (how much CPU each replica uses, minute by minute), the churn, the metrics
+pipeline's delay, the in-tree scores and the measurements. Every assumption is in
+``README.md``.
 """
 
 from __future__ import annotations
@@ -45,8 +51,15 @@ from machine_catalog.catalog import Catalog
 from machine_catalog.quantities import scu_to_physical_millis
 
 STRATEGIES = ("balanced", "loadAware")
-HOT = 0.8  # a node above this share of its allocatable CPU is a hot spot
+#: Hot-spot measures: a node above this share of its allocatable CPU at the end of a minute.
+#: Neither is the filter's own threshold (``hotSpotUsage``, 0.8 by default): a measure equal
+#: to the rule that acts on it flatters the rule.
+HOT_LEVELS = (0.7, 0.9)
+HOT = HOT_LEVELS[0]  # for "pods placed on a hot node"
 EXTENDER_WEIGHT = 5  # manifests/base/scheduler-config.yaml; score * weight * 10
+#: kube-scheduler's MaxNodeScore / MaxExtenderPriority: an extender's 0..10 becomes 0..100.
+EXTENDER_SCALE = 10
+MEMORY_PER_CORE = 4 * 1024  # MiB per vCPU of the nodes (m-family: 4 GiB per vCPU)
 NODE_SIZE = ("4xlarge", 16, 15890)
 SIZES_SCU = (250, 500, 500, 1000, 1000, 2000)
 SAMPLE_EVERY = 60.0  # seconds between two NodeMetrics samples
@@ -82,13 +95,20 @@ class World:
     dep_phase: np.ndarray  # per Deployment: phase of its daily curve
     dep_size: list[int]  # per Deployment: request per replica, SCU millis
     dep_family: list[int]  # per Deployment: the family its pods are pinned to
+    dep_memory: list[int]  # per Deployment: memory request per replica, MiB
+    memory: np.ndarray  # MiB allocatable per node
     replicas: list[int]  # per Deployment
     churn: list[list[tuple[float, int]]]  # per minute: (second, Deployment) restarts
     noise: np.ndarray  # [minute, Deployment] multiplicative noise
     replica_seed: int
 
 
-def build_world(args: argparse.Namespace, seed: int, catalog: Catalog) -> World:
+def build_world(
+    args: argparse.Namespace, seed: int, catalog: Catalog, churn: float | None = None
+) -> World:
+    """The fleet, Deployments, usage and churn of one seed; ``churn`` pods restarted a
+    minute (the first of ``--churn`` unless given)."""
+    rate = args.churn[0] if churn is None else churn
     rng = random.Random(seed)
     names_iter = fleets.node_names(rng)
     nodes = [
@@ -122,6 +142,17 @@ def build_world(args: argparse.Namespace, seed: int, catalog: Catalog) -> World:
         requested[f] += phys * count
     deps = len(dep_size)
     dep_ratio = np.array([rng.uniform(args.ratio_low, args.ratio_high) for _ in range(deps)])
+    # Memory: MiB per SCU-core of request lognormal with mean 3/4 of the nodes' 4 GiB per
+    # vCPU (memory fills to ~60% when CPU fills to 80%), sigma 0.5: some Deployments are
+    # memory-heavy, some CPU-heavy, which is what NodeResourcesBalancedAllocation scores.
+    mem_rng = random.Random(seed + 17)
+    dep_memory = [
+        max(64, int(size / 1000 * MEMORY_PER_CORE * mem_rng.lognormvariate(-0.41, 0.5)))
+        for size in dep_size
+    ]
+    memory = np.array(
+        [_memory_mib(n["status"]["allocatable"]["memory"]) for n in nodes], dtype=np.int64
+    )
     dep_phase = np.array([rng.random() for _ in range(deps)])
     noise = np.exp(
         np.random.default_rng(seed).normal(0.0, args.noise, size=(args.minutes + 1, deps))
@@ -129,7 +160,7 @@ def build_world(args: argparse.Namespace, seed: int, catalog: Catalog) -> World:
     total = sum(replicas)
     churn = []
     for _ in range(args.minutes):
-        k = np.random.default_rng(rng.randrange(2**32)).poisson(args.churn * total)
+        k = np.random.default_rng(rng.randrange(2**32)).poisson(rate * total)
         events = sorted(
             (rng.uniform(0, SAMPLE_EVERY), rng.choices(range(deps), weights=replicas)[0])
             for _ in range(int(k))
@@ -145,11 +176,47 @@ def build_world(args: argparse.Namespace, seed: int, catalog: Catalog) -> World:
         dep_phase=dep_phase,
         dep_size=dep_size,
         dep_family=dep_family,
+        dep_memory=dep_memory,
+        memory=memory,
         replicas=replicas,
         churn=churn,
         noise=noise,
         replica_seed=rng.randrange(2**32),
     )
+
+
+def _memory_mib(quantity: str) -> int:
+    return int(quantity.removesuffix("Ki")) // 1024
+
+
+def in_tree_scores(
+    cpu_alloc: np.ndarray,
+    cpu_requested: np.ndarray,
+    cpu_pod: int,
+    mem_alloc: np.ndarray,
+    mem_requested: np.ndarray,
+    mem_pod: int,
+) -> np.ndarray:
+    """kube-scheduler's default scores for the pod on each node, summed (weight 1 each).
+
+    NodeResourcesFit ``LeastAllocated`` on cpu and memory (weight 1 each): per resource
+    ``(allocatable - requested - pod) * 100 // allocatable``, averaged
+    (``least_allocated.go``). NodeResourcesBalancedAllocation: ``(1 - std) * 100`` of the
+    two requested fractions after the pod, each capped at 1; for two resources the
+    standard deviation is half their difference (``balanced_allocation.go``). 0..200.
+    """
+    cpu_alloc = np.maximum(cpu_alloc, 1)
+    mem_alloc = np.maximum(mem_alloc, 1)
+    cpu_after = cpu_requested + cpu_pod
+    mem_after = mem_requested + mem_pod
+    least = (
+        np.maximum(cpu_alloc - cpu_after, 0) * 100 // cpu_alloc
+        + np.maximum(mem_alloc - mem_after, 0) * 100 // mem_alloc
+    ) // 2
+    fractions = np.minimum(cpu_after / cpu_alloc, 1.0), np.minimum(mem_after / mem_alloc, 1.0)
+    std = np.abs(fractions[0] - fractions[1]) / 2
+    balanced = ((1 - std) * 100).astype(np.int64)
+    return least + balanced
 
 
 @dataclass(slots=True)
@@ -169,7 +236,7 @@ class Pod:
 class Result:
     strategy: str
     seed: int
-    hot_node_minutes: int
+    hot_node_minutes: dict[float, int]  # per HOT_LEVELS
     node_minutes: int
     usage_std: float  # mean over minutes of the standard deviation of node usage
     usage_p99: float  # mean over minutes of the 99th percentile of node usage
@@ -179,16 +246,26 @@ class Result:
     placed_on_hot: int
     pending_pod_minutes: int
     decision_seconds: float  # CPU time in the project's functions
+    variant: str = ""  # the strategy, or NOISE_FLOOR for balanced with other tie-breaks
+    churn: float = 0.0
 
 
 class Run:
     """One strategy over one world, minute by minute."""
 
     def __init__(
-        self, strategy: str, world: World, seed: int, scoring: dict[str, Any] | None = None
+        self,
+        strategy: str,
+        world: World,
+        seed: int,
+        scoring: dict[str, Any] | None = None,
+        *,
+        in_tree: bool = True,
     ) -> None:
         self.strategy = strategy
         self.world = world
+        self.in_tree = in_tree
+        self.mem_requested = np.zeros(len(world.names), dtype=np.int64)
         self.catalog = catalog_for(strategy, **(scoring or {}))
         self.state = ClusterState(self.catalog)
         self.state.replace(world.nodes, [])
@@ -272,8 +349,13 @@ class Run:
         family = self.catalog.families[fam_index].name
         started = time.process_time()
         members = self.family_nodes[fam_index]
-        in_tree = self.state.view(members)  # kube-scheduler's own fit filter
-        fits = np.flatnonzero(in_tree.allocatable - in_tree.requested >= pod.request)
+        in_tree = self.state.view(members)  # kube-scheduler's own fit filter (cpu, memory)
+        slots = np.array([self.position[n] for n in members])
+        memory = world.dep_memory[pod.dep]
+        fits = np.flatnonzero(
+            (in_tree.allocatable - in_tree.requested >= pod.request)
+            & (world.memory[slots] - self.mem_requested[slots] >= memory)
+        )
         if fits.size == 0:
             self.decision_seconds += time.process_time() - started
             return False
@@ -292,9 +374,20 @@ class Run:
             extender = node_scores(
                 "balanced", view.allocatable[passing], view.requested[passing], pod.request
             )
-        alloc = np.maximum(view.allocatable[passing], 1)
-        least = (alloc - view.requested[passing] - pod.request) * 100 // alloc
-        scores = least + extender * EXTENDER_WEIGHT * 10
+        if self.in_tree:
+            at = slots[fits[passing]]
+            default = in_tree_scores(
+                view.allocatable[passing],
+                view.requested[passing],
+                pod.request,
+                world.memory[at],
+                self.mem_requested[at],
+                memory,
+            )
+        else:  # the earlier harness: LeastAllocated on CPU alone
+            alloc = np.maximum(view.allocatable[passing], 1)
+            default = (alloc - view.requested[passing] - pod.request) * 100 // alloc
+        scores = default + extender * EXTENDER_WEIGHT * EXTENDER_SCALE
         best = np.flatnonzero(scores == scores.max())
         node = names[int(passing[best[self.tie_rng.randrange(best.size)]])]
         self.decision_seconds += time.process_time() - started
@@ -304,6 +397,7 @@ class Run:
             self.placed_on_hot += int(hot)
         self.placed += 1
         pod.node, pod.bound_at = position, self.now
+        self.mem_requested[position] += memory
         pod.obj["spec"]["nodeName"] = node
         pod.obj["status"]["phase"] = "Running"
         self.state.apply("Pod", "MODIFIED", pod.obj)
@@ -325,7 +419,8 @@ class Run:
                 self.now = start + self.tie_rng.uniform(0, 1)
                 if not self.schedule(pod, 0):
                     self.pending.append(pod)
-        hot_minutes = node_minutes = pending_minutes = 0
+        hot_minutes = dict.fromkeys(HOT_LEVELS, 0)
+        node_minutes = pending_minutes = 0
         stds, p99s, means, reqs = [], [], [], []
         alloc = world.allocatable.astype(float)
         for minute in range(minutes):
@@ -342,12 +437,14 @@ class Run:
                     continue
                 old = self.pods.pop(victims[self.replica_rng.randrange(len(victims))])
                 self.state.apply("Pod", "DELETED", old.obj)
+                self.mem_requested[old.node] -= world.dep_memory[old.dep]
                 self.current_usage[old.node] -= self.pod_usage(minute, [old])[0]
                 pod = self.new_pod(dep)
                 if not self.schedule(pod, minute):
                     self.pending.append(pod)
             share = self.node_usage(minute) / alloc
-            hot_minutes += int((share > HOT).sum())
+            for level in HOT_LEVELS:
+                hot_minutes[level] += int((share > level).sum())
             node_minutes += len(share)
             pending_minutes += len(self.pending)
             stds.append(float(share.std()))
@@ -370,181 +467,194 @@ class Run:
         )
 
 
-def simulate(args: argparse.Namespace) -> list[Result]:
+#: The noise floor: ``balanced`` again on the same world, only kube-scheduler's random
+#: tie-breaks drawn from another seed. Any difference between it and ``balanced`` is chance.
+NOISE_FLOOR = "balanced, other tie-breaks"
+VARIANTS = ("balanced", "loadAware", NOISE_FLOOR)
+
+
+def simulate(args: argparse.Namespace, log: Any = None) -> list[Result]:
+    """Every churn level x seed: ``balanced``, ``loadAware`` and the noise floor."""
     results = []
-    for seed in args.seeds:
-        world = build_world(args, seed, catalog_for("balanced"))
-        for strategy in STRATEGIES:
-            scoring = {"requestWeight": args.request_weight, "hotSpotUsage": args.hot_spot_usage}
-            result = Run(strategy, world, seed, scoring).run(args.minutes)
-            result.seed = seed
-            results.append(result)
+    scoring = {"requestWeight": args.request_weight, "hotSpotUsage": args.hot_spot_usage}
+    for churn in args.churn:
+        started = time.perf_counter()
+        for seed in args.seeds:
+            world = build_world(args, seed, catalog_for("balanced"), churn)
+            for variant in VARIANTS:
+                strategy = "balanced" if variant == NOISE_FLOOR else variant
+                tie_seed = seed + 1000 if variant == NOISE_FLOOR else seed
+                result = Run(strategy, world, tie_seed, scoring, in_tree=not args.cpu_only).run(
+                    args.minutes
+                )
+                result.seed, result.variant, result.churn = seed, variant, churn
+                results.append(result)
+        if log:
+            log(f"  churn {100 * churn:g}%: {time.perf_counter() - started:.0f} s")
     return results
 
 
 # -- output ---------------------------------------------------------------------------------
 
 
+def _num(x: float) -> str:
+    """Three significant digits, without an exponent (counts run into thousands)."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def _interval(values: Sequence[float]) -> str:
     """mean, and min-max over the seeds."""
     mean = statistics.fmean(values)
-    return f"{mean:.3g} ({min(values):.3g}-{max(values):.3g})"
+    return f"{_num(mean)} ({_num(min(values))}-{_num(max(values))})"
 
 
-def reduction(results: Sequence[Result]) -> list[float]:
-    """Per seed: 1 - loadAware's hot-spot node-minutes / balanced's."""
-    by = {s: [r for r in results if r.strategy == s] for s in STRATEGIES}
+def _of(results: Sequence[Result], variant: str, churn: float) -> list[Result]:
+    return sorted(
+        (r for r in results if r.variant == variant and r.churn == churn), key=lambda r: r.seed
+    )
+
+
+def change(results: Sequence[Result], churn: float, level: float, variant: str) -> list[float]:
+    """Per seed: ``variant``'s hot-spot node-minutes / ``balanced``'s - 1 (None-safe: a
+    seed where ``balanced`` has none is left out)."""
+    base = _of(results, "balanced", churn)
+    other = _of(results, variant, churn)
     return [
-        1 - lw.hot_node_minutes / max(1, b.hot_node_minutes)
-        for b, lw in zip(by["balanced"], by["loadAware"], strict=True)
+        o.hot_node_minutes[level] / b.hot_node_minutes[level] - 1
+        for b, o in zip(base, other, strict=True)
+        if b.hot_node_minutes[level]
     ]
 
 
-def sweep(args: argparse.Namespace) -> str:
-    """The reduction where churn and the usage level differ from the main run's."""
-    rows = []
-    for churn in args.sweep_churn:
-        for high in args.sweep_ratio_high:
-            sub = argparse.Namespace(**{**vars(args), "churn": churn, "ratio_high": high})
-            sub.seeds = args.sweep_seeds
-            results = simulate(sub)
-            cut = reduction(results)
-            usage = statistics.fmean(r.mean_usage for r in results)
-            hot = {
-                s: statistics.fmean(r.hot_node_minutes for r in results if r.strategy == s)
-                for s in STRATEGIES
-            }
-            rows.append(
-                [
-                    f"{100 * churn:g}%",
-                    f"{args.ratio_low:g}-{high:g}",
-                    f"{100 * usage:.1f}%",
-                    f"{hot['balanced']:.0f}",
-                    f"{hot['loadAware']:.0f}",
-                    f"{100 * statistics.fmean(cut):.0f}%"
-                    f" ({100 * min(cut):.0f}-{100 * max(cut):.0f}%)",
-                ]
-            )
-    weights = []
-    for weight in args.sweep_request_weight:
-        sub = argparse.Namespace(
-            **{**vars(args), "ratio_high": max(args.sweep_ratio_high), "request_weight": weight}
-        )
-        sub.seeds = args.sweep_seeds
-        results = simulate(sub)
-        cut = reduction(results)
-        std = statistics.fmean(r.usage_std for r in results if r.strategy == "loadAware")
-        weights.append(
-            [
-                f"{weight}" + (" (default)" if weight == "0.2" else ""),
-                f"{100 * statistics.fmean(cut):.0f}% ({100 * min(cut):.0f}-{100 * max(cut):.0f}%)",
-                f"{100 * std:.1f} pp",
-            ]
-        )
-    seeds = ", ".join(str(s) for s in args.sweep_seeds)
-    return "\n".join(
-        [
-            f"Sensitivity (seeds {seeds}; the rest as above):",
-            "",
-            report.table(
-                [
-                    "churn / minute",
-                    "usage / request per Deployment",
-                    "CPU usage",
-                    "hot node-minutes `balanced`",
-                    "hot node-minutes `loadAware`",
-                    "reduction (min-max)",
-                ],
-                rows,
-            ),
-            "",
-            f"`requestWeight` (the hotter mix, usage/request up to {max(args.sweep_ratio_high):g},"
-            f" churn {100 * args.churn:g}%; the default 0.2 was set before any run):",
-            "",
-            report.table(
-                ["requestWeight", "hot-spot reduction (min-max)", "`loadAware` node usage std"],
-                weights,
-            ),
-        ]
+def _pct(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return (
+        f"{100 * statistics.fmean(values):+.0f}% ({100 * min(values):+.0f} to "
+        f"{100 * max(values):+.0f}%)"
     )
+
+
+def verdict(results: Sequence[Result], churn: float, level: float) -> str:
+    """Is loadAware's change outside what balanced-vs-balanced shows on the same seeds?"""
+    effect = change(results, churn, level, "loadAware")
+    floor = change(results, churn, level, NOISE_FLOOR)
+    if not effect or not floor:
+        return "not measurable (no hot node-minutes under `balanced`)"
+    worst_floor = max(abs(f) for f in floor)
+    beyond = sum(1 for e in effect if e < -worst_floor)
+    return f"{beyond} of {len(effect)} seeds cut more than the largest noise-floor change"
 
 
 def render(results: Sequence[Result], args: argparse.Namespace) -> str:
-    by = {s: [r for r in results if r.strategy == s] for s in STRATEGIES}
-    rows = []
-    for strategy in STRATEGIES:
-        rs = by[strategy]
-        rows.append(
-            [
-                f"`{strategy}`",
-                _interval([100 * r.mean_requested for r in rs]) + "%",
-                _interval([100 * r.mean_usage for r in rs]) + "%",
-                _interval([r.hot_node_minutes for r in rs]),
-                _interval([100 * r.usage_std for r in rs]) + " pp",
-                _interval([100 * r.usage_p99 for r in rs]) + "%",
-                _interval([100 * r.placed_on_hot / max(1, r.placed) for r in rs]) + "%",
-                _interval([r.pending_pod_minutes for r in rs]),
-                _interval([1e6 * r.decision_seconds / max(1, r.placed) for r in rs]) + " µs",
-            ]
-        )
-    ratios = [1 - cut for cut in reduction(results)]
     seeds = ", ".join(str(s) for s in args.seeds)
     nodes = args.nodes_per_family * len(fleets.FAMILIES)
-    return "\n".join(
-        [
-            f"Run {report.stamp()} on {report.machine()}.",
-            "",
-            f"{nodes} nodes (m4 0.8, m5 1.0, m7i 1.35 SCU/core, 16 vCPU each), "
-            f"{args.minutes} simulated minutes, churn {100 * args.churn:g}% of the pods a "
-            f"minute, requests filled to {100 * args.fill:g}% per family; seeds {seeds}. "
-            "Cells: mean over the seeds (min-max).",
-            "",
-            report.table(
-                [
-                    "strategy",
-                    "requested",
-                    "CPU usage",
-                    "hot-spot node-minutes (>80%)",
-                    "node usage std",
-                    "node usage p99",
-                    "pods placed on a hot node",
-                    "pending pod-minutes",
-                    "decision CPU / pod",
-                ],
-                rows,
-            ),
-            "",
-            "Hot-spot node-minutes, `loadAware` / `balanced` per seed: "
-            + ", ".join(f"{r:.2f}" for r in ratios)
-            + f" (mean {statistics.fmean(ratios):.2f}, i.e. a "
-            f"{100 * (1 - statistics.fmean(ratios)):.0f}% reduction; range "
-            f"{100 * (1 - max(ratios)):.0f}-{100 * (1 - min(ratios)):.0f}%).",
-        ]
+    scores = (
+        "LeastAllocated on CPU alone"
+        if args.cpu_only
+        else "NodeResourcesFit LeastAllocated (cpu, memory) + NodeResourcesBalancedAllocation, "
+        "0..100 each, weight 1"
     )
-
-
-def summary(results: Sequence[Result]) -> str:
-    """The key ratios, for the README's closing note."""
-    by = {s: [r for r in results if r.strategy == s] for s in STRATEGIES}
-    cut = reduction(results)
-    std = {s: statistics.fmean(r.usage_std for r in by[s]) for s in STRATEGIES}
+    lines = [
+        f"Run {report.stamp()} on {report.machine()}: `python benchmarks/load_simulation.py` "
+        f"({args.seconds:.0f} s).",
+        "",
+        f"{nodes} nodes (m4 0.8, m5 1.0, m7i 1.35 SCU/core, 16 vCPU each), "
+        f"{args.minutes} simulated minutes, requests filled to {100 * args.fill:g}% per "
+        f"family, usage/request per Deployment {args.ratio_low:g}-{args.ratio_high:g}; seeds "
+        f"{seeds}. Every placement scores kube-scheduler's defaults ({scores}) plus the "
+        f"extender's 0..10 x {EXTENDER_SCALE} x weight {EXTENDER_WEIGHT}. Hot-spot "
+        "node-minutes count nodes above "
+        + " and ".join(f"{level:.0%}" for level in HOT_LEVELS)
+        + " of allocatable CPU at the end of a minute (the filter's own `hotSpotUsage` is "
+        f"{float(catalog_for('loadAware').scoring.hot_spot_usage or 0):.0%}: not a measure). "
+        f"`{NOISE_FLOOR}` is `balanced` again with kube-scheduler's random tie-breaks from "
+        "another seed: the noise floor. Cells: mean over the seeds (min-max).",
+        "",
+    ]
+    header = [
+        "churn / min",
+        "run",
+        *[f"hot node-min >{level:.0%}" for level in HOT_LEVELS],
+        "node usage std",
+        "node usage p99",
+        f"placed on a node >{HOT:.0%}",
+        "pending pod-min",
+        "decision CPU / pod",
+    ]
+    rows = []
+    for churn in args.churn:
+        for variant in VARIANTS:
+            rs = _of(results, variant, churn)
+            rows.append(
+                [
+                    f"{100 * churn:g}%",
+                    f"`{variant}`",
+                    *[_interval([r.hot_node_minutes[level] for r in rs]) for level in HOT_LEVELS],
+                    _interval([100 * r.usage_std for r in rs]) + " pp",
+                    _interval([100 * r.usage_p99 for r in rs]) + "%",
+                    _interval([100 * r.placed_on_hot / max(1, r.placed) for r in rs]) + "%",
+                    _interval([r.pending_pod_minutes for r in rs]),
+                    _interval([1e6 * r.decision_seconds / max(1, r.placed) for r in rs]) + " µs",
+                ]
+            )
+    lines += [report.table(header, rows), ""]
     usage = statistics.fmean(r.mean_usage for r in results)
     requested = statistics.fmean(r.mean_requested for r in results)
-    on_hot = {
-        s: 100 * sum(r.placed_on_hot for r in by[s]) / max(1, sum(r.placed for r in by[s]))
-        for s in STRATEGIES
-    }
-    return "\n".join(
-        [
-            f"- **Hot-spot node-minutes (>80% CPU), `loadAware` against `balanced`: "
-            f"-{100 * statistics.fmean(cut):.0f}% (per seed {100 * min(cut):.0f} to "
-            f"{100 * max(cut):.0f}%, {len(cut)} seeds)** at {100 * requested:.0f}% requested,"
-            f" {100 * usage:.0f}% used.",
-            f"- Spread of node usage (std): {100 * std['balanced']:.1f} -> "
-            f"{100 * std['loadAware']:.1f} pp; pods placed on a node above 80%: "
-            f"{on_hot['balanced']:.2f}% -> {on_hot['loadAware']:.2f}%.",
-        ]
+    lines += [
+        f"Fleet: {100 * requested:.0f}% requested, {100 * usage:.0f}% CPU used on average. "
+        "Hot-spot node-minutes against `balanced` on the same seed, per seed "
+        f"(seeds {seeds}), `loadAware` beside the noise floor:",
+        "",
+    ]
+    per_seed = []
+    for churn in args.churn:
+        for level in HOT_LEVELS:
+            effect = change(results, churn, level, "loadAware")
+            floor = change(results, churn, level, NOISE_FLOOR)
+            per_seed.append(
+                [
+                    f"{100 * churn:g}%",
+                    f">{level:.0%}",
+                    ", ".join(f"{100 * e:+.0f}%" for e in effect) or "-",
+                    _pct(effect),
+                    ", ".join(f"{100 * f:+.0f}%" for f in floor) or "-",
+                    verdict(results, churn, level),
+                ]
+            )
+    lines.append(
+        report.table(
+            [
+                "churn / min",
+                "hot-spot measure",
+                "`loadAware` per seed",
+                "`loadAware` mean (range)",
+                "noise floor per seed",
+                "beyond the noise floor",
+            ],
+            per_seed,
+        )
     )
+    return "\n".join(lines)
+
+
+def summary(results: Sequence[Result], args: argparse.Namespace) -> str:
+    """The key numbers, for the README's closing note: every churn level and measure."""
+    lines = []
+    for churn in args.churn:
+        parts = []
+        for level in HOT_LEVELS:
+            effect = change(results, churn, level, "loadAware")
+            floor = change(results, churn, level, NOISE_FLOOR)
+            parts.append(
+                f">{level:.0%}: {_pct(effect)}, noise floor "
+                f"{_pct(floor)}, {verdict(results, churn, level)}"
+            )
+        lines.append(
+            f"- **`loadAware` against `balanced`, hot-spot node-minutes at {100 * churn:g}% "
+            f"churn a minute** ({len(args.seeds)} seeds): " + "; ".join(parts) + "."
+        )
+    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -557,42 +667,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--nodes-per-family", type=int, default=40)
     p.add_argument("--minutes", type=int, default=360)
     p.add_argument("--fill", type=float, default=0.8, help="requested share of each family")
-    p.add_argument("--churn", type=float, default=0.01, help="pods restarted per minute")
+    p.add_argument(
+        "--churn",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.001, 0.003, 0.01],
+        help="pods restarted per minute, one run per value",
+    )
     p.add_argument("--ratio-low", type=float, default=0.3, help="lowest mean usage/request")
     p.add_argument("--ratio-high", type=float, default=1.0, help="highest mean usage/request")
     p.add_argument("--noise", type=float, default=0.1, help="sigma of per-minute noise")
     p.add_argument("--request-weight", default=None, help="loadAware requestWeight")
     p.add_argument("--hot-spot-usage", default=None, help="loadAware hotSpotUsage")
-    p.add_argument("--no-sweep", action="store_true", help="skip the sensitivity table")
     p.add_argument(
-        "--sweep-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3]
-    )
-    p.add_argument(
-        "--sweep-churn",
-        type=lambda s: [float(x) for x in s.split(",")],
-        default=[0.005, 0.01, 0.02],
-    )
-    p.add_argument(
-        "--sweep-request-weight",
-        type=lambda s: s.split(","),
-        default=["0", "0.1", "0.2", "0.5"],
-    )
-    p.add_argument(
-        "--sweep-ratio-high",
-        type=lambda s: [float(x) for x in s.split(",")],
-        default=[1.0, 1.2],
+        "--cpu-only", action="store_true", help="score LeastAllocated on CPU alone (old harness)"
     )
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    results = simulate(args)
+    started = time.perf_counter()
+    results = simulate(args, log=lambda m: print(m, file=sys.stderr))
+    args.seconds = time.perf_counter() - started
     text = render(results, args)
-    if not args.no_sweep:
-        text += "\n\n" + sweep(args)
     print(text)
-    closing = summary(results)
+    closing = summary(results, args)
     print(closing)
     if not args.no_readme:
         report.replace_section(args.readme, "load_simulation", text)
