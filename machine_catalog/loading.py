@@ -242,8 +242,15 @@ class CatalogSource(PolledFile):
         """Load the file now; swap when valid and different. Returns True on a swap."""
         with self._lock:
             self._signature = _signature(self.path)
+        return self.swap(lambda: load_catalog(self.path))
+
+    def swap(self, load: Callable[[], Catalog]) -> bool:
+        """Keep-last-good: ``load()`` the next catalog; on :class:`CatalogInvalid` record the
+        failure and keep serving; swap (persist, notify listeners) when valid and different.
+        Returns True on a swap. Other sources (a watched MachineCatalog) feed it too."""
+        with self._lock:
             try:
-                catalog = load_catalog(self.path)
+                catalog = load()
             except CatalogInvalid as exc:
                 self._record_failure(exc)
                 return False

@@ -702,6 +702,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = ServeConfig(
             catalog=args.catalog,
+            catalog_resource=args.catalog_resource,
             snapshot=args.snapshot,
             node_metrics=args.node_metrics,
             kubeconfig=args.kubeconfig,
@@ -877,6 +878,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--snapshot", metavar="FILE", help="static v1 List of Nodes and Pods")
     source.add_argument("--kubeconfig", metavar="PATH", help="watch a cluster")
     source.add_argument("--in-cluster", action="store_true", help="watch the pod's own cluster")
+    p.add_argument(
+        "--catalog-resource",
+        metavar="NAME",
+        help="serve the MachineCatalog NAME, watched and hot-reloaded (instead of --catalog; "
+        "needs --kubeconfig or --in-cluster); the leader writes its status",
+    )
     p.add_argument(
         "--node-metrics",
         metavar="FILE",

@@ -61,6 +61,7 @@ CLUSTER_SCOPED = {
     "MutatingWebhookConfiguration",
     "ValidatingWebhookConfiguration",
     "CustomResourceDefinition",
+    "MachineCatalog",
     "PriorityClass",
 }
 
@@ -375,7 +376,21 @@ def test_model_check_catches_a_misspelt_field(base):
 
 def test_only_expected_kinds_have_no_client_model(base, cert_manager):
     without_model = {o["kind"] for o in base + cert_manager if _model_name(o) is None}
-    assert without_model == {"Issuer", "Certificate"}
+    assert without_model == {"Issuer", "Certificate", "MachineCatalog"}
+
+
+def test_the_shipped_machinecatalog_is_the_one_the_server_serves_and_is_valid(base):
+    from machine_catalog.resource import catalog_from_resource
+
+    (obj,) = [o for o in base if o["kind"] == "MachineCatalog"]
+    catalog = catalog_from_resource(obj)  # raises CatalogInvalid with every error
+    args = flags(container(server(base))["args"])
+    assert args["--catalog-resource"] == obj["metadata"]["name"] == catalog.name
+    # The ConfigMap made from the same file carries the same catalog (the way back).
+    configmap = find(base, "ConfigMap", "machine-catalog", NAMESPACE)
+    from machine_catalog.loading import parse_catalog
+
+    assert parse_catalog(configmap["data"]["catalog.yaml"]).hash == catalog.hash
 
 
 # cert-manager v1 fields used or plausibly used (cert-manager.io/v1 Certificate/Issuer).
@@ -690,6 +705,12 @@ def _volume_source_for(deployment: dict, path: str) -> tuple[dict, str]:
     return volume, relative
 
 
+def deployment_comments() -> list[str]:
+    """The comment lines of the Deployment manifest (the way back is written there)."""
+    text = (MANIFESTS / "base" / "deployment.yaml").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("#")]
+
+
 def test_server_args_name_mounted_files(base):
     deployment = server(base)
     c = container(deployment)
@@ -703,11 +724,15 @@ def test_server_args_name_mounted_files(base):
         == scheduler_config(base)["profiles"][0]["schedulerName"]
     )
 
-    volume, key = _volume_source_for(deployment, args["--catalog"])
+    # The server reads the MachineCatalog resource; the ConfigMap of the same file stays
+    # mounted for the way back (--catalog at this path), as a directory so the kubelet's
+    # ..data symlink swap reaches the server.
+    assert "--catalog" not in args and args["--catalog-resource"]
+    way_back = "/etc/machine-catalog/catalog.yaml"
+    volume, key = _volume_source_for(deployment, way_back)
     configmap = find(base, "ConfigMap", volume["configMap"]["name"], NAMESPACE)
     assert key in configmap["data"]
-    # Directory mount: the kubelet's ..data symlink swap must reach the server.
-    assert PurePosixPath(args["--catalog"]).parent == PurePosixPath("/etc/machine-catalog")
+    assert way_back in " ".join(deployment_comments())
 
     for flag in ("--certfile", "--keyfile"):
         volume, key = _volume_source_for(deployment, args[flag])
@@ -1031,12 +1056,23 @@ def test_generated_certs_overlay(generated, generated_tree):
 # --------------------------------------------------------------------------- fallback
 
 
+def _whole_floats(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_floats(v) for v in value]
+    return value
+
+
 def _canonical(objects: list[dict]) -> list[str]:
     objects = copy.deepcopy(objects)
     for obj in objects:
         if obj["kind"] == "Secret":  # kustomize wraps base64 at 70 columns; Go's decoder skips \n
             obj["data"] = {k: "".join(v.split()) for k, v in obj["data"].items()}
-    text = [json.dumps(o, sort_keys=True) for o in objects]
+    # kustomize writes YAML's 1.0 as 1 (Go's JSON numbers): compare numbers as numbers.
+    text = [json.dumps(_whole_floats(o), sort_keys=True) for o in objects]
     for generated in ("machine-catalog-scheduler-config", TLS_SECRET):
         text = [re.sub(re.escape(generated) + r"-[a-z0-9]{10}\b", generated, t) for t in text]
     return sorted(text)

@@ -40,12 +40,14 @@ class Server:
         *,
         extra: tuple[str, ...] = (),
         name: str = "machine-catalog",
+        catalog_resource: str | None = None,
     ) -> None:
         self.plane = plane
         self.catalog = catalog
         self.kubeconfig = kubeconfig
         self.extra = extra
         self.name = name
+        self.catalog_resource = catalog_resource
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.proc: Process | None = None
@@ -70,6 +72,14 @@ class Server:
         for arg in manifest:
             if arg == "--in-cluster":
                 args += ["--kubeconfig", str(self.kubeconfig)]
+            elif arg == "--catalog-resource" and self.catalog_resource is None:
+                # The session's catalog is a file the tests edit (replace_catalog); the
+                # resource path runs in test_catalog_resource.py with catalog_resource set.
+                next(manifest)
+                args += ["--catalog", str(self.catalog)]
+            elif arg == "--catalog-resource":
+                next(manifest)
+                args += [arg, self.catalog_resource]
             elif arg in swap:
                 next(manifest)
                 args += [arg, swap[arg]]

@@ -29,12 +29,15 @@ def bare(binaries, tmp_path_factory):
     """A second, empty control plane: the dry-runs see a cluster as a user's first install
     does, not the session's cluster with the tests' own webhook configuration in it.
 
-    The Namespace is created for real first: a server-side dry-run does not persist the
-    namespace it would create, so every namespaced object after it would fail NotFound
-    (docs/operations.md tells users the same).
+    The Namespace and the MachineCatalog CRD are created for real first: a server-side
+    dry-run does not persist the namespace or the kind it would create, so every object
+    in them would fail (docs/operations.md tells users the same).
     """
     with running(tmp_path_factory.mktemp("bare"), binaries) as plane:
         plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "namespace.yaml"))
+        plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "crd.yaml"))
+        name = "crd/machinecatalogs.machine-catalog.io"
+        plane.kubectl("wait", "--for=condition=Established", name, "--timeout=60s")
         yield plane
 
 

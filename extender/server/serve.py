@@ -69,6 +69,8 @@ class ServeConfig:
     """Everything ``machine-catalog serve`` takes; the CLI maps its flags 1:1 onto this."""
 
     catalog: str | None = None  # None: the packaged default catalog
+    #: A MachineCatalog to watch instead of a file (needs a cluster source).
+    catalog_resource: str | None = None
     snapshot: str | None = None
     #: A NodeMetricsList file for ``loadAware`` (hot-reloaded); without it, an API source
     #: polls metrics.k8s.io.
@@ -105,6 +107,10 @@ class ServeConfig:
             raise ServeError("certfile and keyfile go together (TLS needs both)")
         if self.threads < 1:
             raise ServeError("threads must be at least 1")
+        if self.catalog_resource is not None and self.catalog is not None:
+            raise ServeError("catalog and catalog_resource are alternatives: give one")
+        if self.catalog_resource is not None and self.snapshot is not None:
+            raise ServeError("catalog_resource needs a cluster source, not a snapshot")
         if self.max_body is not None and self.max_body < 1:
             raise ServeError("max_body must be a positive number of bytes")
         if not min(self.max_cache_age, self.reload_interval, self.body_timeout) > 0:
@@ -181,10 +187,22 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
     for a catalog with no last good fallback, and the snapshot loader's error for a bad
     snapshot file.
     """
-    catalogs = CatalogSource(config.catalog, state_dir=config.state_dir)
+    source = cache_source(config)
+    client = None
+    if source.kind == "api":
+        from extender.feeds.watching import load_api_client
+
+        client = load_api_client(source.path, in_cluster=source.in_cluster)
+    if config.catalog_resource is not None:
+        from extender.feeds.catalog_resource import ResourceCatalogSource
+
+        catalogs: CatalogSource = ResourceCatalogSource(
+            client, config.catalog_resource, state_dir=config.state_dir
+        )
+    else:
+        catalogs = CatalogSource(config.catalog, state_dir=config.state_dir)
     cluster = ClusterState(catalogs.current)
     catalogs.on_reload(cluster.set_catalog)
-    source = cache_source(config)
     stoppers: list[Callable[[], None]] = []
     runtime = Runtime(catalogs=catalogs, cluster=cluster, settings=config.settings)
     if source.kind == "snapshot":
@@ -195,9 +213,8 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         if config.recreate_stranded_after is not None:
             log.warning("--recreate-stranded-after ignored: a snapshot has no pods to delete")
     else:
-        from extender.feeds.watching import ClusterWatcher, load_api_client
+        from extender.feeds.watching import ClusterWatcher
 
-        client = load_api_client(source.path, in_cluster=source.in_cluster)
         runtime.leadership, runtime.identity = _elector(config, client, start, stoppers)
         watcher = ClusterWatcher(cluster, client)
         cluster.source = source.describe()
@@ -207,6 +224,8 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
             stoppers.append(watcher.stop)
         if start:
             stoppers.append(_start_labeller(cluster, client, runtime.leadership))
+        if start and config.catalog_resource is not None:
+            stoppers.append(_start_status_writer(catalogs, cluster, runtime.leadership))
         if start and config.recreate_stranded_after is not None:
             stoppers.append(_start_recreator(config, cluster, client, runtime.leadership))
         if not config.node_metrics:
@@ -254,6 +273,17 @@ def _start_labeller(cluster: ClusterState, client: Any, leadership: Any) -> Call
     return labeller.stop
 
 
+def _start_status_writer(
+    catalogs: Any, cluster: ClusterState, leadership: Any
+) -> Callable[[], None]:
+    """The MachineCatalog's status, written while we lead; its stop."""
+    from extender.loops.catalog_status import StatusWriter
+
+    writer = StatusWriter(catalogs, cluster, leader=leadership.is_leader)
+    writer.start()
+    return writer.stop
+
+
 def _start_recreator(
     config: ServeConfig, cluster: ClusterState, client: Any, leadership: Any
 ) -> Callable[[], None]:
@@ -287,6 +317,23 @@ def shutdown_runtime(runtime: Runtime) -> None:
 # -- the master's checks ----------------------------------------------------------------------
 
 
+def _preflight_catalog(config: ServeConfig) -> CatalogSource:
+    """The catalog source the worker will build, not started (the resource read once)."""
+    if config.catalog_resource is None:
+        return CatalogSource(config.catalog, state_dir=config.state_dir)
+    from extender.feeds.catalog_resource import ResourceCatalogSource
+    from extender.feeds.watching import load_api_client
+
+    source = cache_source(config)
+    try:
+        client = load_api_client(source.path, in_cluster=source.in_cluster)
+        return ResourceCatalogSource(client, config.catalog_resource, state_dir=config.state_dir)
+    except CatalogInvalid:
+        raise
+    except Exception as exc:  # the API server unreachable, RBAC, the CRD not installed
+        raise ServeError(f"cannot read machinecatalog/{config.catalog_resource}: {exc}") from None
+
+
 def preflight(config: ServeConfig) -> CatalogSource:
     """Validate the catalog and the cache source once, before any worker exists.
 
@@ -295,7 +342,7 @@ def preflight(config: ServeConfig) -> CatalogSource:
     :class:`ServeError` with a message per problem.
     """
     try:
-        catalogs = CatalogSource(config.catalog, state_dir=config.state_dir)
+        catalogs = _preflight_catalog(config)
     except CatalogInvalid as exc:
         lines = [f"catalog {exc.source or config.catalog or 'default'} is invalid:"]
         lines += [f"  {error}" for error in exc.errors]
