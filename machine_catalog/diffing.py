@@ -298,3 +298,26 @@ __all__ = [
     "node_labels",
     "node_name",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class StrandedNode:
+    """A node a catalog change takes out of every family while pods still run on it."""
+
+    name: str
+    family: str
+    pods: int
+
+
+def stranded_nodes(fleet: FleetDiff, pods_per_node: Mapping[str, int]) -> list[StrandedNode]:
+    """Nodes that belonged to a family before and to none after (the family removed, its
+    instance type dropped) and still run pods: those pods keep requests converted for a
+    factor the new catalog no longer has, and nothing new can join them. The safe order is
+    to retire the family (``schedulable: false``), drain its nodes, then remove it."""
+    out = []
+    for change in fleet.changes:
+        before, after = change.before, change.after
+        running = pods_per_node.get(change.name, 0)
+        if before.status == "matched" and after.status != "matched" and running:
+            out.append(StrandedNode(change.name, before.families[0], running))
+    return out

@@ -38,6 +38,7 @@ from machine_catalog.diffing import (
     assess_node,
     diff_catalogs,
     diff_fleet,
+    stranded_nodes,
 )
 from machine_catalog.loading import load_catalog, parse_catalog
 from machine_catalog.model import check_label_key, check_label_value, json_schema
@@ -300,7 +301,7 @@ def _explain_one(catalog: Catalog, cap: NodeCapacity, output: str) -> int:
         rows.append(("matched by", _claims(catalog, cap)[0]["by"]))
         rows.append(("scuPerCore", f"{family.scu_per_core} (1 vCPU = {family.scu_per_core} SCU)"))
         rows.append(
-            ("schedulable", "yes" if family.schedulable else "no — retiring, no new pods go here")
+            ("schedulable", "yes" if family.schedulable else "no — retired, no new pods go here")
         )
     elif cap.status == "unknown":
         rows.append(("family", "none — matches no family of the catalog"))
@@ -335,7 +336,7 @@ def _family_cell(cap: NodeCapacity) -> str:
         return "<unknown>"
     if cap.status == "ambiguous":
         return "<ambiguous: " + ",".join(cap.families) + ">"
-    return cap.families[0] + ("" if cap.schedulable else " (retiring)")
+    return cap.families[0] + ("" if cap.schedulable else " (retired)")
 
 
 def _explain_many(catalog: Catalog, caps: list[NodeCapacity], output: str) -> int:
@@ -428,7 +429,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         _out(line)
     if not family.schedulable:
-        _err(f"note: family {family.name} is retiring (schedulable: false); no new pods go there")
+        _err(f"note: family {family.name} is retired (schedulable: false); no new pods go there")
     return EXIT_OK
 
 
@@ -459,7 +460,7 @@ def _field_line(change: FieldChange) -> str:
 def _catalog_diff_lines(d: CatalogDiff) -> list[str]:
     lines = []
     for f in d.added:
-        state = "" if f.schedulable else ", retiring"
+        state = "" if f.schedulable else ", retired"
         lines.append(f"+ family {f.name} (scuPerCore {f.scu_per_core}{state})")
     for f in d.removed:
         lines.append(f"- family {f.name} (scuPerCore {f.scu_per_core})")
@@ -484,7 +485,7 @@ def _node_change_rows(fleet: FleetDiff) -> list[tuple[str, ...]]:
         else:
             delta = "gains SCU"
         if a.schedulable != b.schedulable and b.scu_millis is not None:
-            turn = "now schedulable" if b.schedulable else "now retiring"
+            turn = "now schedulable" if b.schedulable else "now retired"
             delta = f"{delta}, {turn}" if delta else turn
         rows.append(
             (
@@ -558,6 +559,22 @@ def _diff_inputs(args: argparse.Namespace) -> tuple[Catalog, Catalog, list | Non
     return old, new, None
 
 
+def _pods_per_node(path: str) -> dict[str, int]:
+    """Pods bound to each node and not finished, from a snapshot (none in a NodeList)."""
+    from extender.feeds.snapshot import SnapshotError, load_snapshot
+
+    try:
+        _nodes, pods = load_snapshot(path)
+    except SnapshotError:
+        return {}
+    counts: dict[str, int] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            counts[node] = counts.get(node, 0) + 1
+    return counts
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     try:
         old, new, nodes = _diff_inputs(args)
@@ -568,8 +585,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     d = diff_catalogs(old, new)
     fleet = diff_fleet(old, new, nodes) if nodes is not None else None
     changed = d.changed or bool(fleet and fleet.changes)
+    stranded = (
+        stranded_nodes(fleet, _pods_per_node(args.snapshot)) if fleet and args.snapshot else []
+    )
+    for s in stranded:
+        _err(
+            f"warning: node {s.name} leaves family {s.family} and matches none, but runs "
+            f"{s.pods} pods: retire the family (schedulable: false) and drain it first"
+        )
     if args.output == "json":
-        _json(_diff_json(d, fleet))
+        out = _diff_json(d, fleet)
+        out["strandedNodes"] = [
+            {"node": s.name, "family": s.family, "pods": s.pods} for s in stranded
+        ]
+        _json(out)
     else:
         _out(f"catalog {d.old_version} -> {d.new_version}")
         lines = _catalog_diff_lines(d)

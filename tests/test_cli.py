@@ -297,7 +297,7 @@ def test_explain_a_retiring_family(
     path = node_file(tmp_path, "aks-d8sv5-31415926-vmss000004")
     code, out, _ = run(capsys, "explain", "--catalog", str(catalog), "--node", str(path))
     assert code == 0
-    assert re.search(r"^schedulable:\s+no — retiring", out, re.M)
+    assert re.search(r"^schedulable:\s+no — retired", out, re.M)
 
 
 def test_explain_a_node_list_as_a_table(capsys: pytest.CaptureFixture[str], catalog: Path) -> None:
@@ -316,7 +316,7 @@ def test_explain_a_node_list_as_a_table(capsys: pytest.CaptureFixture[str], cata
     rows = {line.split()[0]: line for line in lines[1:7]}
     assert set(rows) == {n["metadata"]["name"] for n in nodes()}
     assert "<unknown>" in rows["gke-prod-pool-n2-8f7c2a1b-x7k2"]
-    assert "old (retiring)" in rows["aks-d8sv5-31415926-vmss000004"]
+    assert "old (retired)" in rows["aks-d8sv5-31415926-vmss000004"]
     assert lines[-1].startswith("6 nodes: 5 matched, 1 unknown, 0 ambiguous;")
 
 
@@ -432,7 +432,7 @@ def test_convert_notes_a_retiring_family(capsys: pytest.CaptureFixture[str], cat
     code, out, err = run(capsys, "convert", "--catalog", str(catalog), "--family", "old", "2")
     assert code == 0
     assert out == "2 SCU on old (0.8 SCU/core) = 2500m\n"
-    assert "retiring" in err
+    assert "retired" in err
 
 
 def test_convert_unknown_family_lists_the_families(
@@ -533,7 +533,7 @@ def test_diff_with_a_snapshot_shows_each_node_and_the_fleet(
     assert "1.18 -> 1.3" in row
     assert f"{format_scu(before)} -> {format_scu(after)}" in row
     aks = next(line for line in out.splitlines() if "aks-d8sv5" in line)
-    assert "old (retiring) -> <unknown>" in aks and "loses SCU" in aks
+    assert "old (retired) -> <unknown>" in aks and "loses SCU" in aks
     assert "unmatched nodes: unknown 1 -> 2, ambiguous 0 -> 0" in out
     assert re.search(r"^fleet SCU:\s+[\d.]+ SCU -> [\d.]+ SCU \([+-]\d+\.\d%\)$", out, re.M)
 
@@ -820,7 +820,7 @@ def test_diff_says_when_a_node_turns_schedulable(
     )
     assert code == 0
     (row,) = [line for line in out.splitlines() if "aks-d8sv5" in line]
-    assert "old (retiring) -> old" in row and row.endswith("now schedulable")
+    assert "old (retired) -> old" in row and row.endswith("now schedulable")
     assert re.search(r"^schedulable SCU:.*\(\+\d+\.\d%\)$", out, re.M)
 
 
