@@ -44,7 +44,7 @@ bench-throughput: $(STAMP)
 	PYTHONPATH=e2e $(BIN)/python benchmarks/scheduling_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
 
 # The real control plane: builds etcd, kube-apiserver, kube-scheduler and
 # kube-controller-manager from source once (e2e/controlplane, cached in
