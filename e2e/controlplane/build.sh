@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Build the upstream control plane the end-to-end tests run against: etcd, kube-apiserver,
-# kube-scheduler and kube-controller-manager, at the versions go.mod pins, once, into a
+# kube-scheduler and kube-controller-manager, at the versions a go.mod pins, once, into a
 # cache outside the work tree. Idempotent: a second run with the same go.mod/go.sum
 # prints the directory and exits. Prints the directory on its last line.
 #
+# One Go module per supported Kubernetes minor: this directory's go.mod is the newest
+# (the default), v<minor>/go.mod an older one (v1.34: the oldest the manifests support).
+# Each replaces every k8s.io staging module with the same release's v0.<minor>.<patch>.
+#
+#   MC_KUBERNETES_VERSION  the minor to build, e.g. 1.34 or v1.37 (default: this directory's)
 #   MC_CONTROLPLANE_CACHE  where versions are kept (default ~/.cache/machine-catalog/controlplane)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+want=${MC_KUBERNETES_VERSION:-}
+want=${want#v}
+if [ -n "$want" ] && [ -f "v$want/go.mod" ]; then
+  cd "v$want"
+elif [ -n "$want" ] && ! awk -v m="v$want." '$1 == "k8s.io/kubernetes" && index($2, m) == 1 {f=1} END {exit !f}' go.mod; then
+  have=$(awk '$1 == "k8s.io/kubernetes" {print $2}' go.mod v*/go.mod | sed -E 's/^v([0-9]+\.[0-9]+).*/\1/' | sort -V | tr '\n' ' ')
+  echo "controlplane: no module for Kubernetes $want here (have: $have)" >&2
+  exit 2
+fi
 
 if ! command -v go >/dev/null 2>&1; then
   echo "controlplane: 'go' is not on PATH; make e2e needs Go 1.26 and the Go module proxy" >&2

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import yaml
 from harness import objects
 from harness.kube import eventually
 from kubernetes import client
@@ -164,3 +165,11 @@ def test_calibrate_recovers_true_speeds_from_a_live_cluster(
         text=True,
     )
     assert check.returncode == 0, check.stderr
+    # ...and carries the measured factors, not the packaged ones (aws-m7a ships at 1.45).
+    written = {
+        f["name"]: f["scuPerCore"] for f in yaml.safe_load(proposed.read_text())["spec"]["families"]
+    }
+    for family, truth in [("aws-m7a", 1.30), ("gcp-c3", 1.25)]:
+        assert written[family] == round(families[family]["estimate"], 3), written[family]
+        assert abs(written[family] - truth) / truth < 0.02, written[family]
+    assert written["aws-m6i"] == 1.15 and written["aws-m5"] == 1.0, written

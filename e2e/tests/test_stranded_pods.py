@@ -50,7 +50,7 @@ def recreating(plane, server, catalog):
 
 
 @pytest.fixture(scope="module")
-def two_families(plane):
+def two_families(plane, server, recreating):
     objects.create_nodes(
         plane,
         [
@@ -58,6 +58,9 @@ def two_families(plane):
             objects.node(SA2_NODE, {objects.INSTANCE_TYPE: "SA2.MEDIUM4"}, "4"),
         ],
     )
+    # The session server admits the pods, the second one re-creates them: both caches.
+    for srv in (server, recreating):
+        srv.wait_for_nodes([S6_NODE, SA2_NODE])
 
 
 def held_pod(name: str) -> dict:
