@@ -12,6 +12,7 @@
 #   MC_CONTROLPLANE_CACHE  where versions are kept (default ~/.cache/machine-catalog/controlplane)
 set -euo pipefail
 cd "$(dirname "$0")"
+script="$PWD/build.sh"
 
 want=${MC_KUBERNETES_VERSION:-}
 want=${want#v}
@@ -30,7 +31,7 @@ fi
 
 k8s=$(awk '$1 == "k8s.io/kubernetes" {print $2}' go.mod)
 etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' go.mod)
-key=$(cat go.mod go.sum cmd/etcd/main.go | sha256sum | cut -c1-12)
+key=$(cat go.mod go.sum cmd/etcd/main.go "$script" | sha256sum | cut -c1-12)
 cache=${MC_CONTROLPLANE_CACHE:-$HOME/.cache/machine-catalog/controlplane}
 dest="$cache/kubernetes-$k8s-etcd-$etcd"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler)
@@ -49,8 +50,15 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 go mod download -x 2>&1 | awk '/^# get .*\.zip$/ {n++; if (n % 50 == 0) printf "controlplane: %d modules downloaded\n", n > "/dev/stderr"}'
+# The release's version stamped as upstream's release build does (hack/lib/version.sh), so
+# /version and --version say what runs, not v0.0.0-master; only the link step sees these.
+minor=$(echo "$k8s" | cut -d. -f2)
+stamp=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  stamp="$stamp -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
 # -v prints each package as it is compiled: the progress on a cold build.
-go build -v -trimpath -ldflags='-s -w' -o "$tmp/" \
+go build -v -trimpath -ldflags="-s -w$stamp" -o "$tmp/" \
   ./cmd/etcd \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \

@@ -26,6 +26,9 @@ from harness import objects
 from harness.kube import bound, events_for, eventually, failed_scheduling, pod_manifest
 from kubernetes import client
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
+
 FAMILIES = "machine-catalog.io/families"
 # Samples every second; stale after 15 s: long enough that a poll delayed by a busy
 # 2-core machine does not turn every node back to requests mid-test, short enough for the

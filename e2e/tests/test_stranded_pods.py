@@ -25,6 +25,9 @@ from harness.kube import events_for, eventually, pod_manifest
 from harness.server import Server
 from kubernetes import client
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
+
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
 BOTH = {FAMILIES: "tencent-s6,tencent-sa2"}
