@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-throughput clean controlplane e2e
+.PHONY: run test lint format bench bench-throughput clean controlplane e2e e2e-oldest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ bench-throughput: $(STAMP)
 	PYTHONPATH=e2e $(BIN)/python benchmarks/scheduling_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
 
 # The real control plane: builds etcd, kube-apiserver, kube-scheduler and
 # kube-controller-manager from source once (e2e/controlplane, cached in
@@ -55,3 +55,10 @@ controlplane:
 e2e: $(STAMP)
 	bash e2e/controlplane/build.sh >/dev/null
 	$(BIN)/python -m pytest -c e2e/pytest.ini e2e
+
+# The scheduling and webhook tests (marker every_version) on the oldest Kubernetes the
+# manifests support, built from e2e/controlplane/v1.34 into its own cache directory.
+OLDEST_KUBERNETES := 1.34
+e2e-oldest: $(STAMP)
+	MC_KUBERNETES_VERSION=$(OLDEST_KUBERNETES) bash e2e/controlplane/build.sh >/dev/null
+	MC_KUBERNETES_VERSION=$(OLDEST_KUBERNETES) $(BIN)/python -m pytest -c e2e/pytest.ini -m every_version e2e

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from support.tracked import committed_text, copy_tracked
 
 from machine_catalog.certs import (
     CertBundle,
@@ -368,16 +369,19 @@ def test_existing_key_files_are_tightened(tmp_path):
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl kustomize")
 def test_the_generated_certs_overlay_says_to_run_certs_first(tmp_path):
-    overlay = REPO / "manifests" / "overlays" / "generated-certs"
+    # The overlay as the repository ships it: tracked files only, and the placeholder as
+    # committed (following docs/operations.md in this checkout rewrites it on disk).
+    tree = copy_tracked(REPO / "manifests", tmp_path / "manifests")
+    placeholder = Path("overlays", "generated-certs", "certs", "kustomization.yaml")
+    (tree / placeholder).write_text(committed_text(REPO / "manifests" / placeholder))
+    overlay = tree / "overlays" / "generated-certs"
     kubectl = shutil.which("kubectl")
     before = subprocess.run(
         [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
     )
     assert before.returncode != 0
     assert "run-machine-catalog-certs-first" in before.stderr
-    # In a copy, once the command has run, the placeholder is replaced and it renders.
-    tree = tmp_path / "manifests"
-    shutil.copytree(REPO / "manifests", tree)
+    # Once the command has run, the placeholder is replaced and it renders.
     write_bundle(
         WEBHOOK,
         NAMESPACE,

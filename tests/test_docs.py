@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from support.helpers import serve, wait_until
+from support.tracked import copy_tracked
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [
@@ -145,9 +146,10 @@ def reader_directory(tmp_path: Path) -> Path:
     """A directory laid out like the repository root, with the reader's own files."""
     work = tmp_path / "reader"
     work.mkdir()
-    shutil.copytree(ROOT / "machine_catalog" / "data", work / "machine_catalog" / "data")
-    shutil.copytree(ROOT / "examples", work / "examples")
-    shutil.copytree(ROOT / "manifests", work / "manifests")
+    # What git tracks only: a checkout used to deploy holds ignored keys in
+    # manifests/overlays/generated-certs/certs, which a reader's clone does not.
+    for tree in (Path("machine_catalog", "data"), Path("examples"), Path("manifests")):
+        copy_tracked(ROOT / tree, work / tree)
     # What operations.md calls the reader's own files.
     shutil.copy(ROOT / "manifests" / "base" / "catalog.yaml", work / "catalog.yaml")
     (work / "old").mkdir()

@@ -487,11 +487,17 @@ def test_property_patch_applies_and_keeps_the_invariants(original, family_name):
         for s, i in sections
     ]
     pairs.append((original["spec"].get("resources") or {}, patched["spec"].get("resources") or {}))
-    # Container requests are exactly ceil(scu / factor) unless whole cores apply; every
-    # other value is never below it (raised only where validation needs it, see
-    # test_converting), and at most by the container totals.
+    # Container requests are exactly ceil(scu / factor), or that rounded up to whole cores
+    # when whole cores apply and the SCU request is whole. Every other value is never below
+    # ceil(scu / factor) and is raised only where validation needs it (see test_converting):
+    # by whole-core rounding (under 1000m per container), the rounding of a sum of ceilings
+    # (under 1m per container) and 1m per strict inequality. So no value exceeds the
+    # *physical* conversion of all the pod's SCU together plus 1000m per container and one
+    # for the pod level. (The bound is physical: on a family below 1 SCU per core, 12 SCU
+    # of limits are 14.118 cores and 15 whole ones, above 12 + 2 "SCU".)
     whole = keeps_whole_cores(original)
-    ceiling = sum(v.scu_millis for v in read_cpu_values(original))
+    total_scu = sum(v.scu_millis for v in read_cpu_values(original))
+    ceiling = expected_physical(f"{total_scu}m", family.scu_per_core) + 1000 * len(pairs)
     for position, (before, after) in enumerate(pairs):
         assert set(before) == set(after)
         for kind, values in before.items():
@@ -502,9 +508,11 @@ def test_property_patch_applies_and_keeps_the_invariants(original, family_name):
                         to_millis(after[kind]["cpu"]),
                         expected_physical(value, family.scu_per_core),
                     )
-                    assert exact <= got <= max(exact, ceiling + 1000 * len(pairs))
-                    if kind == "requests" and position < len(pairs) - 1 and not whole:
-                        assert got == exact
+                    assert exact <= got <= ceiling
+                    if kind == "requests" and position < len(pairs) - 1:
+                        scu_whole = to_millis(value) % 1000 == 0
+                        cores = -(-exact // 1000) * 1000
+                        assert got == (cores if whole and scu_whole else exact)
                 else:
                     assert after[kind][name] == value
     assert qos_class(patched) == qos_class(original)

@@ -204,15 +204,6 @@ def opted_in_namespace(plane: ControlPlane, name: str) -> str:
     return name
 
 
-def family_for_labels(labels: dict[str, str]) -> str | None:
-    """The family the packaged catalog gives a node with these labels (the product's own
-    matching), or None for an unknown or ambiguous node."""
-    from machine_catalog.loading import load_catalog
-
-    family = load_catalog().match(labels).family
-    return family.name if family is not None else None
-
-
 def register_metrics_api(plane: ControlPlane, address: str, port: int = 443) -> None:
     """Service + EndpointSlice + APIService ``v1beta1.metrics.k8s.io``, as a metrics-server
     install makes them, pointing at ``address`` (aggregator routing goes to the endpoint)."""

@@ -6,15 +6,27 @@ import json
 import os
 import ssl
 import sys
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness.controlplane import REPO, ControlPlane, Process, free_port, https_ok, start, wait_until
+from harness.controlplane import (
+    REPO,
+    ControlPlane,
+    Process,
+    free_port,
+    https_ok,
+    process_tree,
+    start,
+    wait_until,
+)
+
+#: The extender's reason for a node its cache lacks (``extender/filtering.py``).
+NOT_IN_CACHE = "not in the extender's cluster cache"
 
 
 def deployment_args() -> list[str]:
@@ -118,18 +130,77 @@ class Server:
         with urllib.request.urlopen(req, context=self.context, timeout=10) as r:
             return json.loads(r.read())
 
-    def replace_catalog(self, text: str) -> None:
-        """Replace the catalog file atomically (as a ConfigMap update does) and wait until
-        the server serves it: one worker's /readyz shows the new hash, and the other worker
-        gets its own poll interval too."""
+    def workers(self) -> set[int]:
+        """Pids of the processes that answer requests: gunicorn's workers, or the one
+        process when it serves alone."""
+        assert self.proc is not None
+        master = self.proc.popen.pid
+        return set(process_tree(master)[1:]) or {master}
+
+    def every_worker(self, check: Callable[[dict[str, Any]], bool], timeout: float, what: str):
+        """Ask ``/readyz`` until every worker has answered once with ``check`` true.
+
+        A scrape lands on whichever worker accepts it, and each worker holds its own cache
+        and catalog; ``/readyz`` names the worker that answered (``worker.pid``), so this
+        knows when each one has been seen in the wanted state, instead of sleeping.
+        """
         from harness.kube import eventually
 
+        good: set[int] = set()
+
+        def progress() -> set[int]:
+            answer = self.readyz()
+            pid = answer["worker"]["pid"]
+            (good.add if check(answer) else good.discard)(pid)
+            return good
+
+        eventually(progress, lambda seen: seen >= self.workers(), timeout, what)
+
+    def replace_catalog(self, text: str) -> None:
+        """Replace the catalog file atomically (as a ConfigMap update does) and wait until
+        every worker serves it: its ``/readyz`` shows a catalog hash other than the old one
+        (the cache's catalog, which answers are computed from, swapped once every node is
+        re-matched)."""
         before = self.readyz()["catalog"]["hash"]
         tmp = self.catalog.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, self.catalog)
-        eventually(self.readyz, lambda r: r["catalog"]["hash"] != before, 20, "catalog reloaded")
-        time.sleep(2)
+        self.every_worker(lambda r: r["catalog"]["hash"] != before, 30, "catalog reloaded")
+
+    def wait_for_nodes(self, names: Iterable[str], timeout: float = 30) -> None:
+        """Until every worker's cache holds these nodes: the webhook sizes a pod from what
+        the cache holds, so a pod created right after its nodes would race the watch.
+
+        Asked the way kube-scheduler asks, through ``/scheduler/filter``: a node the cache
+        lacks fails with "not in the extender's cluster cache", whatever the pod. Twelve
+        answers in a row without it reach each of two workers with odds 1 - 2^-11.
+        """
+        from harness.kube import eventually, pod_manifest
+
+        names = list(names)
+        probe = pod_manifest("probe", "1m", annotations={"machine-catalog.io/family": "aws-m5"})
+        probe["metadata"]["namespace"] = "probe"
+
+        def cached() -> list[str]:
+            missing: set[str] = set()
+            for _ in range(12):
+                result = self.post("/scheduler/filter", {"Pod": probe, "NodeNames": names})
+                reasons = {
+                    **(result.get("FailedNodes") or {}),
+                    **(result.get("FailedAndUnresolvableNodes") or {}),
+                }
+                missing |= {n for n, why in reasons.items() if NOT_IN_CACHE in why}
+            return sorted(missing)
+
+        eventually(cached, lambda missing: not missing, timeout, f"nodes {names} in the cache")
+
+    def admissions(self) -> dict[str, float]:
+        """``machine_catalog_admissions_total`` by decision, summed over workers."""
+        return {
+            dict(labels)["decision"]: value
+            for (name, labels), value in self.metrics().items()
+            if name == "machine_catalog_admissions_total"
+        }
 
     def readyz(self) -> dict[str, Any]:
         return self.get("/readyz")[1]

@@ -22,8 +22,14 @@ from harness.netns import veth_namespace
 from harness.server import Server
 
 
+def pytest_report_header() -> str:
+    version = os.environ.get("MC_KUBERNETES_VERSION") or "the newest (e2e/controlplane/go.mod)"
+    return f"kubernetes: {version} (MC_KUBERNETES_VERSION)"
+
+
 @pytest.fixture(scope="session")
 def binaries() -> Path:
+    """The control plane of ``MC_KUBERNETES_VERSION`` (build.sh reads it), built once."""
     return build_controlplane()
 
 

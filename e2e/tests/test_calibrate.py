@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import yaml
 from harness import objects
 from harness.kube import eventually
 from kubernetes import client
@@ -140,6 +141,10 @@ def test_calibrate_recovers_true_speeds_from_a_live_cluster(
             "json",
             "--write",
             str(proposed),
+            # Two workloads give a 95% interval of about +-20% (t with one degree of
+            # freedom): the default 5% would apply nothing, and --write would go untested.
+            "--max-halfwidth",
+            "0.3",
         ],
         capture_output=True,
         text=True,
@@ -168,3 +173,19 @@ def test_calibrate_recovers_true_speeds_from_a_live_cluster(
         text=True,
     )
     assert check.returncode == 0, check.stderr
+    # ...and holds each estimate that is tight (--max-halfwidth), rounded to 3 decimals, in
+    # place of the packaged factor (aws-m7a ships at 1.45, runs at 1.30 here); the others
+    # keep theirs.
+    written = {
+        f["name"]: f["scuPerCore"] for f in yaml.safe_load(proposed.read_text())["spec"]["families"]
+    }
+    packaged = {"aws-m7a": 1.45, "gcp-c3": 1.25}
+    for family in packaged:
+        f = families[family]
+        expected = round(f["estimate"], 3) if f["tight"] else packaged[family]
+        assert written[family] == expected, (f, written[family])
+    # The change calibrate is for: aws-m7a measured, applied, and written near its truth.
+    assert families["aws-m7a"]["tight"], families["aws-m7a"]
+    assert result["written"]["applied"] == ["aws-m7a"], result["written"]
+    assert abs(written["aws-m7a"] - 1.30) / 1.30 < 0.02, written["aws-m7a"]
+    assert written["aws-m6i"] == 1.15 and written["aws-m5"] == 1.0, written

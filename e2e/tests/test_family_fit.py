@@ -17,6 +17,9 @@ import pytest
 from harness import objects
 from harness.kube import eventually, pod_manifest
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
+
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
 BOTH = {FAMILIES: "azure-dv3,azure-dv4"}

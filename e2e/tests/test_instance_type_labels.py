@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from harness import objects
 from harness.kube import eventually, pod_manifest
+
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
 
 FAMILIES = "machine-catalog.io/families"
 BETA = "beta.kubernetes.io/instance-type"

@@ -20,6 +20,9 @@ from harness.kube import eventually, pod_manifest
 from harness.webhooks import TestWebhook
 from kubernetes.client.rest import ApiException
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
+
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
 STANDARD = "machine-catalog.io/standard-resources"

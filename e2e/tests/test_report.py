@@ -69,6 +69,7 @@ def test_report_of_a_live_cluster_counts_as_the_server_does(
             objects.node("rp-unknown", {objects.INSTANCE_TYPE: "zz1.e2e-report"}, "4"),
         ],
     )
+    server.wait_for_nodes(["rp-a", "rp-b", "rp-unknown"])
     # Normalized: asked in SCU, rewritten to tencent-sa3's vCPUs by the webhook.
     for name, cpu, node in [("n0", "2", "rp-a"), ("n1", "500m", "rp-a"), ("n2", "1", "rp-b")]:
         api.create_namespaced_pod(namespace, pod_manifest(name, cpu, nodeName=node))

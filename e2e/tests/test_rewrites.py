@@ -15,6 +15,9 @@ from harness.kube import eventually, pod_manifest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
+
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
 ON_C6I = {FAMILIES: "aws-c6i"}
@@ -25,6 +28,7 @@ def c6i_node(plane, server):
     objects.create_nodes(
         plane, [objects.node("rw-c6i", {objects.INSTANCE_TYPE: "c6i.2xlarge"}, "16")]
     )
+    server.wait_for_nodes(["rw-c6i"])
     return "rw-c6i"
 
 
@@ -145,18 +149,30 @@ def test_a_resize_in_scu_becomes_physical_cpu_on_the_pods_family(
     assert resized["metadata"]["annotations"][FAMILY] == "aws-c6i"
 
 
-def test_a_mirror_pod_is_never_mutated(api, c6i_node, namespace):
+def skipped(server) -> float:
+    """Pods the webhook was called for and left alone on purpose, over all workers."""
+    return server.admissions().get("skipped", 0.0)
+
+
+def test_a_mirror_pod_is_never_mutated(api, server, c6i_node, namespace):
     body = pod_manifest(
         "static", "2", annotations={"kubernetes.io/config.mirror": "hash"}, nodeName=c6i_node
     )
     body["spec"]["automountServiceAccountToken"] = False
+    before = skipped(server)
     pod = create(api, namespace, body)
     assert pod.spec.containers[0].resources.requests["cpu"] == "2"
     assert FAMILY not in pod.metadata.annotations
+    # The webhook saw it and chose to skip it (not: it was never called).
+    assert skipped(server) >= before + 1
+    # ...while the same pod without the mirror annotation gets our annotations.
+    body = pod_manifest("not-static", "2", nodeName=c6i_node)
+    assert create(api, namespace, body).metadata.annotations[FAMILY] == "aws-c6i"
 
 
 def test_a_daemonset_pod_on_an_unknown_node_is_admitted_unchanged(plane, api, server, namespace):
     apps = client.AppsV1Api(plane.api_client())
+    before = skipped(server)
     labels = {"app": "agent"}
     apps.create_namespaced_daemon_set(
         namespace,
@@ -182,6 +198,11 @@ def test_a_daemonset_pod_on_an_unknown_node_is_admitted_unchanged(plane, api, se
     )
     assert pods[0].spec.containers[0].resources.requests["cpu"] == "250m"
     assert FAMILY not in (pods[0].metadata.annotations or {})
+    # The webhook was called for it and admitted it unchanged on purpose (the exemption),
+    # which the server logs by namespace and (generated) name.
+    assert skipped(server) >= before + 1
+    log = server.proc.log.read_text(errors="replace")
+    assert f"admitted {namespace}/agent-" in log, log[-2000:]
 
 
 def test_an_absurd_cpu_value_does_not_break_the_cache(api, server, kubelet, c6i_node):

@@ -24,6 +24,9 @@ from harness import objects
 from harness.kube import events_for, eventually, pod_manifest
 from kubernetes import client
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
+
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
 BOTH = {FAMILIES: "tencent-s6,tencent-sa2"}
@@ -35,7 +38,7 @@ SERVICE_ACCOUNT = "system:serviceaccount:machine-catalog-system:machine-catalog"
 
 
 @pytest.fixture(scope="module")
-def two_families(plane):
+def two_families(plane, server):
     objects.create_nodes(
         plane,
         [
@@ -43,6 +46,8 @@ def two_families(plane):
             objects.node(SA2_NODE, {objects.INSTANCE_TYPE: "SA2.MEDIUM4"}, "4"),
         ],
     )
+    # The session server admits the pods and, holding the Lease, re-creates them.
+    server.wait_for_nodes([S6_NODE, SA2_NODE])
 
 
 def held_pod(name: str) -> dict:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from harness.kube import cpu_requests, eventually, pod_manifest
 from kubernetes import client
+
+# Also run on the oldest supported Kubernetes (make e2e-oldest).
+pytestmark = pytest.mark.every_version
 
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
@@ -77,6 +81,12 @@ def test_opted_out_pods_other_namespaces_and_kube_system_are_untouched(plane, ap
         assert cpu_requests(created) == ["2"], ns
         assert FAMILY not in (created.metadata.annotations or {}), ns
         assert created.spec.scheduler_name == "default-scheduler", ns
+    # The webhook was up and reached all along: the same pod without the opt-out label, in
+    # the same namespace, carries our annotations. Untouched above means left alone.
+    control = api.create_namespaced_pod(opted, pod_manifest("in", "2"))
+    assert control.metadata.annotations[FAMILY], control.metadata.annotations
+    assert json.loads(control.metadata.annotations[STANDARD])
+    assert control.spec.scheduler_name == "machine-catalog"
 
 
 def test_server_side_dry_run_creates_take_no_reservation(plane, server, namespace):
