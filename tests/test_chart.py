@@ -36,8 +36,12 @@ def test_the_committed_chart_is_what_the_generator_writes() -> None:
     result = run("--check")
     assert result.returncode == 0, result.stderr
     templates = len([p for p in (CHART / "templates").glob("*.yaml")])
+    # values.yaml, Chart.yaml and the MachineCatalog CRD in crds/ (Helm installs it first).
+    assert list((CHART / "crds").glob("*.yaml")) == [
+        CHART / "crds" / "machinecatalogs.machine-catalog.io.yaml"
+    ]
     assert (
-        result.stdout.splitlines()[-1] == f"{templates} templates, 2 other files in machine-catalog"
+        result.stdout.splitlines()[-1] == f"{templates} templates, 3 other files in machine-catalog"
     )
 
 

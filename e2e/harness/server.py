@@ -53,6 +53,7 @@ class Server:
         extra: tuple[str, ...] = (),
         name: str = "machine-catalog",
         catalog_resource: str | None = None,
+        family_choice: str | None = "most-free",
     ) -> None:
         self.plane = plane
         self.catalog = catalog
@@ -60,6 +61,7 @@ class Server:
         self.extra = extra
         self.name = name
         self.catalog_resource = catalog_resource
+        self.family_choice = family_choice
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.proc: Process | None = None
@@ -92,6 +94,11 @@ class Server:
             elif arg == "--catalog-resource":
                 next(manifest)
                 args += [arg, self.catalog_resource]
+            elif arg == "--family-choice" and self.family_choice is not None:
+                # The session's tests assert the family the deterministic rule picks; the
+                # manifests' `spread` (for two replicas) runs in test_replicas.py.
+                next(manifest)
+                args += [arg, self.family_choice]
             elif arg in swap:
                 next(manifest)
                 args += [arg, swap[arg]]

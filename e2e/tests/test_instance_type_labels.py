@@ -3,7 +3,10 @@
 The API server warns on every pod whose node affinity names the beta label (``... is
 deprecated since v1.17; use "node.kubernetes.io/instance-type" instead``), and kubectl
 prints that warning. The webhook's pin names it only while the cluster has a node that
-only the beta label makes the family's; such a node must still get the family's pods.
+only the beta label makes the family's and the family is not yet labelled; once the leader
+has put ``machine-catalog.io/family`` on every node of the family (beta-only ones
+included), the pin is that one label term and no pod draws the warning. Either way such a
+node must still get the family's pods.
 
 The family is gcp-n1 (0.8 SCU per vCPU), with nodes made for this test only.
 """
@@ -23,6 +26,7 @@ FAMILIES = "machine-catalog.io/families"
 BETA = "beta.kubernetes.io/instance-type"
 DEPRECATED = f"{BETA} is deprecated since v1.17"
 TYPE = "n1-standard-4"
+FAMILY_LABEL = "machine-catalog.io/family"
 
 
 def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_still_gets_pods(
@@ -60,7 +64,7 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
     warnings, pod = create("plain")
     assert "deprecated" not in warnings, warnings
     assert BETA not in affinity(pod)
-    assert objects.INSTANCE_TYPE in affinity(pod)
+    assert objects.INSTANCE_TYPE in affinity(pod) or FAMILY_LABEL in affinity(pod)
     placed = eventually(
         lambda: api.read_namespaced_pod("plain", namespace).spec.node_name,
         bool,
@@ -69,18 +73,25 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
     )
     assert placed == "n1-ga"
 
-    # A node labelled the old way only (no GA label), and the GA node cordoned: the pin now
-    # needs the beta term, the API server warns about it, and the pod lands there.
+    # A node labelled the old way only (no GA label), and the GA node cordoned. Once the
+    # leader has labelled it with its family, the pin is the family label alone: no beta
+    # term, no warning, and the pod lands on the beta-only node.
     objects.create_nodes(plane, [objects.node("n1-beta", {BETA: TYPE}, "4")])
     api.patch_node("n1-ga", {"spec": {"unschedulable": True}})
     eventually(
-        lambda: create("probe", "--dry-run=server")[1],
-        lambda p: BETA in affinity(p),
+        lambda: api.read_node("n1-beta").metadata.labels.get(FAMILY_LABEL),
+        lambda family: family == "gcp-n1",
         30,
-        "the webhook's cache to know the beta-only node",
+        "the leader to label the beta-only node",
+    )
+    eventually(
+        lambda: create("probe", "--dry-run=server")[1],
+        lambda p: FAMILY_LABEL in affinity(p) and BETA not in affinity(p),
+        30,
+        "the webhook to pin gcp-n1 by its label",
     )
     warnings, pod = create("legacy")
-    assert DEPRECATED in warnings, warnings
+    assert "deprecated" not in warnings, warnings
     placed = eventually(
         lambda: api.read_namespaced_pod("legacy", namespace).spec.node_name,
         bool,

@@ -96,6 +96,8 @@ def deployment(name: str) -> dict:
 
 
 def calibrate(plane, *extra: str) -> tuple[dict, str]:
+    from machine_catalog.loading import default_catalog_path
+
     out = subprocess.run(
         [
             sys.executable,
@@ -104,6 +106,10 @@ def calibrate(plane, *extra: str) -> tuple[dict, str]:
             "calibrate",
             "--kubeconfig",
             str(plane.kubeconfig),
+            # The packaged catalog the factors above are about; without --catalog,
+            # calibrate reads the catalog the cluster serves.
+            "--catalog",
+            str(default_catalog_path()),
             "--samples",
             "2",
             "--interval",

@@ -49,7 +49,14 @@ def burst_nodes(plane):
 @pytest.fixture(scope="module")
 def two_replicas(plane, server, catalog, burst_nodes):
     """A second replica, a balancer over both, and the webhook pointed at the balancer."""
-    second = Server(plane, catalog, server.kubeconfig, name="mc-replica-2").start()
+    # Both replicas as the manifests run them: --family-choice spread. The session server
+    # (most-free for the other tests) restarts with the manifests' choice for this module.
+    server.stop()
+    server.family_choice = None
+    server.start()
+    second = Server(
+        plane, catalog, server.kubeconfig, name="mc-replica-2", family_choice=None
+    ).start()
     balancer = Balancer([("127.0.0.1", server.port), ("127.0.0.1", second.port)]).start()
     hooks = client.AdmissionregistrationV1Api(plane.api_client())
     config = objects.webhook_configuration(plane, f"https://127.0.0.1:{balancer.port}")
@@ -79,8 +86,9 @@ def two_replicas(plane, server, catalog, burst_nodes):
         hooks.patch_mutating_webhook_configuration(name, restore)
         balancer.stop()
         second.stop()
-        if server.proc is None or not server.proc.alive():
-            server.start()
+        server.stop()
+        server.family_choice = "most-free"
+        server.start()
 
 
 def leader_of(replicas) -> Server | None:
