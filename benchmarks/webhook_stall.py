@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -92,11 +93,22 @@ class Cost:
 
 
 @dataclass
+class Memory:
+    nodes: int
+    pods: int
+    rss_mb: dict[str, float]  # process of serve's tree -> RSS MB, every worker synced
+    sync_seconds: float
+    #: Proportional set size: pages the fork shares between master and worker counted once.
+    pss_mb: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class Run:
     label: str
     meta: dict[str, Any]
     tries: list[Try]
     cost: Cost | None
+    memory: Memory | None = None
 
 
 # -- serve's processes ---------------------------------------------------------------------
@@ -111,6 +123,13 @@ def serve_tree(cluster: st.Cluster) -> list[int]:
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -309,6 +328,54 @@ def measure_cost(cluster: st.Cluster, args: argparse.Namespace) -> tuple[Cost, i
     return cost, exits
 
 
+# -- memory at a large cluster --------------------------------------------------------------------
+
+
+def measure_memory(nodes_count: int, pods_per_node: int, seed: int, workdir: Path) -> Memory:
+    """serve's RSS (master + workers) once every worker has listed and watches ``nodes_count``
+    nodes and their pods, fed by the loopback fake API server of ``benchmarks.watch_feed``
+    (no churn): ``serve --kubeconfig`` with the CLI's defaults otherwise."""
+    from harness.controlplane import free_port, process_tree, start
+
+    from benchmarks import fleets
+    from benchmarks.watch_feed import Churn, Feed
+
+    nodes = fleets.make_nodes(nodes_count, seed=seed)
+    pods = fleets.make_pods(nodes, pods_per_node, seed=seed + 1)
+    total = len(pods)
+    feed = Feed(nodes, pods, Churn(0, 0), seed)
+    del nodes, pods
+    port = free_port()
+    kubeconfig = feed.write_kubeconfig(workdir / "fake-kubeconfig")
+    argv = [sys.executable, "-m", "machine_catalog_cli", "serve", "--kubeconfig", str(kubeconfig)]
+    proc = start("serve-memory", [*argv, "--bind", f"127.0.0.1:{port}"], workdir)
+    began = time.monotonic()
+    try:
+        seen: dict[int, int] = {}
+        while time.monotonic() - began < 600:
+            with contextlib.suppress(OSError, ValueError):
+                url = f"http://127.0.0.1:{port}/readyz"
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    body = json.loads(r.read())
+                seen[body["worker"]["pid"]] = body["cache"]["pods"]
+            workers = len(process_tree(proc.popen.pid)) - 1
+            if workers and len(seen) >= workers and min(seen.values()) >= total * 0.9:
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"serve's workers saw {seen} pods of {total}")
+        synced = time.monotonic() - began
+        time.sleep(5)  # the GC freeze and the first usage poll after the sync
+        pids = process_tree(proc.popen.pid)
+        names = ["master" if i == 0 else f"worker {i}" for i in range(len(pids))]
+        rss = {n: rss_mb(p) for n, p in zip(names, pids, strict=True)}
+        pss = {n: pss_mb(p) for n, p in zip(names, pids, strict=True)}
+    finally:
+        proc.stop()
+        feed.stop()
+    return Memory(nodes_count, total, rss, synced, pss)
+
+
 # -- rendering ---------------------------------------------------------------------------------
 
 
@@ -319,7 +386,8 @@ def load_run(path: Path) -> Run:
         bursts = [Burst(**b) for b in t.pop("bursts")]
         tries.append(Try(bursts=bursts, **t))
     cost = Cost(**raw["cost"]) if raw.get("cost") else None
-    return Run(raw["label"], raw["meta"], tries, cost)
+    memory = Memory(**raw["memory"]) if raw.get("memory") else None
+    return Run(raw["label"], raw["meta"], tries, cost, memory)
 
 
 def fmt(x: float, digits: int = 1) -> str:
@@ -327,45 +395,44 @@ def fmt(x: float, digits: int = 1) -> str:
 
 
 def render(runs: Sequence[Run]) -> str:
+    stalls = [r for r in runs if r.tries]
     meta = runs[0].meta
     lines = [
-        f"Run {meta['stamp']} on {meta['machine']}; load average before "
-        + ", ".join(f"{r.label} {r.meta['load_before']}" for r in runs)
-        + ". The machine was shared with other work (other sessions' tests and control "
-        "planes ran meanwhile), and each try adds "
-        f"{meta['load']} busy-loop process(es) of its own: latencies are upper bounds that "
-        "vary with that load; CPU seconds are serve's own and vary less.",
-        f"Command: `{meta['command']}`, per tree.",
+        f"Run {meta['stamp']} on {meta['machine']}; load average before each run "
+        + ", ".join(r.meta["load_before"] for r in runs)
+        + ". **The machine was shared with other work** (other sessions' tests and control "
+        "planes ran meanwhile, and the runs of two trees ran side by side), and each try "
+        "adds the busy-loop processes of the load column: latencies are upper bounds that "
+        "vary with that load and are not comparable across rows run at different times; CPU "
+        "seconds and RSS are serve's own and vary less.",
         "",
-        f"Stall tries: fresh control plane, serve, both kube-schedulers, {meta['nodes']:,} "
-        f"nodes created, then {meta['bursts']} bursts of {meta['burst']} concurrent creates "
-        f"({meta['clients']} client threads) starting about "
-        + ", ".join(
-            f"{r.label} {statistics.median(t.bursts[0].seconds_after_serve for t in r.tries):.0f} s"
-            for r in runs
-        )
-        + f" after serve answered /readyz. A create is *slow* above {SLOW:g} s; the webhook "
-        f"times out at {TIMEOUT:g} s (the create fails). py-spy dumps were taken of serve's "
-        f"processes whenever a create was in flight for {meta['dump_after']:g} s.",
+        "Stall tries: per try a fresh control plane, serve (Deployment arguments, TLS), the "
+        "webhook and both kube-schedulers, the nodes created from 16 client threads, then "
+        "bursts of concurrent creates (16 client threads) in opted-in namespaces, the "
+        "first one a few seconds after the last node. A create is *slow* above "
+        f"{SLOW:g} s; the webhook times out at {TIMEOUT:g} s (the create fails). py-spy "
+        "dumps were taken of serve's processes whenever a create was in flight for "
+        f"{meta['dump_after']:g} s.",
         "",
     ]
     rows = []
-    for r in runs:
+    for r in stalls:
         lat = [x for t in r.tries for b in t.bursts for x in b.latencies]
         errs = sum(len(b.errors) for t in r.tries for b in t.bursts)
         slow = sum(b.slow for t in r.tries for b in t.bursts)
-        tries_slow = sum(any(b.slow for b in t.bursts) for t in r.tries)
+        tries_slow = sum(any(b.errors for b in t.bursts) for t in r.tries)
         exits = [f"{t.worker_exits_logged}/{t.workers}" for t in r.tries]
         q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [float("nan")] * 99
         rows.append(
             [
                 r.label,
+                f"{r.meta['nodes']:,}",
                 str(r.tries[0].workers),
-                str(len(r.tries)),
+                f"{len(r.tries)} x {r.meta['bursts']} x {r.meta['burst']}, load {r.meta['load']}",
                 f"{len(lat) + errs:,}",
                 f"{fmt(1000 * q[49], 0)} / {fmt(1000 * q[98], 0)} / {fmt(1000 * max(lat), 0)}",
-                f"{slow} in {tries_slow} tries",
-                str(errs),
+                str(slow),
+                f"**{errs}** in {tries_slow} tries",
                 ", ".join(exits),
             ]
         )
@@ -373,18 +440,51 @@ def render(runs: Sequence[Run]) -> str:
         report.table(
             [
                 "serve",
+                "nodes",
                 "workers",
-                "tries",
+                "tries x bursts x creates, busy loops",
                 "creates",
-                "create p50 / p99 / max ms",
-                f"slower than {SLOW:g} s",
-                f"failed ({TIMEOUT:g} s timeout)",
+                "answered p50 / p99 / max ms",
+                f"slower than {SLOW:g} s (failed included)",
+                f"failed at the {TIMEOUT:g} s timeout",
                 "worker exits logged at stop, per try",
             ],
             rows,
         ),
         "",
     ]
+    mems = [r for r in runs if r.memory]
+    if mems:
+        m0 = mems[0].memory
+        lines += [
+            f"Memory at {m0.nodes:,} nodes and {m0.pods:,} pods: serve (the CLI's defaults, "
+            "`--kubeconfig` to the loopback fake API server of `benchmarks/watch_feed.py`, "
+            "no churn), RSS of every process of its tree 5 s after every worker's /readyz "
+            "counted the pods (target 250 MB per replica):",
+            "",
+            report.table(
+                [
+                    "serve",
+                    "RSS MB, master + workers",
+                    "RSS total MB",
+                    "PSS MB (shared pages counted once), master + workers",
+                    "PSS total MB",
+                    "synced after s",
+                ],
+                [
+                    [
+                        r.label,
+                        " + ".join(f"{v:.0f}" for v in r.memory.rss_mb.values()),
+                        f"{sum(r.memory.rss_mb.values()):.0f}",
+                        " + ".join(f"{v:.0f}" for v in r.memory.pss_mb.values()),
+                        f"**{sum(r.memory.pss_mb.values()):.0f}**",
+                        f"{r.memory.sync_seconds:.0f}",
+                    ]
+                    for r in mems
+                ],
+            ),
+            "",
+        ]
     costs = [r for r in runs if r.cost]
     if costs:
         c0 = costs[0].cost
@@ -453,6 +553,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cost-rounds", type=int, default=4)
     p.add_argument("--cost-pods", type=int, default=500)
     p.add_argument("--seed", type=int, default=5)
+    p.add_argument(
+        "--memory",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        default=None,
+        help="NODES,PODS_PER_NODE: serve's RSS fed that fleet by the fake API (e.g. 5000,10)",
+    )
     p.add_argument("--out", type=Path, default=None, help="dumps and logs (default: a tmp dir)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--render", type=Path, nargs="+", default=None, help="runs to compare")
@@ -483,13 +589,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{k: getattr(args, k) for k in ("nodes", "bursts", "burst", "clients", "load")},
         "dump_after": args.dump_after,
     }
-    tries, cost = [], None
+    tries, cost, memory = [], None, None
+    if args.memory:
+        memory = measure_memory(*args.memory, args.seed, out)
+        print(f"memory: {memory}", flush=True)
     for i in range(args.tries):
         t, c = one_try(args, i, out, lambda s: print(s, flush=True))
         tries.append(t)
         cost = c or cost
     meta["load_after"] = loadavg()
-    run = Run(args.label, meta, tries, cost)
+    run = Run(args.label, meta, tries, cost, memory)
     if args.json:
         args.json.write_text(json.dumps(asdict(run), indent=1))
     print(render([run]))
