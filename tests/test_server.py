@@ -109,7 +109,7 @@ def test_cache_source_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_gunicorn_options_and_tls_floor() -> None:
     options = gunicorn_options(ServeConfig(threads=2, certfile="c", keyfile="k"))
-    assert options["worker_class"] == "gthread"
+    assert options["worker_class"] == "extender.server.worker.ThreadWorker"
     assert (options["workers"], options["threads"]) == (1, 2)  # one process owns the state
     assert options["keepalive"] > 0 and options["accesslog"] is None
     assert (options["certfile"], options["keyfile"]) == ("c", "k")

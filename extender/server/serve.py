@@ -56,6 +56,8 @@ GRACEFUL_TIMEOUT = 25
 #: that closes them much sooner makes it race a POST against the close (an error, as POST
 #: is not retried). Idle connections cost a poller entry in gthread, not a thread.
 KEEPALIVE = 75
+#: gunicorn's worker class (a string: the master imports it, as gunicorn does its own).
+WORKER_CLASS = "extender.server.worker.ThreadWorker"
 #: Allocations between young collections (CPython's default is 700); see :func:`_tune_gc`.
 GC_GEN0_THRESHOLD = 20_000
 
@@ -381,6 +383,12 @@ def preflight(config: ServeConfig) -> CatalogSource:
         if path and not os.access(path, os.R_OK):
             raise ServeError(f"cannot read TLS file {path}")
     check_bind(config.bind)
+    from extender.server.worker import check_supported
+
+    try:
+        check_supported()
+    except RuntimeError as exc:
+        raise ServeError(str(exc)) from None
     return catalogs
 
 
@@ -461,7 +469,9 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
     options: dict[str, Any] = {
         "bind": [config.bind],
         "workers": 1,  # one process owns the state: see the module docstring
-        "worker_class": "gthread",
+        # gthread, with no thread parked on a connection that has not sent a request: the
+        # webhook stall of issue 17 (extender/server/worker.py).
+        "worker_class": WORKER_CLASS,
         "threads": config.threads,
         "keepalive": KEEPALIVE,
         "graceful_timeout": GRACEFUL_TIMEOUT,

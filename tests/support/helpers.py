@@ -241,7 +241,7 @@ def serve(
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     deadline = time.monotonic() + DEADLINE
     while True:
-        found = re.search(rb"Listening at: http://127\.0\.0\.1:(\d+)", log.read_bytes())
+        found = re.search(rb"Listening at: https?://127\.0\.0\.1:(\d+)", log.read_bytes())
         if found:
             return Served(proc, int(found.group(1)), log, command)
         if proc.poll() is not None or time.monotonic() > deadline:
