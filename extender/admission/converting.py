@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from machine_catalog.quantities import QuantityError, scu_to_physical_millis
+from machine_catalog.quantities import QuantityError, scu_to_physical_millis, to_millis
 from machine_catalog.resources import aggregate_container_requests, pod_qos
 
 #: Per-pod opt-out of whole-core rounding: ``exact`` converts Guaranteed pods exactly too.
@@ -182,3 +182,65 @@ def convert(
     if lim is not None:
         out[lim.pointer] = lim_p  # type: ignore[assignment]
     return out
+
+
+def effective_request(values: Sequence[CpuValue], millis: Mapping[str, int]) -> int:
+    """The pod's CPU request as kube-scheduler counts it (without overhead), with each
+    value's millis taken from ``millis`` by pointer: the pod-level request when there is
+    one, else the containers' aggregate (a container without a request at its limit)."""
+    per_container: dict[tuple[str, int], dict[str, CpuValue]] = {}
+    for v in values:
+        if v.section == "pod":
+            if v.kind == "requests":
+                return millis[v.pointer]
+        else:
+            per_container.setdefault((v.section, v.index), {})[v.kind] = v
+    app: list[int] = []
+    init: list[tuple[int, bool]] = []
+    for (section, _), kinds in sorted(per_container.items(), key=lambda kv: kv[0][1]):
+        v = kinds.get("requests") or kinds["limits"]
+        if section == "containers":
+            app.append(millis[v.pointer])
+        else:
+            init.append((millis[v.pointer], v.sidecar))
+    return aggregate_container_requests(app, init)
+
+
+def physical_requests(
+    values: Sequence[CpuValue], factors: Sequence[Fraction], *, whole_cores: bool
+) -> list[int]:
+    """Per factor, the physical CPU request the patch gives the pod on a family of that
+    factor (:func:`convert`, then :func:`effective_request`): what the family must have room
+    for. ``ceil(scu / f)`` of the SCU request is not it: whole cores (2 SCU on a 1.3 family
+    is ``2``, not ``1539m``) and per-container rounding (three 1-SCU containers on 1.18 take
+    2544m, not 2543m) both take more. Computed once per distinct factor."""
+    if not values:
+        return [0] * len(factors)
+    by_factor: dict[Fraction, int] = {}
+    out = []
+    for factor in factors:
+        need = by_factor.get(factor)
+        if need is None:
+            need = effective_request(values, convert(values, factor, whole_cores=whole_cores))
+            by_factor[factor] = need
+        out.append(need)
+    return out
+
+
+def overhead_millis(pod: Mapping[str, Any]) -> int:
+    """``spec.overhead.cpu`` (RuntimeClass) in millicores: physical, never converted."""
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    overhead = spec.get("overhead") if isinstance(spec.get("overhead"), dict) else {}
+    return to_millis(overhead.get("cpu", 0))
+
+
+def pod_physical_requests(
+    pod: Mapping[str, Any], values: Sequence[CpuValue], factors: Sequence[Fraction]
+) -> list[int]:
+    """:func:`physical_requests` for ``pod`` as the patch converts it (whole cores when
+    :func:`keeps_whole_cores`), plus ``spec.overhead.cpu``, which is physical already and
+    never converted. ``values`` are the pod's CPU values in SCU. Raises
+    :class:`~machine_catalog.quantities.QuantityError` on an overhead that is not one."""
+    extra = overhead_millis(pod)
+    needs = physical_requests(values, factors, whole_cores=keeps_whole_cores(pod))
+    return [need + extra for need in needs]
