@@ -16,14 +16,17 @@ formulas, with ``c(x) = ceil(x / f)``:
 
 - container request ``r' = c(r)`` (or whole cores, below);
 - container limit ``l' = max(c(l), r' + [r < l])`` (when ``r <= l``);
-- pod-level request ``R' = max(c(R), A')`` (when ``R >= A``), where ``A'`` is the
+- pod-level request ``R' = max(c(R), A')`` (when ``R >= A``; a resize that cannot change
+  ``R'`` instead trims the container requests it sets by 1m, down to ``floor(r / f)``,
+  until ``A' <= R'``), where ``A'`` is the
   aggregate of the containers' physical requests (app containers plus sidecars, or the
   peak of an init container, whichever is larger:
   :func:`machine_catalog.resources.aggregate_container_requests`);
 - pod-level limit ``L' = max(c(L), max of l' over containers with l <= L)``, then
   ``L' = max(L', R' + 1)`` when ``R < L``, and ``R' = L' = max(R', L')`` when ``R = L``.
 
-Each result is at least ``c(x)``: nobody gets less than they asked for. The rules checked
+Each result is at least ``c(x)``: nobody gets less than they asked for (the one
+exception, the resize trim above, keeps the pod's own request, which the containers share). The rules checked
 (Kubernetes 1.34/1.35): a request never above its limit, in every container and at pod
 level; a pod-level request at least the containers' aggregate request; no container
 limit above the pod-level limit.
@@ -123,6 +126,9 @@ def convert(
     app_scu: list[int] = []
     init_scu: list[tuple[int, bool]] = []
     limits: list[tuple[int, int]] = []  # (scu, physical) of every container limit
+    # Container requests this call sets (not fixed), with their slot in app / init: the
+    # ones a fixed pod-level request may trim (below).
+    trimmable: list[tuple[bool, int, CpuValue]] = []
     for (section, _), kinds in sorted(
         containers.items(), key=lambda kv: (kv[0][0] != "containers", kv[0][1])
     ):
@@ -144,6 +150,9 @@ def convert(
         effective = req_p if req_p is not None else (lim_p or 0)
         effective_scu = (req or lim).scu_millis  # type: ignore[union-attr]
         sidecar = (req or lim).sidecar  # type: ignore[union-attr]
+        if req is not None and req.pointer not in fixed:
+            slot = len(app) if section == "containers" else len(init)
+            trimmable.append((section == "containers", slot, req))
         if section == "containers":
             app.append(effective)
             app_scu.append(effective_scu)
@@ -159,6 +168,12 @@ def convert(
             req_p = physical(req.scu_millis)
             if req.scu_millis >= aggregate_container_requests(app_scu, init_scu):
                 req_p = max(req_p, aggregate_container_requests(app, init))
+        elif req.scu_millis >= aggregate_container_requests(app_scu, init_scu):
+            # A resize of containers under a pod-level request it cannot change: the
+            # containers' rounded-up sum may pass it by a millicore or so, which the API
+            # server refuses. Take 1m off the requests this call set (last first), never
+            # below floor(r / f), until the aggregate fits: the pod keeps its request.
+            _trim(trimmable, app, init, out, req_p, factor)
     if lim is not None:
         lim_p = fixed.get(lim.pointer)
         if lim_p is None:
@@ -182,6 +197,31 @@ def convert(
     if lim is not None:
         out[lim.pointer] = lim_p  # type: ignore[assignment]
     return out
+
+
+def _trim(
+    trimmable: Sequence[tuple[bool, int, CpuValue]],
+    app: list[int],
+    init: list[tuple[int, bool]],
+    out: dict[str, int],
+    ceiling: int,
+    factor: Fraction,
+) -> None:
+    """Lower the ``trimmable`` requests (in ``out`` and in ``app`` / ``init``) by at most
+    1m each, down to ``floor(scu / f)``, until the containers' aggregate is at most
+    ``ceiling``. Each value is ``ceil(scu / f)``, at most 1m above the exact share, so
+    one pass is all there is to take."""
+    for is_app, slot, v in reversed(trimmable):
+        if aggregate_container_requests(app, init) <= ceiling:
+            return
+        floor = v.scu_millis * factor.denominator // factor.numerator
+        if out[v.pointer] <= floor:
+            continue
+        out[v.pointer] -= 1
+        if is_app:
+            app[slot] -= 1
+        else:
+            init[slot] = (init[slot][0] - 1, init[slot][1])
 
 
 def effective_request(values: Sequence[CpuValue], millis: Mapping[str, int]) -> int:
