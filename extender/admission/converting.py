@@ -26,10 +26,10 @@ formulas, with ``c(x) = ceil(x / f)``:
   ``L' = max(L', R' + 1)`` when ``R < L``, and ``R' = L' = max(R', L')`` when ``R = L``.
 
 Each result is at least ``c(x)``: nobody gets less than they asked for (the one
-exception, the resize trim above, keeps the pod's own request, which the containers share). The rules checked
-(Kubernetes 1.34/1.35): a request never above its limit, in every container and at pod
-level; a pod-level request at least the containers' aggregate request; no container
-limit above the pod-level limit.
+exception, the resize trim above, keeps the pod's own request, which the containers
+share). The rules checked (Kubernetes 1.34/1.35): a request never above its limit, in
+every container and at pod level; a pod-level request at least the containers'
+aggregate request; no container limit above the pod-level limit.
 
 **Static CPU manager.** The kubelet's ``static`` policy gives exclusive cores to a
 container only if its pod is Guaranteed and its CPU request is a whole number. ``cpu: 2``
