@@ -256,13 +256,27 @@ def physical_requests(
     2544m, not 2543m) both take more. Computed once per distinct factor."""
     if not values:
         return [0] * len(factors)
-    by_factor: dict[Fraction, int] = {}
+    first = values[0]
+    if all(v.section == first.section != "pod" and v.index == first.index for v in values):
+        # One container (most pods): its request, or its limit without one, is the pod's,
+        # converted on its own, so convert() reduces to this (the webhook answers for
+        # every pod; tens of families times convert() would cost it a millisecond).
+        scu = next((v for v in values if v.kind == "requests"), first).scu_millis
+        whole = whole_cores and scu % 1000 == 0
+        out = []
+        for factor in factors:
+            millis = -(-scu * factor.denominator // factor.numerator)
+            out.append(-(-millis // 1000) * 1000 if whole else millis)
+        return out
+    # Keyed by (numerator, denominator): hashing a Fraction costs more than converting.
+    by_factor: dict[tuple[int, int], int] = {}
     out = []
     for factor in factors:
-        need = by_factor.get(factor)
+        key = (factor.numerator, factor.denominator)
+        need = by_factor.get(key)
         if need is None:
             need = effective_request(values, convert(values, factor, whole_cores=whole_cores))
-            by_factor[factor] = need
+            by_factor[key] = need
         out.append(need)
     return out
 
