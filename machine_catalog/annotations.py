@@ -10,6 +10,10 @@ Pod annotations written by the webhook:
 - ``machine-catalog.io/scu-per-core``: the factor the CPU values were converted with.
 - ``machine-catalog.io/standard-resources``: the CPU values the user wrote, in SCU (JSON).
 - ``machine-catalog.io/catalog``: the catalog version (``name@hash``) of the conversion.
+- ``machine-catalog.io/family-source``: ``user`` when the pod came with its own
+  ``machine-catalog.io/family`` (the webhook then overwrites that annotation with the same
+  name, so this is the only trace that the family was the user's hard restriction and
+  not the webhook's choice: the stranded-pod remedy never moves such a pod).
 
 Read from pods, written by users:
 
@@ -33,6 +37,8 @@ FAMILIES_ANNOTATION = PREFIX + "families"
 SCU_PER_CORE_ANNOTATION = PREFIX + "scu-per-core"
 STANDARD_RESOURCES_ANNOTATION = PREFIX + "standard-resources"
 CATALOG_ANNOTATION = PREFIX + "catalog"
+FAMILY_SOURCE_ANNOTATION = PREFIX + "family-source"
+FAMILY_SOURCE_USER = "user"
 
 NORMALIZE_LABEL = PREFIX + "normalize"
 FAMILY_LABEL = PREFIX + "family"

@@ -50,6 +50,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 TLS_SECRET_NAME = "machine-catalog-tls"
 WEBHOOK_CONFIGURATION_NAME = "machine-catalog"
 WEBHOOK_NAME = "pods.machine-catalog.io"
+#: Every webhook of the configuration (pod creates; pod resizes, never reinvoked): each
+#: needs the caBundle.
+WEBHOOK_NAMES = (WEBHOOK_NAME, "resize.pods.machine-catalog.io")
 
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
@@ -324,9 +327,10 @@ def cabundle_patch(ca_pem: bytes) -> dict:
         "metadata": {"name": WEBHOOK_CONFIGURATION_NAME},
         "webhooks": [
             {
-                "name": WEBHOOK_NAME,
+                "name": name,
                 "clientConfig": {"caBundle": base64.b64encode(ca_pem).decode("ascii")},
             }
+            for name in WEBHOOK_NAMES
         ],
     }
 

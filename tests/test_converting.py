@@ -17,9 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.cpu_rules import FACTORS, rewrite, valid_pods, validation_errors
 
-from extender.admission.converting import CPU_CONVERSION_ANNOTATION, keeps_whole_cores
+from extender.admission.converting import (
+    CPU_CONVERSION_ANNOTATION,
+    keeps_whole_cores,
+    pod_physical_requests,
+)
 from extender.admission.patching import read_cpu_values
-from machine_catalog.resources import pod_qos
+from machine_catalog.quantities import to_millis
+from machine_catalog.resources import pod_cpu_request_millis, pod_qos
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,3 +241,62 @@ def test_burstable_and_pod_level_pods_are_converted_exactly():
 )
 def test_pod_qos(spec, qos):
     assert pod_qos({"spec": spec}) == qos
+
+
+# -- the physical request the patch writes, per family (what the family must hold) -------
+
+
+def _pod(containers, *, pod_level=None, overhead=None, annotations=None, init=None):
+    spec: dict[str, Any] = {"containers": containers}
+    if init:
+        spec["initContainers"] = init
+    if pod_level:
+        spec["resources"] = pod_level
+    if overhead:
+        spec["overhead"] = {"cpu": overhead}
+    return {"metadata": {"name": "p", "annotations": annotations or {}}, "spec": spec}
+
+
+def _sidecar(cpu: str) -> dict[str, Any]:
+    return {**one_scu("side"), "restartPolicy": "Always", "resources": {"requests": {"cpu": cpu}}}
+
+
+@pytest.mark.parametrize(
+    ("pod", "factors", "expected"),
+    [
+        # The issue's pod: Guaranteed 2 SCU is 2 whole cores on 1.3 (not ceil(2000/1.3) =
+        # 1539m) and on 1.0; 3 cores on 0.8.
+        (_pod([guaranteed("2")]), ["1.3", "1", "0.8"], [2000, 2000, 3000]),
+        # Opted out, or Burstable: exact.
+        (
+            _pod([guaranteed("2")], annotations={CPU_CONVERSION_ANNOTATION: "exact"}),
+            ["1.3"],
+            [1539],
+        ),
+        (_pod([one_scu("a"), one_scu("b")]), ["1.3"], [1540]),  # 770m each, not 1539m
+        # Per-container rounding: three 1-SCU containers on 1.18 take 848m each = 2544m,
+        # one more than ceil(3000 / 1.18).
+        (_pod([one_scu("a"), one_scu("b"), one_scu("c")]), ["1.18"], [2544]),
+        # A pod-level request is the pod's request, raised to the containers' aggregate.
+        (
+            _pod([one_scu("a"), one_scu("b"), one_scu("c")], pod_level={"requests": {"cpu": "3"}}),
+            ["1.18"],
+            [2544],
+        ),
+        # Overhead (RuntimeClass) is physical: added as it is, never converted.
+        (_pod([one_scu("a")], overhead="250m"), ["1.25", "1"], [1050, 1250]),
+        # A regular init container's peak (beside the sidecar started before it).
+        (_pod([one_scu("a")], init=[_sidecar("500m"), one_scu("init")]), ["1"], [1500]),
+        # Nothing requests CPU.
+        (_pod([{"name": "a", "image": "x"}]), ["1.3"], [0]),
+    ],
+)
+def test_pod_physical_requests_are_what_the_patch_writes(pod, factors, expected):
+    fractions = [Fraction(f) for f in factors]
+    assert pod_physical_requests(pod, read_cpu_values(pod), fractions) == expected
+    for factor, need in zip(factors, expected, strict=True):
+        patched = rewrite(pod, factor)
+        spec = patched["spec"]
+        spec.pop("overhead", None)
+        extra = to_millis((pod["spec"].get("overhead") or {}).get("cpu", 0))
+        assert pod_cpu_request_millis(patched) + extra == need

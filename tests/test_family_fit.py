@@ -12,12 +12,16 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.reviews import Hook, create_review, labelled_node, patched
 
+from extender.admission.converting import CPU_CONVERSION_ANNOTATION
 from extender.admission.placement import (
+    FAMILIES_ANNOTATION,
     FAMILY_ANNOTATION,
     NodeConstraints,
     Placement,
@@ -210,3 +214,98 @@ def test_holdable_scu_agrees_with_placing_copies_node_by_node(frees, pod_scu):
                 free -= need
                 copies += 1
         assert holdable[CATALOG.family_index[family.name]] == copies * pod_scu
+
+
+# -- room for exactly what the patch writes (whole cores, per-container rounding) ----------
+
+WHOLE = parse_catalog(
+    """
+apiVersion: machine-catalog.io/v1alpha1
+kind: MachineCatalog
+metadata: {name: whole-cores}
+spec:
+  baseline: base
+  families:
+    - {name: base, scuPerCore: 1.0, instanceTypes: [base.large]}
+    - {name: spr, scuPerCore: 1.3, instanceTypes: [spr.large]}
+"""
+)
+# The issue's cluster: one 1.3-family node with 1.9 cores free (2.47 SCU), one baseline
+# node with 2.1 free.
+WHOLE_NODES = [
+    labelled_node("spr-0", "spr.large", "4"),
+    labelled_node("base-0", "base.large", "4"),
+]
+WHOLE_PODS = [bound("spr-0", "2100m"), bound("base-0", "1900m")]
+
+
+def app(requests: dict[str, str], limits: dict[str, str] | None = None) -> dict[str, Any]:
+    resources: dict[str, Any] = {"requests": requests}
+    if limits is not None:
+        resources["limits"] = limits
+    return {"name": "app", "image": "x", "resources": resources}
+
+
+GUARANTEED_2 = app({"cpu": "2", "memory": "1Gi"}, {"cpu": "2", "memory": "1Gi"})
+
+
+@pytest.mark.parametrize(
+    ("containers", "annotations", "family", "cpu", "warning"),
+    [
+        # Guaranteed, whole SCU: 2 cores wherever it goes. The 1.3 node's 1.9 cores cannot
+        # hold them, the baseline's 2.1 can: baseline, no warning.
+        ([GUARANTEED_2], {}, "base", "2", None),
+        # Burstable: 1539m on spr fits its 1.9 cores, and spr has the most free SCU.
+        ([app({"cpu": "2"})], {}, "spr", "1539m", None),
+        # Opted out of whole cores: exact, as Burstable.
+        ([GUARANTEED_2], {CPU_CONVERSION_ANNOTATION: "exact"}, "spr", "1539m", None),
+        # Held to spr by the user: pinned there, and told it cannot fit (2 cores there is
+        # 2.6 SCU, 2.47 free).
+        (
+            [GUARANTEED_2],
+            {FAMILIES_ANNOTATION: "spr"},
+            "spr",
+            "2",
+            "family spr has 2.47 SCU free, the pod asks 2 (2 cores there: 2.6 SCU): it may",
+        ),
+    ],
+)
+def test_room_is_checked_for_the_values_the_patch_writes(
+    containers, annotations, family, cpu, warning
+):
+    hook = Hook(WHOLE_NODES, WHOLE_PODS, catalog=WHOLE)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+        "spec": {"containers": containers},
+    }
+    review = create_review(pod)
+    response = hook.review(review)
+    assert response["allowed"]
+    out = patched(review, response)
+    assert out["metadata"]["annotations"][FAMILY_ANNOTATION] == family
+    assert out["spec"]["containers"][0]["resources"]["requests"]["cpu"] == cpu
+    warnings = response.get("warnings", [])
+    if warning is None:
+        assert not any("Pending" in w for w in warnings), warnings
+    else:
+        assert any(warning in w for w in warnings), warnings
+
+
+def test_a_burst_of_whole_core_pods_reserves_what_each_takes():
+    # spr-0 with 5 cores free holds two Guaranteed 2-SCU pods (2 cores each), not the
+    # three of 1539m that ceil(2000 / 1.3) would count (4617m); each admission reserves
+    # the 2.6 SCU a pod takes there, so the third goes to base.
+    nodes = [labelled_node("spr-0", "spr.large", "5"), labelled_node("base-0", "base.large", "2")]
+    hook = Hook(nodes, [], catalog=WHOLE)
+    chosen = []
+    for i in range(3):
+        pod = {
+            "metadata": {"name": f"web-{i}", "namespace": "shop"},
+            "spec": {"containers": [GUARANTEED_2]},
+        }
+        review = create_review(pod)
+        out = patched(review, hook.review(review))
+        chosen.append(out["metadata"]["annotations"][FAMILY_ANNOTATION])
+    assert chosen == ["spr", "spr", "base"]

@@ -887,38 +887,53 @@ def test_server_rbac_reads_nodes_pods_node_metrics_catalogs_and_writes_little(ba
 # --------------------------------------------------------------------------- webhook
 
 
+def webhooks(objects: list[dict]) -> list[dict]:
+    return find(objects, "MutatingWebhookConfiguration", "machine-catalog")["webhooks"]
+
+
 def webhook(objects: list[dict]) -> dict:
-    configuration = find(objects, "MutatingWebhookConfiguration", "machine-catalog")
-    (hook,) = configuration["webhooks"]
-    return hook
+    """The pod-create webhook (the first)."""
+    return webhooks(objects)[0]
+
+
+POD_CREATES = {
+    "operations": ["CREATE"],
+    "apiGroups": [""],
+    "apiVersions": ["v1"],
+    "resources": ["pods"],
+    "scope": "Namespaced",
+}
+POD_RESIZES = {
+    "operations": ["UPDATE"],
+    "apiGroups": [""],
+    "apiVersions": ["v1"],
+    "resources": ["pods/resize"],
+    "scope": "Namespaced",
+}
 
 
 def test_webhook_configuration(base):
-    hook = webhook(base)
-    assert hook["name"] == "pods.machine-catalog.io"
-    assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["sideEffects"] == "None"
-    assert hook["failurePolicy"] == "Fail"
-    assert hook["matchPolicy"] == "Equivalent"
-    assert hook["reinvocationPolicy"] in ("IfNeeded", "Never")
-    assert 1 <= hook["timeoutSeconds"] <= 10
-    assert hook["rules"] == [
-        {
-            "operations": ["CREATE"],
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "resources": ["pods"],
-            "scope": "Namespaced",
-        },
-        {
-            "operations": ["UPDATE"],
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "resources": ["pods/resize"],
-            "scope": "Namespaced",
-        },
-    ]
-    assert "caBundle" not in hook["clientConfig"]  # set by the certificate overlays
+    creates, resizes = webhooks(base)
+    for hook in (creates, resizes):
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["sideEffects"] == "None"
+        assert hook["failurePolicy"] == "Fail"
+        assert hook["matchPolicy"] == "Equivalent"
+        assert 1 <= hook["timeoutSeconds"] <= 10
+        assert "caBundle" not in hook["clientConfig"]  # set by the certificate overlays
+    assert creates["name"] == "pods.machine-catalog.io"
+    assert creates["rules"] == [POD_CREATES]
+    # A second look after later webhooks is how sidecars and lost pins are handled.
+    assert creates["reinvocationPolicy"] == "IfNeeded"
+    assert resizes["name"] == "resize.pods.machine-catalog.io"
+    assert resizes["rules"] == [POD_RESIZES]
+    # A reinvoked resize would convert our own physical values a second time.
+    assert resizes["reinvocationPolicy"] == "Never"
+    # Same server, same pods: only the rules and the reinvocation policy differ.
+    differs = {"name", "rules", "reinvocationPolicy"}
+    assert {k: v for k, v in creates.items() if k not in differs} == {
+        k: v for k, v in resizes.items() if k not in differs
+    }
 
 
 def test_webhook_service_path_is_the_mutate_route(base):
@@ -1029,9 +1044,10 @@ def test_generated_certs_overlay(generated, generated_tree):
     assert secret["type"] == "kubernetes.io/tls"
     assert set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}  # never ca.key
     assert base64.b64decode(secret["data"]["ca.crt"]) == ca_pem
-    hook = webhook(generated)
-    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem
-    assert hook["clientConfig"]["service"]["path"] == ROUTE_MUTATE  # the patch merged, not replaced
+    for hook in webhooks(generated):
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem
+        # the patch merged, not replaced
+        assert hook["clientConfig"]["service"]["path"] == ROUTE_MUTATE
     # Both Deployments follow the (hash-suffixed) Secret name.
     for deployment in (server(generated), scheduler(generated)):
         names = {

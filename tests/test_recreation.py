@@ -28,7 +28,7 @@ from extender.admission.reinvocation import without_pin
 from extender.admission.webhook import Fleet
 from extender.feeds.watching import load_api_client
 from extender.loops.recreation import EVENT_REASON, Recreator, room_for
-from extender.loops.stranding import Choice, Settings, pending_pod
+from extender.loops.stranding import Choice, Room, Settings, pending_pod
 from extender.server.serve import ServeConfig, build_runtime, shutdown_runtime
 from extender.state.cluster import ClusterState
 from machine_catalog.loading import parse_catalog
@@ -367,3 +367,49 @@ def test_serve_runs_the_loop_only_when_asked_and_stops_it(kubeconfig, tmp_path, 
     finally:
         shutdown_runtime(runtime)
     assert _loops() == []
+
+
+def _guaranteed(cpu: str) -> dict[str, Any]:
+    values = {"cpu": cpu, "memory": "1Gi"}
+    return {
+        "containers": [{"name": "app", "resources": {"requests": values, "limits": dict(values)}}]
+    }
+
+
+def test_the_replacement_is_sized_as_the_webhook_will_size_it():
+    # A Guaranteed 2-SCU pod pinned to fast (1.25) holds 2 whole cores there; fast is full.
+    # std (1.0) has 2.1 cores free: the replacement takes 2 cores on std, which fit. Read
+    # back as SCU, the 2 cores would be 2.5 SCU (2500m on std), which would not.
+    cluster = ClusterState(CATALOG)
+    full_fast = copy.deepcopy(FILLER)
+    full_fast["metadata"].update(name="fast-filler", uid="uid-fast-filler")
+    full_fast["spec"]["nodeName"] = "fast-1"
+    full_fast["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "7"
+    std_filler = copy.deepcopy(FILLER)
+    std_filler["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1900m"
+    cluster.replace(NODES, [std_filler, full_fast])
+    pod = normalized("whole", family="fast", spec=_guaranteed("2"))
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "2"
+    room = room_for(Fleet(cluster), pod)
+    assert room == Room(family_fits=False, elsewhere="std")
+
+
+def test_a_family_the_user_named_is_never_left_for_another():
+    cluster = ClusterState(CATALOG)
+    cluster.replace(NODES, [FILLER])
+    named = normalized("named", annotations={"machine-catalog.io/family": "std"})
+    assert named["metadata"]["annotations"]["machine-catalog.io/family-source"] == "user"
+    assert room_for(Fleet(cluster), named) == Room(family_fits=False, elsewhere=None)
+    chosen = normalized("chosen")
+    assert "machine-catalog.io/family-source" not in chosen["metadata"]["annotations"]
+    assert room_for(Fleet(cluster), chosen) == Room(family_fits=False, elsewhere="fast")
+
+
+def test_a_pod_on_a_family_the_user_named_is_not_recreated(fake, api):
+    world = World(
+        fake, api, [normalized("named", annotations={"machine-catalog.io/family": "std"})]
+    )
+    [choice] = world.recreator.run_once()
+    assert not choice.recreate
+    assert "named by the user" in choice.reason
+    assert world.deletes() == [] and "named" in world.names()

@@ -20,12 +20,14 @@ import jsonpatch
 import pytest
 from support.helpers import admission_review, serve
 
+from extender.admission.converting import CpuValue
 from extender.admission.patching import (
     FAMILY_ANNOTATION,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
 )
 from extender.admission.placement import pod_constraints
+from extender.admission.reinvocation import reconcile_cpu, written_by_us
 from extender.server.app import create_app
 from extender.state.cluster import ClusterState
 from extender.state.runtime import Runtime, Settings
@@ -344,3 +346,69 @@ def test_serve_snapshot_picks_a_family_that_fits_and_normalizes_a_sidecar_on_rei
         assert call(second, "uid-3")[0] == {"uid": "uid-3", "allowed": True}
     finally:
         assert server.stop() == 0
+
+
+# -- what we wrote is recognised by the rule that wrote it (whole cores, limits) ---------
+
+
+def guaranteed_pod(cpu: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    values = {"cpu": cpu, "memory": "1Gi"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "db", "namespace": "shop", "annotations": dict(annotations or {})},
+        "spec": {
+            "containers": [
+                {"name": "db", "image": "x", "resources": {"requests": values, "limits": values}}
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("cpu", "annotations", "written"),
+    [
+        # Whole cores for a Guaranteed pod: 2 SCU on aws-m6i (1.15) is 2, not 1740m.
+        ("2", {}, "2"),
+        ("3", {}, "3"),  # ceil(3000 / 1.15) = 2609m -> 3 cores
+        # Not whole: exact. Opted out: exact.
+        ("1500m", {}, "1305m"),
+        ("2", {"machine-catalog.io/cpu-conversion": "exact"}, "1740m"),
+    ],
+)
+def test_our_own_values_are_not_read_as_changed_after_us(hook, cpu, annotations, written):
+    response, pod = hook.call(guaranteed_pod(cpu, annotations))
+    assert pod["metadata"]["annotations"][FAMILY_ANNOTATION] == "aws-m6i"
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == written
+    before = record(pod)
+    # A sidecar injector adds a Burstable container after us: the pod is Burstable now,
+    # but the whole cores we wrote when it was Guaranteed are still ours.
+    pod["spec"]["containers"].append(sidecar("mesh-agent", "100m", "500m"))
+
+    response, after = hook.call(pod, uid="uid-2")
+
+    assert response["allowed"] is True
+    assert not any("VPA" in w for w in response.get("warnings", [])), response["warnings"]
+    assert after["spec"]["containers"][0] == pod["spec"]["containers"][0]
+    assert record(after)["containers"]["db"] == before["containers"]["db"]
+    assert record(after)["containers"]["mesh-agent"] == {
+        "requests": {"cpu": "100m"},
+        "limits": {"cpu": "500m"},
+    }
+    assert_stable(hook, after)
+
+
+def test_whole_cores_on_an_opted_out_pod_were_not_ours():
+    # The opt-out pod got 1740m; a later webhook setting 2 cores is a change after us.
+    values = [
+        CpuValue("containers", "db", "requests", "/spec/containers/0/resources/requests/cpu", 2000),
+    ]
+    record_ = {("containers", "db", "requests"): 2000}
+    f = Fraction(115, 100)
+    assert written_by_us(values, record_, f) == {values[0].pointer: frozenset({1740, 2000})}
+    exact = written_by_us(values, record_, f, whole_cores_possible=False)
+    assert exact == {values[0].pointer: frozenset({1740})}
+    _, new_record, warnings = reconcile_cpu(
+        values, record_, {("containers", "db")}, f, "aws-m6i", whole_cores_possible=False
+    )
+    assert warnings and new_record[0].scu_millis == 2300  # floor(2000 * 1.15)

@@ -315,3 +315,66 @@ def test_any_value_anywhere_in_a_resize_gets_an_answer_not_an_internal_error(
     if reply.status_code == 200:
         response = reply.get_json()["response"]
         assert response.get("status", {}).get("code") != 500, (which, path, value, response)
+
+
+# -- a container resize under a pod-level request the resize does not change -------------
+
+
+def _one(name: str, cpu: str) -> dict[str, Any]:
+    return {"name": name, "image": "x", "resources": {"requests": {"cpu": cpu}}}
+
+
+@pytest.mark.parametrize(
+    ("containers", "pod_request", "factor", "resized", "expected"),
+    [
+        # 1.18: pod level 3 SCU is 2543m (the containers take 848 + 848 + 424 = 2120m).
+        # The third resized to 1 SCU is ceil(1000 / 1.18) = 848m, 2544m in all: 1m over
+        # the pod's request, refused by the API server. It gets 847m.
+        (["1", "1", "500m"], "3", "1.18", {2: 1000}, {2: 847}),
+        # Two resized together: the last set gives the millicore back first.
+        (["1", "500m", "500m"], "3", "1.18", {1: 1000, 2: 1000}, {1: 848, 2: 847}),
+        # Room to spare under the pod's request: exact, nothing trimmed.
+        (["1", "500m"], "3", "1.18", {1: 1000}, {1: 848}),
+    ],
+)
+def test_a_container_resize_stays_within_a_pod_level_request(
+    containers, pod_request, factor, resized, expected
+):
+    scu_pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [_one(f"c{i}", cpu) for i, cpu in enumerate(containers)],
+            "resources": {"requests": {"cpu": pod_request}},
+        },
+    }
+    old = rewrite(scu_pod, factor)
+    new = set_values(old, {("containers", i, "requests"): m for i, m in resized.items()})
+    result = resize(old, new)
+    assert result is not None
+    after = jsonpatch.apply_patch(new, result.patch)
+    assert validation_errors(after) == []
+    for i, millis in expected.items():
+        assert to_millis(after["spec"]["containers"][i]["resources"]["requests"]["cpu"]) == millis
+    assert after["spec"]["resources"] == old["spec"]["resources"]  # not the resize's to change
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(FACTORS))
+def test_property_a_container_resize_under_pod_level_resources_stays_valid(data, factor):
+    scu_pod = data.draw(valid_pods())
+    assume("resources" in scu_pod["spec"])
+    changes = data.draw(resized_values(scu_pod))
+    resized_scu = set_values(scu_pod, changes)
+    assume(validation_errors(resized_scu) == [])
+    assume(pod_qos(resized_scu) == pod_qos(scu_pod))
+
+    old = rewrite(scu_pod, factor)
+    new = set_values(old, changes)
+    result = resize(old, new)
+    after = new if result is None else jsonpatch.apply_patch(new, result.patch)
+    assert validation_errors(after) == []
+    assert pod_qos(after) == pod_qos(old)
+    f = Fraction(factor)
+    for (section, index, kind), scu in changes.items():
+        got = to_millis(after["spec"][section][index]["resources"][kind]["cpu"])
+        assert got >= math.floor(scu / f)  # at most the trimmed millicore below ceil

@@ -54,6 +54,8 @@ def stuck(**changes: Any) -> PendingPod:
         ),
         # Rule 1: not ours.
         (stuck(family=None), FULL_ELSEWHERE, ON, False, "not normalized"),
+        # A family the user named is a hard restriction: never moved.
+        (stuck(user_family=True), FULL_ELSEWHERE, ON, False, "named by the user"),
         # Rule 2: bound, being deleted, started.
         (stuck(bound=True), FULL_ELSEWHERE, ON, False, "bound to a node"),
         (stuck(deleting=True), FULL_ELSEWHERE, ON, False, "being deleted"),
@@ -219,6 +221,12 @@ def _with(path: str, value: Any) -> dict:
             None,
         ),
         ("metadata.annotations", {"machine-catalog.io/family": "aws-m6i"}, "family", None),
+        (
+            "metadata.annotations",
+            {**POD["metadata"]["annotations"], "machine-catalog.io/family-source": "user"},
+            "user_family",
+            True,
+        ),
     ],
 )
 def test_pod_fields_are_read(path, value, field, expected):

@@ -220,14 +220,17 @@ SUBS: tuple[Sub, ...] = (
         "{{- end }}",
     ),
     # Certificates: the webhook's caBundle, unless cert-manager's cainjector writes it.
-    Sub(
-        "MutatingWebhookConfiguration",
-        "machine-catalog",
-        ("webhooks", 0, "clientConfig"),
-        "lines",
-        '{{- if ne .Values.certificates.mode "cert-manager" }}\n'
-        "caBundle: {{ $tls.caCrt }}\n"
-        "{{- end }}",
+    *(
+        Sub(
+            "MutatingWebhookConfiguration",
+            "machine-catalog",
+            ("webhooks", index, "clientConfig"),
+            "lines",
+            '{{- if ne .Values.certificates.mode "cert-manager" }}\n'
+            "caBundle: {{ $tls.caCrt }}\n"
+            "{{- end }}",
+        )
+        for index in (0, 1)  # pod creates; pod resizes (manifests/base/webhook.yaml)
     ),
     # Monitoring: the label the Prometheus Operator selects rules and monitors by.
     Sub(

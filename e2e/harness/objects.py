@@ -40,6 +40,12 @@ def e2e_catalog(directory: Path, scoring: dict[str, Any] | None = None) -> Path:
         catalog["spec"]["families"].append(
             {"name": name, "scuPerCore": factor, "instanceTypes": [f"{name}.2xlarge"]}
         )
+    # Whole cores against the room check (test_whole_cores.py) and a factor edited while
+    # pods are pending (test_opted_in_changes.py): families no other test uses.
+    for name, factor in (("e2e-whole-fast", 1.3), ("e2e-whole-base", 1.0), ("e2e-edit", 1.0)):
+        catalog["spec"]["families"].append(
+            {"name": name, "scuPerCore": factor, "instanceTypes": [f"{name}.2xlarge"]}
+        )
     for name in ("e2e-twin-a", "e2e-twin-b"):
         catalog["spec"]["families"].append(
             {

@@ -16,17 +16,20 @@ formulas, with ``c(x) = ceil(x / f)``:
 
 - container request ``r' = c(r)`` (or whole cores, below);
 - container limit ``l' = max(c(l), r' + [r < l])`` (when ``r <= l``);
-- pod-level request ``R' = max(c(R), A')`` (when ``R >= A``), where ``A'`` is the
+- pod-level request ``R' = max(c(R), A')`` (when ``R >= A``; a resize that cannot change
+  ``R'`` instead trims the container requests it sets by 1m, down to ``floor(r / f)``,
+  until ``A' <= R'``), where ``A'`` is the
   aggregate of the containers' physical requests (app containers plus sidecars, or the
   peak of an init container, whichever is larger:
   :func:`machine_catalog.resources.aggregate_container_requests`);
 - pod-level limit ``L' = max(c(L), max of l' over containers with l <= L)``, then
   ``L' = max(L', R' + 1)`` when ``R < L``, and ``R' = L' = max(R', L')`` when ``R = L``.
 
-Each result is at least ``c(x)``: nobody gets less than they asked for. The rules checked
-(Kubernetes 1.34/1.35): a request never above its limit, in every container and at pod
-level; a pod-level request at least the containers' aggregate request; no container
-limit above the pod-level limit.
+Each result is at least ``c(x)``: nobody gets less than they asked for (the one
+exception, the resize trim above, keeps the pod's own request, which the containers
+share). The rules checked (Kubernetes 1.34/1.35): a request never above its limit, in
+every container and at pod level; a pod-level request at least the containers'
+aggregate request; no container limit above the pod-level limit.
 
 **Static CPU manager.** The kubelet's ``static`` policy gives exclusive cores to a
 container only if its pod is Guaranteed and its CPU request is a whole number. ``cpu: 2``
@@ -45,7 +48,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from machine_catalog.quantities import QuantityError, scu_to_physical_millis
+from machine_catalog.quantities import QuantityError, scu_to_physical_millis, to_millis
 from machine_catalog.resources import aggregate_container_requests, pod_qos
 
 #: Per-pod opt-out of whole-core rounding: ``exact`` converts Guaranteed pods exactly too.
@@ -123,6 +126,9 @@ def convert(
     app_scu: list[int] = []
     init_scu: list[tuple[int, bool]] = []
     limits: list[tuple[int, int]] = []  # (scu, physical) of every container limit
+    # Container requests this call sets (not fixed), with their slot in app / init: the
+    # ones a fixed pod-level request may trim (below).
+    trimmable: list[tuple[bool, int, CpuValue]] = []
     for (section, _), kinds in sorted(
         containers.items(), key=lambda kv: (kv[0][0] != "containers", kv[0][1])
     ):
@@ -144,6 +150,9 @@ def convert(
         effective = req_p if req_p is not None else (lim_p or 0)
         effective_scu = (req or lim).scu_millis  # type: ignore[union-attr]
         sidecar = (req or lim).sidecar  # type: ignore[union-attr]
+        if req is not None and req.pointer not in fixed:
+            slot = len(app) if section == "containers" else len(init)
+            trimmable.append((section == "containers", slot, req))
         if section == "containers":
             app.append(effective)
             app_scu.append(effective_scu)
@@ -159,6 +168,12 @@ def convert(
             req_p = physical(req.scu_millis)
             if req.scu_millis >= aggregate_container_requests(app_scu, init_scu):
                 req_p = max(req_p, aggregate_container_requests(app, init))
+        elif req.scu_millis >= aggregate_container_requests(app_scu, init_scu):
+            # A resize of containers under a pod-level request it cannot change: the
+            # containers' rounded-up sum may pass it by a millicore or so, which the API
+            # server refuses. Take 1m off the requests this call set (last first), never
+            # below floor(r / f), until the aggregate fits: the pod keeps its request.
+            _trim(trimmable, app, init, out, req_p, factor)
     if lim is not None:
         lim_p = fixed.get(lim.pointer)
         if lim_p is None:
@@ -182,3 +197,104 @@ def convert(
     if lim is not None:
         out[lim.pointer] = lim_p  # type: ignore[assignment]
     return out
+
+
+def _trim(
+    trimmable: Sequence[tuple[bool, int, CpuValue]],
+    app: list[int],
+    init: list[tuple[int, bool]],
+    out: dict[str, int],
+    ceiling: int,
+    factor: Fraction,
+) -> None:
+    """Lower the ``trimmable`` requests (in ``out`` and in ``app`` / ``init``) by at most
+    1m each, down to ``floor(scu / f)``, until the containers' aggregate is at most
+    ``ceiling``. Each value is ``ceil(scu / f)``, at most 1m above the exact share, so
+    one pass is all there is to take."""
+    for is_app, slot, v in reversed(trimmable):
+        if aggregate_container_requests(app, init) <= ceiling:
+            return
+        floor = v.scu_millis * factor.denominator // factor.numerator
+        if out[v.pointer] <= floor:
+            continue
+        out[v.pointer] -= 1
+        if is_app:
+            app[slot] -= 1
+        else:
+            init[slot] = (init[slot][0] - 1, init[slot][1])
+
+
+def effective_request(values: Sequence[CpuValue], millis: Mapping[str, int]) -> int:
+    """The pod's CPU request as kube-scheduler counts it (without overhead), with each
+    value's millis taken from ``millis`` by pointer: the pod-level request when there is
+    one, else the containers' aggregate (a container without a request at its limit)."""
+    per_container: dict[tuple[str, int], dict[str, CpuValue]] = {}
+    for v in values:
+        if v.section == "pod":
+            if v.kind == "requests":
+                return millis[v.pointer]
+        else:
+            per_container.setdefault((v.section, v.index), {})[v.kind] = v
+    app: list[int] = []
+    init: list[tuple[int, bool]] = []
+    for (section, _), kinds in sorted(per_container.items(), key=lambda kv: kv[0][1]):
+        v = kinds.get("requests") or kinds["limits"]
+        if section == "containers":
+            app.append(millis[v.pointer])
+        else:
+            init.append((millis[v.pointer], v.sidecar))
+    return aggregate_container_requests(app, init)
+
+
+def physical_requests(
+    values: Sequence[CpuValue], factors: Sequence[Fraction], *, whole_cores: bool
+) -> list[int]:
+    """Per factor, the physical CPU request the patch gives the pod on a family of that
+    factor (:func:`convert`, then :func:`effective_request`): what the family must have room
+    for. ``ceil(scu / f)`` of the SCU request is not it: whole cores (2 SCU on a 1.3 family
+    is ``2``, not ``1539m``) and per-container rounding (three 1-SCU containers on 1.18 take
+    2544m, not 2543m) both take more. Computed once per distinct factor."""
+    if not values:
+        return [0] * len(factors)
+    first = values[0]
+    if all(v.section == first.section != "pod" and v.index == first.index for v in values):
+        # One container (most pods): its request, or its limit without one, is the pod's,
+        # converted on its own, so convert() reduces to this (the webhook answers for
+        # every pod; tens of families times convert() would cost it a millisecond).
+        scu = next((v for v in values if v.kind == "requests"), first).scu_millis
+        whole = whole_cores and scu % 1000 == 0
+        out = []
+        for factor in factors:
+            millis = -(-scu * factor.denominator // factor.numerator)
+            out.append(-(-millis // 1000) * 1000 if whole else millis)
+        return out
+    # Keyed by (numerator, denominator): hashing a Fraction costs more than converting.
+    by_factor: dict[tuple[int, int], int] = {}
+    out = []
+    for factor in factors:
+        key = (factor.numerator, factor.denominator)
+        need = by_factor.get(key)
+        if need is None:
+            need = effective_request(values, convert(values, factor, whole_cores=whole_cores))
+            by_factor[key] = need
+        out.append(need)
+    return out
+
+
+def overhead_millis(pod: Mapping[str, Any]) -> int:
+    """``spec.overhead.cpu`` (RuntimeClass) in millicores: physical, never converted."""
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    overhead = spec.get("overhead") if isinstance(spec.get("overhead"), dict) else {}
+    return to_millis(overhead.get("cpu", 0))
+
+
+def pod_physical_requests(
+    pod: Mapping[str, Any], values: Sequence[CpuValue], factors: Sequence[Fraction]
+) -> list[int]:
+    """:func:`physical_requests` for ``pod`` as the patch converts it (whole cores when
+    :func:`keeps_whole_cores`), plus ``spec.overhead.cpu``, which is physical already and
+    never converted. ``values`` are the pod's CPU values in SCU. Raises
+    :class:`~machine_catalog.quantities.QuantityError` on an overhead that is not one."""
+    extra = overhead_millis(pod)
+    needs = physical_requests(values, factors, whole_cores=keeps_whole_cores(pod))
+    return [need + extra for need in needs]

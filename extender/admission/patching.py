@@ -22,7 +22,8 @@ What changes:
   deprecated beta instance-type label is there only when the cluster has a node that
   only it selects (``beta``), so ordinary pods draw no deprecation warning;
 - ``spec.schedulerName`` (only when asked to, see :mod:`extender.admission.webhook`);
-- four annotations that record the decision (see :func:`standard_resources_annotation`).
+- four annotations that record the decision (see :func:`standard_resources_annotation`),
+  and a fifth, ``machine-catalog.io/family-source: user``, when the user named the family.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from extender.admission.converting import CpuValue, convert, keeps_whole_cores
 from machine_catalog.annotations import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
+    FAMILY_SOURCE_ANNOTATION,
+    FAMILY_SOURCE_USER,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
 )
@@ -254,6 +257,12 @@ def normalize_ops(
         STANDARD_RESOURCES_ANNOTATION: standard_resources_annotation(values),
         CATALOG_ANNOTATION: catalog_version,
     }
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    own = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    if FAMILY_ANNOTATION in own:
+        # The user named the family (placement checked it is this one): say so, since our
+        # own family annotation replaces theirs (see machine_catalog.annotations).
+        annotations[FAMILY_SOURCE_ANNOTATION] = FAMILY_SOURCE_USER
     return (
         cpu_ops(values, family, whole_cores=keeps_whole_cores(pod))
         + pinning_ops(spec, family, beta=beta, labelled=labelled)

@@ -19,7 +19,10 @@ The rules, in the order a person reading a denial needs them:
    from zero are therefore not chosen until they have one node).
 2. A candidate *fits* when its allowed nodes can hold the pod as they are fragmented: each
    node counts ``floor(free / pod)`` copies of the pod (:func:`holdable_scu`), and what is
-   pending on the family or reserved by this worker is taken off that. Aggregated free SCU
+   pending on the family or reserved by this worker is taken off that. ``pod`` is the
+   physical request the patch will write on that family, not ``ceil(scu / f)``: a
+   Guaranteed pod of 2 SCU gets 2 whole cores on a 1.3 family (2.6 SCU of its room), so
+   a node with 1.9 cores free there cannot hold it. Aggregated free SCU
    alone hides fragmentation (8 SCU free as 2 SCU on four nodes holds no 8 SCU pod). Only
    fitting candidates are kept, unless no candidate fits: then all of them are (the pod
    may wait for room anywhere, and is admitted with a warning).
@@ -418,6 +421,9 @@ class Placement:
     #: One allowed node of the family can hold the pod (after pending and reserved SCU);
     #: False when no family could and the choice fell back to aggregated free SCU.
     fits: bool = True
+    #: SCU millis the pod takes up on ``family`` as the patch writes it
+    #: (:func:`held_scu`): what the reservation ledger takes off the family's room.
+    held_scu: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,27 +487,48 @@ def family_capacity(
     )
 
 
-def holdable_scu(capacity: FamilyCapacity, factors: Sequence[Fraction], pod_scu: int) -> list[int]:
+def held_scu(pod_scu: int, physical: int, factor: Fraction) -> int:
+    """SCU millis a pod of ``pod_scu`` takes up on a family where the patch gives it
+    ``physical`` millicores: ``pod_scu`` when that is ``ceil(pod_scu / f)`` (exact
+    conversion), else ``floor(physical * f)``, which is more (whole cores for a Guaranteed
+    pod: 2 SCU on a 1.3 family is 2000m, 2.6 SCU of that family's room; per-container
+    rounding)."""
+    if physical <= scu_to_physical_millis(pod_scu, factor):
+        return pod_scu
+    return max(pod_scu, physical_to_scu_millis(physical, factor))
+
+
+def holdable_scu(
+    capacity: FamilyCapacity,
+    factors: Sequence[Fraction],
+    pod_scu: int,
+    pod_physical: Sequence[int] | None = None,
+) -> list[int]:
     """SCU millis per family usable by pods the size of this one: fragmentation counted,
     so free SCU scattered in pieces smaller than the pod counts for nothing.
 
-    ``holdable[f] = pod_scu * sum over f's allowed uncordoned nodes of
-    floor(free_physical / ceil(pod_scu / factor_f))``: each node holds as many copies of
-    the pod as kube-scheduler's ``NodeResourcesFit`` would place there one after another.
-    One gather, one division and one ``bincount`` over the nodes with room, for every
-    family at once. A pod without a CPU request fits anywhere: the family's free SCU.
+    ``holdable[f] = held_f * sum over f's allowed uncordoned nodes of
+    floor(free_physical / need_f)``: each node holds as many copies of the pod as
+    kube-scheduler's ``NodeResourcesFit`` would place there one after another. ``need_f``
+    is ``pod_physical[f]``, the physical request the patch writes on family ``f``
+    (:func:`extender.admission.converting.physical_requests`; default ``ceil(pod_scu /
+    factor_f)``), and ``held_f`` what that is in the pod's SCU (:func:`held_scu`). One
+    gather, one division and one ``bincount`` over the nodes with room, for every family at
+    once. A pod without a CPU request fits anywhere: the family's free SCU.
     """
     n = len(factors)
-    if pod_scu <= 0:
+    if pod_scu <= 0 and (pod_physical is None or not any(pod_physical)):
         return [
             physical_to_scu_millis(int(capacity.free_physical[i]), factors[i]) for i in range(n)
         ]
-    need = np.array([scu_to_physical_millis(pod_scu, f) for f in factors], dtype=np.int64)
+    if pod_physical is None:
+        pod_physical = [scu_to_physical_millis(pod_scu, f) for f in factors]
+    need = np.array(pod_physical, dtype=np.int64)
     if not len(capacity.node_family) or not (capacity.largest_free_physical >= need).any():
         return [0] * n
-    copies = capacity.node_free // need[capacity.node_family]
+    copies = capacity.node_free // np.maximum(need, 1)[capacity.node_family]
     per_family = np.bincount(capacity.node_family, weights=copies, minlength=n)[:n]
-    return [int(c) * pod_scu for c in per_family]
+    return [int(c) * held_scu(pod_scu, int(need[i]), factors[i]) for i, c in enumerate(per_family)]
 
 
 def choose_family(
@@ -514,20 +541,26 @@ def choose_family(
     pending_physical: Mapping[str, int],
     reserved_scu: Mapping[str, int],
     pod_scu: int,
+    pod_physical: Sequence[int] | None = None,
     spread: Callable[[Sequence[int]], int] | None = None,
 ) -> Decision:
     """Pick the family (see the module docstring for the rules), or say why none fits.
 
-    ``spread`` (rule 5) picks an index among the fitting families given their free SCU;
-    None keeps the family with the most.
+    ``pod_physical`` holds, per family of the catalog, the physical request the patch
+    writes there (:func:`extender.admission.converting.physical_requests`): room and
+    warnings are judged on exactly that. None: ``ceil(pod_scu / f)``. ``spread`` (rule 5)
+    picks an index among the fitting families given their room for whole pods; None keeps
+    the family with the most free SCU.
     """
     catalog = view.catalog
     fixed_nodes = constraints.fixed_nodes
     fixed = fixed_nodes is not None
     reasons: dict[str, list[str]] = {}
-    candidates: list[tuple[int, Family, bool, int]] = []
+    candidates: list[tuple[int, Family, bool, int, int, int]] = []
     factors = _factors(catalog)
-    holdable = holdable_scu(capacity, factors, pod_scu)
+    if pod_physical is None:
+        pod_physical = [scu_to_physical_millis(pod_scu, f) for f in factors]
+    holdable = holdable_scu(capacity, factors, pod_scu, pod_physical)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:
@@ -547,8 +580,11 @@ def choose_family(
                 pending_physical.get(name, 0), factor
             ) + reserved_scu.get(name, 0)
             free = physical_to_scu_millis(int(capacity.free_physical[i]), factor) - claimed
+            held = held_scu(pod_scu, pod_physical[i], factor)  # the pod's size there
             room = int(holdable[i]) - claimed  # SCU of whole pods its nodes can still take
-            candidates.append((free, family, room >= pod_scu, room))
+            # Spread odds count whole pods (room / held), in units of pod_scu.
+            weight = max(0, room) * pod_scu // held if held > 0 else max(0, room)
+            candidates.append((free, family, room >= held, weight, held, pod_physical[i]))
             continue
         reasons.setdefault(why, []).append(name)
 
@@ -560,17 +596,22 @@ def choose_family(
         fitting.sort(key=lambda c: (-c[0], -c[1].scu_per_core, c[1].name))
         chosen = 0
         if spread is not None and len(fitting) > 1 and fitting[0][2]:
-            chosen = spread([max(0, c[3]) for c in fitting])
-        free, family, fits, _room = fitting[chosen]
+            chosen = spread([c[3] for c in fitting])
+        free, family, fits, _weight, held, physical = fitting[chosen]
         warnings: list[str] = []
         if fixed and not family.schedulable:
             warnings.append(
                 f"family {family.name} is retired; normalized for it as the node is fixed"
             )
-        if free < pod_scu:
+        if free < held:
+            there = (
+                f" ({physical / 1000:g} cores there: {held / 1000:g} SCU)"
+                if held != pod_scu
+                else ""
+            )
             warnings.append(
                 f"family {family.name} has {free / 1000:g} SCU free, the pod asks "
-                f"{pod_scu / 1000:g}: it may stay Pending"
+                f"{pod_scu / 1000:g}{there}: it may stay Pending"
             )
         elif not fits:
             warnings.append(
@@ -579,7 +620,12 @@ def choose_family(
                 "Pending"
             )
         return Placement(
-            family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings), fits=fits
+            family=family,
+            free_scu=free,
+            fixed=fixed,
+            warnings=tuple(warnings),
+            fits=fits,
+            held_scu=held,
         )
 
     odd = _odd_nodes(view, allowed_nodes, fixed)

@@ -16,8 +16,14 @@ kind, ``requests`` / ``limits``):
   its values are SCU, as the user's were, and are converted on the pinned family with the
   factor recorded in ``machine-catalog.io/scu-per-core`` (the one every other value of the
   pod was converted with). The record gains the container.
-- **a recorded value that still equals what we wrote** (``ceil(scu / factor)``) is ours:
-  unchanged.
+- **a recorded value that still equals what we wrote** is ours: unchanged. "What we wrote"
+  is worked out by the rule that wrote it, :func:`extender.admission.converting.convert`
+  over the recorded SCU values, not ``ceil(scu / factor)``: whole cores for a whole request
+  (a Guaranteed pod's ``2`` SCU on a 1.3 family is ``2``, not ``1539m``) and a limit kept
+  above its request are ours too. Both readings, exact and whole cores, are accepted
+  (unless the pod opted out, ``machine-catalog.io/cpu-conversion: exact``): whether the
+  first call gave whole cores depended on the pod's QoS class *then*, and a container a
+  sidecar injector adds after us usually makes the pod Burstable *now*.
 - **a recorded container whose value differs from what we wrote, or that gained a kind we
   did not record**, was changed after us by another webhook. The one that does this in
   practice is the VPA admission controller, whose recommendations are measured usage in
@@ -52,6 +58,7 @@ from typing import Any
 
 import orjson
 
+from extender.admission.converting import CPU_CONVERSION_ANNOTATION, EXACT, convert
 from extender.admission.patching import (
     REQUIRED,
     SCU_PER_CORE_ANNOTATION,
@@ -124,14 +131,40 @@ def _where(v: CpuValue) -> str:
     return f"{who} {v.kind[:-1]} cpu"
 
 
+def written_by_us(
+    values: Sequence[CpuValue],
+    record: Mapping[Key, int],
+    factor: Fraction,
+    *,
+    whole_cores_possible: bool = True,
+) -> dict[str, frozenset[int]]:
+    """Per pointer of a recorded container value, the physical millis the first call could
+    have written for it: :func:`convert` over the recorded SCU values, exact and (when
+    ``whole_cores_possible``) with whole cores. Container values only: each is converted
+    from its own container's values, so the containers added since do not matter."""
+    recorded = [
+        CpuValue(v.section, v.container, v.kind, v.pointer, scu, v.index, v.sidecar)
+        for v in values
+        if v.section != "pod" and (scu := record.get((v.section, v.container, v.kind))) is not None
+    ]
+    out: dict[str, set[int]] = {}
+    for whole in (False, True) if whole_cores_possible else (False,):
+        for pointer, millis in convert(recorded, factor, whole_cores=whole).items():
+            out.setdefault(pointer, set()).add(millis)
+    return {pointer: frozenset(millis) for pointer, millis in out.items()}
+
+
 def reconcile_cpu(
     values: Sequence[CpuValue],
     record: Mapping[Key, int],
     recorded_containers: set[tuple[str, str]],
     factor: Fraction,
     family: str,
+    *,
+    whole_cores_possible: bool = True,
 ) -> tuple[list[Op], list[CpuValue], list[str]]:
     """Ops for the CPU values, the new record (as CpuValues in SCU) and warnings."""
+    ours = written_by_us(values, record, factor, whole_cores_possible=whole_cores_possible)
     ops: list[Op] = []
     new_record: list[CpuValue] = []
     warnings: list[str] = []
@@ -145,9 +178,7 @@ def reconcile_cpu(
             new_record.append(v)
             continue
         scu = record.get(key)
-        if scu is not None and (
-            v.section == "pod" or scu_to_physical_millis(scu, factor) == v.scu_millis
-        ):
+        if scu is not None and (v.section == "pod" or v.scu_millis in ours.get(v.pointer, ())):
             # Pod-level values are not rounded one by one (they must stay at least the sum
             # of the containers'), so "what we wrote" is not ceil(scu / factor) there; and
             # no webhook in use sets them after us. A recorded one is ours.
@@ -222,7 +253,10 @@ def second_look(
     for :func:`extender.admission.patching.normalize_ops`."""
     factor = recorded_factor(annotations)
     record, containers = read_record(annotations)
-    ops, new_record, warnings = reconcile_cpu(values, record, containers, factor, family.name)
+    opted_out = str(annotations.get(CPU_CONVERSION_ANNOTATION, "")).strip().lower() == EXACT
+    ops, new_record, warnings = reconcile_cpu(
+        values, record, containers, factor, family.name, whole_cores_possible=not opted_out
+    )
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     ops += repin_ops(spec, family, beta=beta)
     text = standard_resources_annotation(new_record)

@@ -165,6 +165,14 @@ def scu_values(pod: Mapping[str, Any]) -> dict[Key, int]:
     return out
 
 
+def scu_cpu_values(pod: Mapping[str, Any]) -> tuple[CpuValue, ...]:
+    """The CPU values of a normalized pod as SCU (:func:`scu_values`), each at its place in
+    the spec: the values the pod's controller would write for a replacement, to be
+    converted again for another family."""
+    scu = scu_values(pod)
+    return tuple(_with_scu(v, scu[_key(v)]) for v in read_cpu_values(pod))
+
+
 def resize(old: Mapping[str, Any], new: Mapping[str, Any]) -> Resize | None:
     """The rewrite of a resize of ``old`` into ``new``; None when the pod is not one the
     webhook normalized (its values are physical already). :class:`PatchError` on a value

@@ -57,6 +57,7 @@ import numpy as np
 import orjson
 
 from extender import telemetry
+from extender.admission.converting import pod_physical_requests
 from extender.admission.exemptions import daemonset_exemption, is_mirror_pod
 from extender.admission.patching import (
     FAMILY_ANNOTATION,
@@ -389,6 +390,10 @@ class Admitter:
             requested, warnings = requested_families(annotations, catalog, trusted_family=False)
         except PlacementError as exc:
             return _denied(str(exc))
+        # Room is judged on exactly what the patch will write on each family (whole cores
+        # of a Guaranteed pod, per-container rounding), not on ceil(scu / f).
+        factors = [f.factor for f in catalog.families]
+        physical = [min(p, MAX_CPU_MILLIS) for p in pod_physical_requests(pod, values, factors)]
 
         fixed = constraints.fixed_nodes is not None
         mask = self.fleet.mask(snapshot, constraints, tolerations)
@@ -403,10 +408,11 @@ class Admitter:
                 pending_physical=snapshot.pending,
                 reserved_scu=self.ledger.totals(),
                 pod_scu=pod_scu,
+                pod_physical=physical,
                 spread=self._spread,
             )
             if isinstance(decision, Placement) and req.get("dryRun") is not True:
-                self.ledger.reserve(decision.family.name, pod_scu)
+                self.ledger.reserve(decision.family.name, decision.held_scu or pod_scu)
         if isinstance(decision, Denied):
             exempt = daemonset_exemption(pod, constraints.fixed_nodes, view)
             if exempt is not None:

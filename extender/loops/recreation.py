@@ -48,6 +48,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from extender import telemetry
+from extender.admission.converting import (
+    effective_request,
+    overhead_millis,
+    pod_physical_requests,
+)
 from extender.admission.patching import PatchError
 from extender.admission.placement import (
     Placement,
@@ -58,6 +63,7 @@ from extender.admission.placement import (
     requested_families,
 )
 from extender.admission.reinvocation import without_pin
+from extender.admission.resizing import scu_cpu_values
 from extender.admission.webhook import Fleet
 from extender.loops.stranding import (
     Choice,
@@ -67,8 +73,13 @@ from extender.loops.stranding import (
     choose_recreations,
     pending_pod,
 )
-from extender.state.cluster import ClusterState
-from machine_catalog.quantities import QuantityError, physical_to_scu_millis
+from extender.state.cluster import MAX_CPU_MILLIS, ClusterState
+from machine_catalog.annotations import (
+    FAMILY_ANNOTATION,
+    FAMILY_SOURCE_ANNOTATION,
+    FAMILY_SOURCE_USER,
+)
+from machine_catalog.quantities import QuantityError
 from machine_catalog.resources import pod_cpu_request_millis
 
 log = logging.getLogger(__name__)
@@ -85,27 +96,38 @@ OWNER_API_VERSIONS = {"ReplicaSet": "apps/v1", "StatefulSet": "apps/v1", "Job": 
 
 
 def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
-    """Can the pod's family hold it now, and which family would the webhook choose for it
-    now (its own node rules, without our pin, and its families annotation)?
+    """Can the pod's family hold it now, and which family would the webhook choose for its
+    replacement now (its own node rules, without our pin, and its families annotation; a
+    family the user named stays a hard restriction)?
 
     "Hold" is kube-scheduler's fit on one node: the family's largest free allowed node has
-    the pod's physical request. Anything the cache cannot judge (a family no longer in the
-    catalog, a spec it cannot read) answers "fits": never act on a guess.
+    the pod's physical request. The replacement is sized as the webhook will size it: its
+    SCU values (the record, :func:`extender.admission.resizing.scu_cpu_values`) converted
+    per family exactly as the patch converts them (whole cores of a Guaranteed pod too),
+    not the rounded physical request read back as SCU. Anything the cache cannot judge (a
+    family no longer in the catalog, a spec it cannot read) answers "fits": never act on a
+    guess.
     """
     snapshot = fleet.snapshot()
     catalog = snapshot.view.catalog
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    family = catalog.by_name.get(str(annotations.get("machine-catalog.io/family", "")).strip())
+    family = catalog.by_name.get(str(annotations.get(FAMILY_ANNOTATION, "")).strip())
     if family is None:
         return Room(True, None)
+    user_family = annotations.get(FAMILY_SOURCE_ANNOTATION) == FAMILY_SOURCE_USER
     try:
         physical = pod_cpu_request_millis(pod)
+        values = scu_cpu_values(pod)
+        factors = [f.factor for f in catalog.families]
+        needs = pod_physical_requests(pod, values, factors)
+        scu = {v.pointer: v.scu_millis for v in values}
+        pod_scu = effective_request(values, scu) + overhead_millis(pod)
         spec = without_pin(pod.get("spec") or {}, family)
         unpinned = {**pod, "spec": spec}
         constraints = pod_constraints(unpinned)
         tolerations = pod_tolerations(unpinned)
-        requested, _ = requested_families(annotations, catalog, trusted_family=True)
+        requested, _ = requested_families(annotations, catalog, trusted_family=not user_family)
     except (QuantityError, PatchError, PlacementError, ValueError) as exc:
         log.debug("cannot judge %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
         return Room(True, None)
@@ -122,7 +144,8 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
         requested=requested,
         pending_physical=snapshot.pending,
         reserved_scu={},
-        pod_scu=physical_to_scu_millis(physical, family.factor),
+        pod_scu=min(pod_scu, MAX_CPU_MILLIS),
+        pod_physical=[min(n, MAX_CPU_MILLIS) for n in needs],
     )
     if isinstance(decision, Placement) and decision.fits:
         return Room(False, decision.family.name)

@@ -16,7 +16,10 @@ requests, so it needs a new pod.
 A pod is re-created only if **every** rule holds (the first that fails is the reason shown,
 in this order):
 
-1. the webhook normalized it (its four annotations) and it names a family;
+1. the webhook normalized it (its four annotations) and it names a family, which the
+   webhook chose: a family the user named (``machine-catalog.io/family``, recorded as
+   ``machine-catalog.io/family-source: user``) is a hard restriction, and the replacement
+   would be pinned to the same full family again, deleted again, every cycle;
 2. it is not bound (no ``spec.nodeName``), not being deleted, and never started (phase
    ``Pending``, no container status that ran);
 3. it has a controller owner of a kind that re-creates deleted pods
@@ -43,6 +46,7 @@ from datetime import datetime
 from typing import Any
 
 from extender.admission.patching import FAMILY_ANNOTATION, was_normalized
+from machine_catalog.annotations import FAMILY_SOURCE_ANNOTATION, FAMILY_SOURCE_USER
 
 DEFAULT_KINDS = frozenset({"ReplicaSet"})
 
@@ -66,6 +70,7 @@ class PendingPod:
     gated: bool = False
     nominated: bool = False
     unschedulable: bool = False
+    user_family: bool = False  # the user named the family (machine-catalog.io/family-source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,7 @@ def pending_pod(pod: Mapping[str, Any]) -> PendingPod | None:
         gated=bool(spec.get("schedulingGates")),
         nominated=bool(status.get("nominatedNodeName")),
         unschedulable=unschedulable,
+        user_family=annotations.get(FAMILY_SOURCE_ANNOTATION) == FAMILY_SOURCE_USER,
     )
 
 
@@ -170,6 +176,8 @@ def _why_not(pod: PendingPod, now: float, settings: Settings) -> str | None:
     """Rules 1-6 of the module docstring: the first that fails, or None."""
     if pod.family is None:
         return "not normalized by machine-catalog"
+    if pod.user_family:
+        return f"family {pod.family} was named by the user (machine-catalog.io/family)"
     if pod.bound:
         return "bound to a node"
     if pod.deleting:
