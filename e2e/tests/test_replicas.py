@@ -62,9 +62,12 @@ def two_replicas(plane, server, catalog, burst_nodes):
     config = objects.webhook_configuration(plane, f"https://127.0.0.1:{balancer.port}")
     name = config["metadata"]["name"]
     original = hooks.read_mutating_webhook_configuration(name)
+    installed = {h.name for h in original.webhooks}
     patch = {
         "webhooks": [
-            {"name": h["name"], "clientConfig": h["clientConfig"]} for h in config["webhooks"]
+            {"name": h["name"], "clientConfig": h["clientConfig"]}
+            for h in config["webhooks"]
+            if h["name"] in installed
         ]
     }
     hooks.patch_mutating_webhook_configuration(name, patch)

@@ -50,7 +50,6 @@ metadata:
   name: machine-catalog-tls
   namespace: machine-catalog-system
   labels:
-    app.kubernetes.io/part-of: machine-catalog
     helm.sh/chart: {{ .root.Chart.Name }}-{{ .root.Chart.Version }}
     app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 data:
