@@ -181,8 +181,8 @@ def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
             for c in spec.get(key) or ()
         ]
 
-    keep = ("name", "namespace", "uid", "labels", "annotations")
-    slim_spec = {k: spec[k] for k in ("nodeName", "overhead", "resources") if k in spec}
+    keep = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences")
+    slim_spec = {k: spec[k] for k in ("nodeName", "overhead", "resources", "affinity") if k in spec}
     slim_spec["containers"] = containers("containers")
     slim_spec["initContainers"] = containers("initContainers")
     return {
@@ -269,7 +269,9 @@ def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
     """The report as JSON-ready data. Pure: nothing here reads a file or the network."""
     # Imported here, not at the top: every `machine-catalog` command builds the parser,
     # which registers this module, and `validate` should not pay for numpy and the server.
+    from extender.admission.exemptions import left_alone
     from extender.admission.patching import was_normalized
+    from extender.admission.placement import PlacementError, pod_constraints
     from extender.admission.pools import family_pools
     from extender.state.cluster import ClusterState, pod_entry
 
@@ -336,7 +338,13 @@ def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
                 continue
             if (meta.get("labels") or {}).get(NORMALIZE_LABEL) == "disabled":
                 continue
-            if not was_normalized(meta.get("annotations") or {}):
+            if was_normalized(meta.get("annotations") or {}):
+                continue
+            try:  # the webhook denies a pod whose node rules it cannot read: not exempt
+                fixed = pod_constraints(pod).fixed_nodes
+            except PlacementError:
+                fixed = None
+            if left_alone(pod, fixed, view) is None:
                 node = (pod.get("spec") or {}).get("nodeName")
                 not_normalized.append(_pod_ref(pod, node=node))
 
