@@ -512,4 +512,55 @@ def test_a_slimmed_pod_counts_as_the_full_one(pod, node_name, phase, pinned) -> 
     assert pod_entry(slim) == pod_entry(pod)
     for key in ("name", "namespace", "labels", "annotations"):
         assert slim["metadata"].get(key) == pod["metadata"].get(key)
-    assert "schedulerName" not in slim["spec"] and "conditions" not in slim["status"]
+    assert "schedulerName" not in slim["spec"] and not slim["status"].get("conditions")
+
+
+def mid_resize(cpu: str = "1") -> dict[str, Any]:
+    """A pod bound to fast-1 whose spec asks ``cpu`` while the kubelet still holds 2 cores
+    (a downsize not yet applied): kube-scheduler counts 2 until it is."""
+    pod = make_pod("shrinking", cpu, "fast-1", namespace="team", annotations=NORMALIZED)
+    pod["status"]["containerStatuses"] = [
+        {
+            "name": "app",
+            "resources": {"requests": {"cpu": "2"}},
+            "allocatedResources": {"cpu": "2"},
+            "state": {"running": {}},
+            "image": "app:1",
+        }
+    ]
+    pod["status"]["conditions"] = [
+        {"type": "Ready", "status": "True"},
+        {"type": "PodResizeInProgress", "status": "True"},
+    ]
+    return pod
+
+
+@pytest.mark.parametrize("rule", ["per-container", "aggregate"])
+@pytest.mark.parametrize(
+    ("status", "counted"),
+    [
+        ({}, 2000),  # downsize pending: the 2 cores the kubelet holds
+        # upsize to 3 found Infeasible: only what is allocated, under either rule
+        ({"conditions": [{"type": "PodResizePending", "reason": "Infeasible"}]}, 2000),
+    ],
+)
+def test_a_pod_mid_resize_counts_the_same_live_and_from_the_full_object(
+    rule: str, status: dict, counted: int
+) -> None:
+    """`report --kubeconfig` slims pods page by page; it must keep what a resize leaves in
+    the status, or it counts 1000m where `serve` counts 2000m."""
+    pod = mid_resize("1" if not status else "3")
+    pod["status"].update(status)
+    slim = report.slim_pod(pod)
+    assert pod_entry(slim, rule) == pod_entry(pod, rule)
+    assert pod_entry(slim, rule).cpu_millis == counted
+    nodes = [make_node("fast-1", "8", "f.large")]
+    catalog = parse_catalog(CATALOG)
+    full = report.build_report(
+        catalog, report.Inputs(nodes=nodes, pods=[pod], namespaces=None), rule
+    )
+    live = report.build_report(
+        catalog, report.Inputs(nodes=nodes, pods=[slim], namespaces=None), rule
+    )
+    assert by_name(full)["fast"]["requestedScu"] == by_name(live)["fast"]["requestedScu"]
+    assert by_name(live)["fast"]["requestedScu"] == counted * 1.18 / 1000

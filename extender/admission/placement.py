@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from extender.state.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
+from extender.state.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView, counted_resource
 from machine_catalog.annotations import FAMILIES_ANNOTATION, FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.model import Family
@@ -443,10 +443,13 @@ class FamilyCapacity:
     free_physical: np.ndarray  # int64 physical millicores, uncordoned nodes only
     #: The most physical millicores free on one allowed uncordoned node, per family.
     largest_free_physical: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    #: The allowed uncordoned nodes with room, as (family index, free physical millicores),
-    #: for :func:`holdable_scu`.
+    #: The allowed uncordoned nodes, as (family index, free physical millicores), for
+    #: :func:`holdable_scu`.
     node_family: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     node_free: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: The same nodes' free amount of each counted non-CPU resource (memory, pods, GPUs:
+    #: :attr:`NodeView.resources`); a resource absent here is one no node has.
+    node_other_free: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def family_capacity(
@@ -468,38 +471,91 @@ def family_capacity(
     has_node = np.bincount(family[reachable], minlength=n)[:n] > 0
     free = np.clip(view.allocatable - view.requested, 0, None)
     free_physical = np.bincount(family[uncordoned], weights=free[uncordoned], minlength=n)[:n]
-    roomy = uncordoned & (free > 0)
-    node_family, node_free = family[roomy], free[roomy]
+    node_family, node_free = family[uncordoned], free[uncordoned]
     largest = np.zeros(n, dtype=np.int64)
     np.maximum.at(largest, node_family, node_free)
+    other = {
+        name: np.clip(alloc[uncordoned] - req[uncordoned], 0, None)
+        for name, (alloc, req) in view.resources.items()
+    }
     return FamilyCapacity(
         has_node=has_node,
         free_physical=free_physical.astype(np.int64),
         largest_free_physical=largest,
         node_family=node_family,
         node_free=node_free,
+        node_other_free=other,
     )
 
 
-def holdable_scu(capacity: FamilyCapacity, factors: Sequence[Fraction], pod_scu: int) -> list[int]:
+def node_copies(
+    capacity: FamilyCapacity, cpu_need: np.ndarray | None, needs: Mapping[str, int]
+) -> np.ndarray | None:
+    """How many copies of the pod each of ``capacity``'s nodes holds, one after another,
+    as kube-scheduler's ``NodeResourcesFit`` would place them: the least over every
+    resource the pod requests of ``floor(free / request)``. A node holds the pod only if
+    every resource fits on that same node.
+
+    ``cpu_need``: physical millicores per family index (None: no CPU request); ``needs``:
+    the other counted resources (:func:`extender.state.cluster.counted_resource`, the pod
+    count included). None when the pod requests nothing at all. O(nodes x resources).
+    """
+    copies = None if cpu_need is None else capacity.node_free // cpu_need[capacity.node_family]
+    for name, amount in needs.items():
+        if amount <= 0:
+            continue
+        free = capacity.node_other_free.get(name)
+        fit = np.zeros(len(capacity.node_family), np.int64) if free is None else free // amount
+        copies = fit if copies is None else np.minimum(copies, fit)
+    return copies
+
+
+def pod_needs(requests: Mapping[str, int]) -> dict[str, int]:
+    """The counted non-CPU part of a pod's requests (:func:`~machine_catalog.resources.
+    pod_requests`), with the pod count every pod takes."""
+    out = {
+        name: amount
+        for name, amount in requests.items()
+        if amount > 0 and name != "pods" and counted_resource(name)
+    }
+    out["pods"] = 1
+    return out
+
+
+def holdable_scu(
+    capacity: FamilyCapacity,
+    factors: Sequence[Fraction],
+    pod_scu: int,
+    needs: Mapping[str, int] | None = None,
+) -> list[int]:
     """SCU millis per family usable by pods the size of this one: fragmentation counted,
     so free SCU scattered in pieces smaller than the pod counts for nothing.
 
-    ``holdable[f] = pod_scu * sum over f's allowed uncordoned nodes of
-    floor(free_physical / ceil(pod_scu / factor_f))``: each node holds as many copies of
-    the pod as kube-scheduler's ``NodeResourcesFit`` would place there one after another.
-    One gather, one division and one ``bincount`` over the nodes with room, for every
-    family at once. A pod without a CPU request fits anywhere: the family's free SCU.
+    ``holdable[f] = pod_scu * sum over f's allowed uncordoned nodes of copies(node)``,
+    ``copies`` from :func:`node_copies`: ``floor(free_physical / ceil(pod_scu /
+    factor_f))``, and no more than the node's memory, pod slots and every other resource
+    the pod requests (``needs``) allow. One gather, one division per resource and one
+    ``bincount``, for every family at once. A pod without a CPU request gets the family's
+    free SCU if one of its nodes holds it, else -1 (it fits nowhere there).
     """
     n = len(factors)
+    needs = needs or {}
+    if pod_scu > 0:
+        cpu_need = np.array([scu_to_physical_millis(pod_scu, f) for f in factors], np.int64)
+        if not len(capacity.node_family) or not (capacity.largest_free_physical >= cpu_need).any():
+            return [0] * n
+    else:
+        cpu_need = None
+    copies = node_copies(capacity, cpu_need, needs)
     if pod_scu <= 0:
-        return [
+        free = [
             physical_to_scu_millis(int(capacity.free_physical[i]), factors[i]) for i in range(n)
         ]
-    need = np.array([scu_to_physical_millis(pod_scu, f) for f in factors], dtype=np.int64)
-    if not len(capacity.node_family) or not (capacity.largest_free_physical >= need).any():
-        return [0] * n
-    copies = capacity.node_free // need[capacity.node_family]
+        if copies is None:
+            return free
+        holding = np.bincount(capacity.node_family, weights=copies > 0, minlength=n)[:n] > 0
+        return [free[i] if holding[i] else -1 for i in range(n)]
+    assert copies is not None
     per_family = np.bincount(capacity.node_family, weights=copies, minlength=n)[:n]
     return [int(c) * pod_scu for c in per_family]
 
@@ -515,11 +571,13 @@ def choose_family(
     reserved_scu: Mapping[str, int],
     pod_scu: int,
     spread: Callable[[Sequence[int]], int] | None = None,
+    needs: Mapping[str, int] | None = None,
 ) -> Decision:
     """Pick the family (see the module docstring for the rules), or say why none fits.
 
     ``spread`` (rule 5) picks an index among the fitting families given their free SCU;
-    None keeps the family with the most.
+    None keeps the family with the most. ``needs``: the pod's other counted resources
+    (:func:`pod_needs`); a family fits only if one of its nodes holds them all.
     """
     catalog = view.catalog
     fixed_nodes = constraints.fixed_nodes
@@ -527,7 +585,7 @@ def choose_family(
     reasons: dict[str, list[str]] = {}
     candidates: list[tuple[int, Family, bool, int]] = []
     factors = _factors(catalog)
-    holdable = holdable_scu(capacity, factors, pod_scu)
+    holdable = holdable_scu(capacity, factors, pod_scu, needs)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:
@@ -547,7 +605,8 @@ def choose_family(
                 pending_physical.get(name, 0), factor
             ) + reserved_scu.get(name, 0)
             free = physical_to_scu_millis(int(capacity.free_physical[i]), factor) - claimed
-            room = int(holdable[i]) - claimed  # SCU of whole pods its nodes can still take
+            # SCU of whole pods its nodes can still take (-1: none of them holds the pod)
+            room = int(holdable[i]) - claimed if holdable[i] >= 0 else -1
             candidates.append((free, family, room >= pod_scu, room))
             continue
         reasons.setdefault(why, []).append(name)
@@ -573,10 +632,12 @@ def choose_family(
                 f"{pod_scu / 1000:g}: it may stay Pending"
             )
         elif not fits:
+            others = sorted(k for k in needs or {} if k != "pods")
+            beside = f" and the pod's {', '.join(others)}" if others else ""
             warnings.append(
-                f"no allowed node of any family has {pod_scu / 1000:g} SCU free (family "
-                f"{family.name} has {free / 1000:g} SCU free in smaller pieces): it may stay "
-                "Pending"
+                f"no allowed node of any family has {pod_scu / 1000:g} SCU{beside} free "
+                f"(family {family.name} has {free / 1000:g} SCU free in smaller pieces or on "
+                "nodes without the rest): it may stay Pending"
             )
         return Placement(
             family=family, free_scu=free, fixed=fixed, warnings=tuple(warnings), fits=fits

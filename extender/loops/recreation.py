@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -53,7 +54,9 @@ from extender.admission.placement import (
     Placement,
     PlacementError,
     choose_family,
+    node_copies,
     pod_constraints,
+    pod_needs,
     pod_tolerations,
     requested_families,
 )
@@ -69,7 +72,7 @@ from extender.loops.stranding import (
 )
 from extender.state.cluster import ClusterState
 from machine_catalog.quantities import QuantityError, physical_to_scu_millis
-from machine_catalog.resources import pod_cpu_request_millis
+from machine_catalog.resources import pod_requests
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +91,12 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
     """Can the pod's family hold it now, and which family would the webhook choose for it
     now (its own node rules, without our pin, and its families annotation)?
 
-    "Hold" is kube-scheduler's fit on one node: the family's largest free allowed node has
-    the pod's physical request. Anything the cache cannot judge (a family no longer in the
-    catalog, a spec it cannot read) answers "fits": never act on a guess.
+    "Hold" is kube-scheduler's fit on one node: an allowed node of the family has the
+    pod's physical CPU request free and, on that same node, every other resource it
+    requests (memory, ephemeral storage, a pod slot, extended resources:
+    :func:`~extender.admission.placement.node_copies`). Anything the cache cannot judge (a
+    family no longer in the catalog, a spec it cannot read) answers "fits": never act on
+    a guess.
     """
     snapshot = fleet.snapshot()
     catalog = snapshot.view.catalog
@@ -100,7 +106,9 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
     if family is None:
         return Room(True, None)
     try:
-        physical = pod_cpu_request_millis(pod)
+        requests = pod_requests(pod, fleet.cluster.resize_rule)
+        physical = requests.get("cpu", 0)
+        needs = pod_needs(requests)
         spec = without_pin(pod.get("spec") or {}, family)
         unpinned = {**pod, "spec": spec}
         constraints = pod_constraints(unpinned)
@@ -112,7 +120,9 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
     mask = fleet.mask(snapshot, constraints, tolerations)
     capacity = fleet.capacity(snapshot, mask, fixed=False)
     index = catalog.family_index[family.name]
-    if physical <= 0 or capacity.largest_free_physical[index] >= physical:
+    cpu_need = np.full(len(catalog.families), max(physical, 1), np.int64) if physical > 0 else None
+    copies = node_copies(capacity, cpu_need, needs)
+    if copies is not None and (copies[capacity.node_family == index] > 0).any():
         return Room(True, None)
     decision = choose_family(
         snapshot.view,
@@ -123,6 +133,7 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
         pending_physical=snapshot.pending,
         reserved_scu={},
         pod_scu=physical_to_scu_millis(physical, family.factor),
+        needs=needs,
     )
     if isinstance(decision, Placement) and decision.fits:
         return Room(False, decision.family.name)
