@@ -18,9 +18,13 @@ The rules, in the order a person reading a denial needs them:
    either: pinning a pod to it would leave it Pending for ever (node groups that scale
    from zero are therefore not chosen until they have one node).
 2. A candidate *fits* when its allowed nodes can hold the pod as they are fragmented: each
-   node counts ``floor(free / pod)`` copies of the pod (:func:`holdable_scu`), and what is
-   pending on the family or reserved by this worker is taken off that. Aggregated free SCU
-   alone hides fragmentation (8 SCU free as 2 SCU on four nodes holds no 8 SCU pod). Only
+   node counts ``floor(free / pod)`` copies of the pod, for CPU and for every other
+   resource kube-scheduler's ``NodeResourcesFit`` counts (memory, ephemeral storage, the
+   pod count, hugepages, extended resources), the least of them: a node holds the pod only
+   if all fit on that one node (:func:`node_copies`, :func:`holdable_scu`). What is
+   pending on the family or reserved by this worker (CPU only) is taken off that.
+   Aggregated free SCU alone hides fragmentation (8 SCU free as 2 SCU on four nodes holds
+   no 8 SCU pod). Only
    fitting candidates are kept, unless no candidate fits: then all of them are (the pod
    may wait for room anywhere, and is admitted with a warning).
 3. Among candidates the pod goes to the family with the most *free SCU*: over its
