@@ -36,10 +36,17 @@ Which replicas are left out, and how each is detected (:func:`observe`):
   unrepresentative. Samples from before warm-up are dropped one by one;
 - ``idle``: mean usage under ``idle_millis`` (default 10m): such a replica's usage is its
   runtime's background work (GC, health checks), not in proportion to the work served;
-- ``at limit``: some sample at or above ``limit_share`` (default 90%) of the pod's CPU limit
-  (sum over containers, when every container has one). metrics.k8s.io reports usage, not
-  CFS throttling; a replica near its limit is probably throttled, and throttled usage says
-  how much CPU it was allowed, not how much the work needed.
+- ``at limit``: some sample at or above ``limit_share`` (default 90%) of a CPU limit that
+  binds it: one running container's own limit (app containers and native sidecars, that
+  is restartable init containers, which run beside them), or the pod's bound, which is
+  the pod-level ``spec.resources.limits.cpu`` when set, and the sum of the running
+  containers' limits when every one has one (the smaller of the two when both). Each
+  container is compared with its own limit because CFS throttles per container: an app
+  at its 500m limit is throttled even if a sidecar leaves the pod's sum far below the sum
+  of limits. Regular init containers have finished by the time a replica is warm.
+  metrics.k8s.io reports usage, not CFS throttling; a replica near its limit is probably
+  throttled, and throttled usage says how much CPU it was allowed, not how much the work
+  needed.
 
 Per workload, the residuals (observed minus fitted log usage) are reported; a workload whose
 root-mean-square residual exceeds ``flag_factor`` (default 2.5) times the pooled residual
@@ -276,23 +283,59 @@ def _started(pod: Mapping[str, Any]) -> datetime | None:
     return max(known) if known else _time(_get(pod, "status", "startTime"))
 
 
-def _limit_millis(pod: Mapping[str, Any]) -> float | None:
-    """The pod's CPU limit, or None when a container has none (the pod is then unbounded)."""
-    total = 0.0
-    containers = _each(_get(pod, "spec", "containers"))
-    for c in containers:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The CPU limits that bind a running pod (see ``at limit`` in the module docstring)."""
+
+    containers: Mapping[str, float]  # running container name -> its limit, when it has one
+    pod: float | None  # the pod's bound; None: unbounded
+
+
+def _limits(pod: Mapping[str, Any]) -> _Limits:
+    """App containers and native sidecars (``restartPolicy: Always`` init containers), each
+    with its limit, and the pod's bound: the pod-level limit, the sum of the running
+    containers' limits when all have one, or the smaller of both."""
+    running = [
+        *_each(_get(pod, "spec", "containers")),
+        *(
+            c
+            for c in _each(_get(pod, "spec", "initContainers"))
+            if c.get("restartPolicy") == "Always"
+        ),
+    ]
+    per: dict[str, float] = {}
+    total: float | None = 0.0 if running else None
+    for c in running:
         limit = _get(c, "resources", "limits", "cpu")
         millis = _cpu_millis(limit) if limit is not None else None
         if millis is None:
-            return None
-        total += millis
-    return total if containers else None
+            total = None
+            continue
+        per[str(c.get("name") or "")] = millis
+        total = None if total is None else total + millis
+    pod_limit = _get(pod, "spec", "resources", "limits", "cpu")
+    pod_millis = _cpu_millis(pod_limit) if pod_limit is not None else None
+    if pod_millis is not None:
+        total = pod_millis if total is None else min(total, pod_millis)
+    return _Limits(containers=per, pod=total)
+
+
+def _at_limit(sample: _Sample, limits: _Limits, share: float) -> bool:
+    """The sample reaches ``share`` of the pod's bound or of one container's own limit."""
+    if limits.pod is not None and sample.millis >= share * limits.pod:
+        return True
+    return any(
+        sample.containers.get(name, 0.0) >= share * limit
+        for name, limit in limits.containers.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class _Sample:
     start: float | None  # the window's start (timestamp - window), POSIX seconds
     millis: float
+    #: The same usage per container name (for the per-container ``at limit`` rule).
+    containers: Mapping[str, float] = field(default_factory=dict)
 
 
 def _samples(metrics: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[_Sample]]:
@@ -302,11 +345,14 @@ def _samples(metrics: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list
     for document in metrics:
         for item in _each(_get(document, "items")):
             total = 0.0
+            per: dict[str, float] = {}
             for c in _each(item.get("containers")):
                 millis = _cpu_millis(_get(c, "usage", "cpu"))
                 if millis is None:
                     break
                 total += millis
+                name = str(c.get("name") or "")
+                per[name] = per.get(name, 0.0) + millis
             else:
                 stamp = _time(item.get("timestamp"))
                 window = _seconds(item.get("window"))
@@ -320,7 +366,7 @@ def _samples(metrics: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list
                 if stamp is not None and (*key, stamp) in seen:
                     continue
                 seen.add((*key, stamp))
-                out[key].append(_Sample(start, total))
+                out[key].append(_Sample(start, total, per))
     return out
 
 
@@ -408,10 +454,10 @@ def _judge(
     if not warm:
         return "not warm", None, 0
     usage = sum(s.millis for s in warm) / len(warm)
-    limit = _limit_millis(pod)
     if usage < rules.idle_millis:
         return "idle", usage, len(warm)
-    if limit is not None and max(s.millis for s in warm) >= rules.limit_share * limit:
+    limits = _limits(pod)
+    if any(_at_limit(s, limits, rules.limit_share) for s in warm):
         return "at limit", usage, len(warm)
     return None, usage, len(warm)
 

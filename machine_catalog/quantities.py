@@ -103,6 +103,29 @@ _MILLIS: dict[str, int] = {}
 _MILLIS_MAX = 4096
 
 
+def to_units(value: str | int | float | Decimal) -> int:
+    """A quantity in whole units (bytes, devices), rounded up like
+    ``resource.Quantity.Value()``: how kube-scheduler counts every resource but CPU."""
+    if type(value) is str:
+        units = _UNITS.get(value)
+        if units is None:
+            units = _to_units(value)
+            if len(_UNITS) < _MILLIS_MAX:
+                _UNITS[value.encode().decode()] = units  # a copy, as in to_millis
+        return units
+    return _to_units(value)
+
+
+def _to_units(value: str | int | float | Decimal) -> int:
+    quantity = parse_quantity(value)
+    if quantity < 0:
+        raise QuantityError(f"{value!r} is negative")
+    return math.ceil(quantity)
+
+
+_UNITS: dict[str, int] = {}
+
+
 def scu_to_physical_millis(scu_millis: int, factor: Fraction) -> int:
     """Physical millicores that deliver at least ``scu_millis`` on a family of ``factor``.
 

@@ -1,27 +1,49 @@
-"""A pod's effective CPU request, by the rules kube-scheduler uses.
+"""A pod's effective requests, by the rules kube-scheduler uses.
 
 Works on plain dicts (the JSON the API server and kube-scheduler send), not on client
 models: the cache sees every pod of the cluster and must not pay for model objects.
 
-The rules (``k8s.io/component-helpers/resource``, ``PodRequests``):
+The rules (``k8s.io/component-helpers/resource``, ``PodRequests``), per resource:
 
-- pod-level ``spec.resources.requests.cpu``, when set, is the pod's request;
-- otherwise the sum over app containers, plus restartable init containers ("sidecars",
+- the sum over app containers, plus restartable init containers ("sidecars",
   ``restartPolicy: Always``), which keep running beside them;
 - a regular init container runs alone, but beside the sidecars started before it; the
   pod needs the largest of those moments if that exceeds the steady state;
-- ``spec.overhead.cpu`` (RuntimeClass) is added on top.
+- pod-level ``spec.resources.requests`` replace that for the resources they may set
+  (``cpu``, ``memory``, ``hugepages-*``);
+- ``spec.overhead`` (RuntimeClass) is added on top.
 
-A container with a CPU limit and no request is counted at its limit, as the API server's
-defaulting would have made it.
+A container with a limit and no request is counted at its limit, as the API server's
+defaulting would have made it. CPU is in millicores (``MilliValue``), every other resource
+in whole units rounded up (``Value``): bytes, devices, pages.
 
-In-place resize (``UseStatusResources``, GA in 1.35): a container whose status reports
-``resources`` counts ``max(spec request, status.resources.requests, allocatedResources)``,
-so an unapplied downsize still counts what the kubelet holds; while the pod's resize is
-``Infeasible`` (condition ``PodResizePending`` with that reason, or the older
-``status.resize``) only ``max(status.resources.requests, allocatedResources)``: what is
-actually allocated, not the upsize that will never happen. App containers and sidecars
-only: a regular init container has finished by the time the pod is resized.
+**In-place resize: two rules, by kube-scheduler release** (``--resize-accounting``). A pod
+mid-resize has a spec (what is asked), ``status.containerStatuses[].allocatedResources``
+(what the kubelet admitted) and ``status.containerStatuses[].resources`` (what the runtime
+applied). kube-scheduler counts:
+
+- ``per-container`` (:data:`PER_CONTAINER`; read in component-helpers v0.34.0, which
+  kube-scheduler 1.34.x builds, ``determineContainerReqs``): for each app container and
+  sidecar whose status reports ``resources``, ``max(spec, status.resources.requests,
+  allocatedResources)``, then the sum; while the resize is ``Infeasible`` (condition
+  ``PodResizePending`` with that reason, or the older ``status.resize``) only
+  ``max(status.resources.requests, allocatedResources)``. Regular init containers: spec.
+- ``aggregate`` (:data:`AGGREGATE`; kubernetes#140046, read in component-helpers v0.37.2,
+  which kube-scheduler 1.37.x builds, ``AggregateContainerRequests``): the whole pod's
+  aggregate is computed three times, from the specs, from the allocated and from the
+  actuated requests (a container without such a status falls back to its allocated, then
+  to its spec, or to nothing while ``Infeasible``), and the pod counts the largest of the
+  three per resource (of the last two while ``Infeasible``). With pod-level status
+  (``status.allocatedResources`` and ``status.resources.requests``, beta since 1.36) those
+  two are taken as they are, and pod-level requests count ``max(spec,
+  status.resources.requests, status.allocatedResources)``.
+
+Releases between 1.34 and 1.37 were not read here: pick the rule whose description matches
+the ``AggregateContainerRequests`` of the component-helpers release your kube-scheduler
+builds (its ``go.mod``). The rules differ only for a pod mid-resize whose containers move
+in different directions (one up, one down: per-container takes each one's larger value,
+aggregate the larger pod total) or whose status has ``allocatedResources`` but no
+``resources``.
 """
 
 from __future__ import annotations
@@ -30,19 +52,39 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from machine_catalog.quantities import parse_quantity, to_millis
+from machine_catalog.quantities import QuantityError, parse_quantity, to_millis, to_units
+
+#: Resize accounting of kube-scheduler up to at least 1.34 (component-helpers v0.34.0).
+PER_CONTAINER = "per-container"
+#: Resize accounting of kube-scheduler 1.37 (component-helpers v0.37.2, kubernetes#140046).
+AGGREGATE = "aggregate"
+RESIZE_RULES = (PER_CONTAINER, AGGREGATE)
+#: The manifests pin kube-scheduler v1.34.1.
+DEFAULT_RESIZE_RULE = PER_CONTAINER
+
+Requests = dict[str, int]
 
 
-def _container_cpu(container: Mapping[str, Any], kind: str = "requests") -> int | None:
+def _amount(name: str, value: Any) -> int:
+    return to_millis(value) if name == "cpu" else to_units(value)
+
+
+def _parsed(values: Any) -> Requests | None:
+    """A resource list in kube-scheduler's units; None when absent. Raises
+    ``QuantityError`` for something that is neither a map nor absent."""
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise QuantityError(f"a resource list must be a map, not {type(values).__name__}")
+    return {str(k): _amount(str(k), v) for k, v in values.items()}
+
+
+def container_requests(container: Mapping[str, Any]) -> Requests:
+    """A container's spec requests, a limit standing in for a missing request."""
     resources = container.get("resources") or {}
-    values = resources.get(kind) or {}
-    if "cpu" in values:
-        return to_millis(values["cpu"])
-    if kind == "requests":
-        limits = resources.get("limits") or {}
-        if "cpu" in limits:
-            return to_millis(limits["cpu"])
-    return None
+    out = _parsed(resources.get("limits")) or {}
+    out.update(_parsed(resources.get("requests")) or {})
+    return out
 
 
 def is_sidecar(container: Mapping[str, Any]) -> bool:
@@ -71,6 +113,42 @@ def aggregate_container_requests(app: Iterable[int], init: Iterable[tuple[int, b
     return max(sum(app) + sidecars, init_peak)
 
 
+def _add(into: Requests, values: Mapping[str, int]) -> None:
+    for k, v in values.items():
+        into[k] = into.get(k, 0) + v
+
+
+def _max(*lists: Mapping[str, int] | None) -> Requests:
+    """Go's ``max(ResourceList...)``: every resource named anywhere, at its largest."""
+    out: Requests = {}
+    for values in lists:
+        for k, v in (values or {}).items():
+            if v > out.get(k, -1):
+                out[k] = v
+    return out
+
+
+def _aggregate(
+    app: Iterable[Mapping[str, int]], init: Iterable[tuple[Mapping[str, int], bool]]
+) -> Requests:
+    """:func:`aggregate_container_requests` for every resource at once."""
+    total: Requests = {}
+    for values in app:
+        _add(total, values)
+    sidecars: Requests = {}
+    peak: Requests = {}
+    for values, sidecar in init:
+        if sidecar:
+            _add(total, values)
+            _add(sidecars, values)
+            moment = sidecars
+        else:
+            moment = dict(sidecars)
+            _add(moment, values)
+        peak = _max(peak, moment)
+    return _max(total, peak)
+
+
 def resize_infeasible(pod: Mapping[str, Any]) -> bool:
     """The kubelet declared the pod's pending resize ``Infeasible`` (it will never fit)."""
     status = pod.get("status")
@@ -83,80 +161,178 @@ def resize_infeasible(pod: Mapping[str, Any]) -> bool:
     return status.get("resize") == "Infeasible"  # before 1.33: a field instead of a condition
 
 
-def _held(pod: Mapping[str, Any]) -> dict[str, int] | None:
-    """Per container name, ``max(status.resources.requests.cpu, allocatedResources.cpu)``
-    for the statuses that report resources; None when none do (a pending pod, a kubelet
-    before 1.33), so the common path stays the spec alone."""
+def _statuses(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]] | None:
+    """Container statuses by name that carry ``resources`` or ``allocatedResources``; None
+    when none does (a pending pod, an old kubelet), so the common path is the spec alone.
+    App containers' statuses win over init containers' of the same name, as Go's
+    ``findContainerStatus`` searches them first."""
     status = pod.get("status")
-    if not status or not isinstance(status, dict):
+    if not isinstance(status, dict):
         return None
-    out: dict[str, int] = {}
-    for key in ("containerStatuses", "initContainerStatuses"):
+    out: dict[str, Mapping[str, Any]] = {}
+    for key in ("initContainerStatuses", "containerStatuses"):
         entries = status.get(key)
-        if not entries or not isinstance(entries, list):
-            continue
-        for cs in entries:
-            if not isinstance(cs, dict):
-                continue
-            resources = cs.get("resources")
-            if not isinstance(resources, dict):
-                continue
-            requests, allocated = resources.get("requests"), cs.get("allocatedResources")
-            reported = requests.get("cpu") if isinstance(requests, dict) else None
-            granted = allocated.get("cpu") if isinstance(allocated, dict) else None
-            out[str(cs.get("name"))] = max(
-                0 if reported is None else to_millis(reported),
-                0 if granted is None else to_millis(granted),
-            )
+        for cs in entries if isinstance(entries, list) else ():
+            if isinstance(cs, dict) and ("resources" in cs or "allocatedResources" in cs):
+                out[str(cs.get("name"))] = cs
     return out or None
 
 
-def _with_status(
+def _per_container(
     pod: Mapping[str, Any],
-    containers: Iterable[Any],
-    init_containers: Iterable[Any],
-    app: list[int],
-    init: list[tuple[int, bool]],
-    held: Mapping[str, int],
-) -> None:
-    """Replace the spec values of ``app`` and the sidecars of ``init`` in place by what
-    kube-scheduler counts for them (``determineContainerReqs``); a no-op unless some status
-    differs from its spec, which is the only case where ``Infeasible`` matters."""
-    differs = [
-        (i, h)
-        for i, c in enumerate(containers)
-        if (h := held.get(str(c.get("name")))) is not None and h != app[i]
-    ]
-    sidecars = [
-        (i, h)
-        for i, c in enumerate(init_containers)
-        if init[i][1] and (h := held.get(str(c.get("name")))) is not None and h != init[i][0]
-    ]
-    if not differs and not sidecars:
-        return
+    containers: list[Mapping[str, Any]],
+    init_containers: list[Mapping[str, Any]],
+    statuses: Mapping[str, Mapping[str, Any]],
+) -> Requests:
+    """1.34's ``determineContainerReqs``, per app container and sidecar."""
     infeasible = resize_infeasible(pod)
-    for i, h in differs:
-        app[i] = h if infeasible else max(app[i], h)
-    for i, h in sidecars:
-        init[i] = (h if infeasible else max(init[i][0], h), True)
+
+    def held(c: Mapping[str, Any], spec: Requests) -> Requests:
+        cs = statuses.get(str(c.get("name")))
+        if cs is None or not isinstance(cs.get("resources"), dict):
+            return spec
+        status = _max(
+            _parsed(cs["resources"].get("requests")), _parsed(cs.get("allocatedResources"))
+        )
+        return status if infeasible else _max(spec, status)
+
+    app = [held(c, container_requests(c)) for c in containers]
+    init = [
+        (held(c, container_requests(c)) if is_sidecar(c) else container_requests(c), is_sidecar(c))
+        for c in init_containers
+    ]
+    return _aggregate(app, init)
 
 
-def pod_cpu_request_millis(pod: Mapping[str, Any]) -> int:
-    """Effective CPU request of a pod in millicores (0 when nothing requests CPU)."""
+def _aggregate_max(
+    pod: Mapping[str, Any],
+    containers: list[Mapping[str, Any]],
+    init_containers: list[Mapping[str, Any]],
+    statuses: Mapping[str, Mapping[str, Any]],
+) -> Requests:
+    """1.37's ``AggregateContainerRequests``: the largest of three whole-pod aggregates."""
+    infeasible = resize_infeasible(pod)
+    spec = [container_requests(c) for c in containers]
+    init_spec = [container_requests(c) for c in init_containers]
+    sidecar = [is_sidecar(c) for c in init_containers]
+    spec_total = _aggregate(spec, zip(init_spec, sidecar, strict=True))
+    status = pod.get("status") or {}
+    pod_allocated = _parsed(status.get("allocatedResources"))
+    pod_actuated = _parsed((status.get("resources") or {}).get("requests"))
+    if pod_allocated is not None and pod_actuated is not None:
+        allocated, actuated = pod_allocated, pod_actuated
+    else:
+
+        def allocated_of(c: Mapping[str, Any], own: Requests) -> Requests:
+            cs = statuses.get(str(c.get("name"))) or {}
+            values = _parsed(cs.get("allocatedResources"))
+            if values is not None:
+                return values
+            return {} if infeasible else own
+
+        def actuated_of(c: Mapping[str, Any], own: Requests) -> Requests:
+            cs = statuses.get(str(c.get("name"))) or {}
+            values = _parsed((cs.get("resources") or {}).get("requests"))
+            return values if values is not None else allocated_of(c, own)
+
+        allocated, actuated = (
+            _aggregate(
+                [fn(c, own) for c, own in zip(containers, spec, strict=True)],
+                [
+                    (fn(c, own), side)
+                    for c, own, side in zip(init_containers, init_spec, sidecar, strict=True)
+                ],
+            )
+            for fn in (allocated_of, actuated_of)
+        )
+    return _max(actuated, allocated) if infeasible else _max(spec_total, actuated, allocated)
+
+
+def _pod_level_resource(name: str) -> bool:
+    return name in ("cpu", "memory") or name.startswith("hugepages-")
+
+
+def pod_requests(pod: Mapping[str, Any], rule: str = DEFAULT_RESIZE_RULE) -> Requests:
+    """Every resource the pod requests, as kube-scheduler's ``PodRequests`` counts it
+    (``rule``: :data:`RESIZE_RULES`, see the module docstring). Raises ``QuantityError``."""
     spec = pod.get("spec") or {}
-    overhead = to_millis((spec.get("overhead") or {}).get("cpu", 0))
-    pod_level = ((spec.get("resources") or {}).get("requests") or {}).get("cpu")
-    if pod_level is not None:
-        return to_millis(pod_level) + overhead
+    containers = spec.get("containers") or []
+    init_containers = spec.get("initContainers") or []
+    statuses = _statuses(pod)
+    if statuses is None and not (
+        rule == AGGREGATE and isinstance((pod.get("status") or {}).get("allocatedResources"), dict)
+    ):
+        out = _aggregate(
+            map(container_requests, containers),
+            ((container_requests(c), is_sidecar(c)) for c in init_containers),
+        )
+    elif rule == AGGREGATE:
+        out = _aggregate_max(pod, containers, init_containers, statuses or {})
+    else:
+        out = _per_container(pod, containers, init_containers, statuses or {})
+    pod_level = _parsed((spec.get("resources") or {}).get("requests"))
+    if pod_level and any(map(_pod_level_resource, pod_level)):
+        status = pod.get("status") or {}
+        if rule == AGGREGATE and isinstance(status.get("resources"), dict):
+            pod_level = _max(
+                None if resize_infeasible(pod) else pod_level,
+                _parsed(status["resources"].get("requests")),
+                _parsed(status.get("allocatedResources")),
+            )
+        out.update((k, v) for k, v in pod_level.items() if _pod_level_resource(k))
+    _add(out, _parsed(spec.get("overhead")) or {})
+    return out
 
-    containers = spec.get("containers") or ()
-    init_containers = spec.get("initContainers") or ()
-    app = [_container_cpu(c) or 0 for c in containers]
-    init = [(_container_cpu(c) or 0, is_sidecar(c)) for c in init_containers]
-    held = _held(pod)
-    if held is not None:
-        _with_status(pod, containers, init_containers, app, init, held)
-    return aggregate_container_requests(app, init) + overhead
+
+def pod_cpu_request_millis(pod: Mapping[str, Any], rule: str = DEFAULT_RESIZE_RULE) -> int:
+    """Effective CPU request of a pod in millicores (0 when nothing requests CPU)."""
+    return pod_requests(pod, rule).get("cpu", 0)
+
+
+#: The fields of a Pod :func:`pod_requests` and :func:`holds_resources` read.
+def request_fields(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The smallest Pod that counts exactly as ``pod`` under every rule: its containers'
+    names, resources and restart policies, pod-level resources, overhead, node, phase and
+    the status a resize leaves (container statuses' resources, conditions).
+
+    Who lists pods to count them (``report --kubeconfig``) keeps this much of each and
+    no more, so it counts what the server's cache counts from the full objects.
+    """
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
+
+    def containers(key: str) -> list[Any]:
+        return [
+            {k: c[k] for k in ("name", "resources", "restartPolicy") if k in c}
+            if isinstance(c, dict)
+            else c
+            for c in spec.get(key) or ()
+        ]
+
+    def statuses(key: str) -> list[Any]:
+        return [
+            {k: cs[k] for k in ("name", "resources", "allocatedResources") if k in cs}
+            if isinstance(cs, dict)
+            else cs
+            for cs in status.get(key) or ()
+        ]
+
+    out_spec = {k: spec[k] for k in ("nodeName", "overhead", "resources") if k in spec}
+    out_spec["containers"] = containers("containers")
+    out_spec["initContainers"] = containers("initContainers")
+    out_status: dict[str, Any] = {"phase": status.get("phase")}
+    for key in ("containerStatuses", "initContainerStatuses"):
+        if key in status:
+            out_status[key] = statuses(key)
+    for key in ("resources", "allocatedResources", "resize"):
+        if key in status:
+            out_status[key] = status[key]
+    conditions = status.get("conditions")
+    if isinstance(conditions, list):
+        out_status["conditions"] = [
+            c for c in conditions if isinstance(c, dict) and c.get("type") == "PodResizePending"
+        ]
+    return {"spec": out_spec, "status": out_status}
 
 
 def holds_resources(pod: Mapping[str, Any]) -> bool:

@@ -50,6 +50,7 @@ from machine_catalog.quantities import (
     scu_to_physical_millis,
     to_millis,
 )
+from machine_catalog.resources import DEFAULT_RESIZE_RULE, RESIZE_RULES
 from machine_catalog.validation import CatalogInvalid
 
 PROG = "machine-catalog"
@@ -117,6 +118,17 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 # -- input helpers -----------------------------------------------------------------------
+
+
+def add_resize_accounting(p: argparse.ArgumentParser) -> None:
+    """``--resize-accounting``: how a pod mid-resize counts, for ``serve`` and ``report``."""
+    p.add_argument(
+        "--resize-accounting",
+        choices=RESIZE_RULES,
+        default=DEFAULT_RESIZE_RULE,
+        help="count a pod mid-resize as your kube-scheduler does: per-container (1.34 and "
+        "releases before kubernetes#140046) or aggregate (1.37); docs/operations.md",
+    )
 
 
 def _load_catalog(path: str | None) -> Catalog:
@@ -753,6 +765,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lease_name=args.lease_name,
             lease_namespace=args.lease_namespace,
             family_choice=args.family_choice,
+            resize_accounting=args.resize_accounting,
         )
     except ServeError as exc:  # the server's own checks of a combination
         raise CliError(str(exc), EXIT_USAGE) from exc
@@ -1000,6 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the webhook's pick among families that can hold a pod: the one with the most "
         "free SCU, or at random in proportion to free SCU (for several replicas)",
     )
+    add_resize_accounting(p)
     p.add_argument(
         "--lease-name",
         default="machine-catalog",

@@ -37,6 +37,7 @@ from machine_catalog.annotations import NORMALIZE_LABEL
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import BETA_INSTANCE_TYPE_LABEL, INSTANCE_TYPE_LABEL
 from machine_catalog.quantities import QuantityError, physical_to_scu_millis, to_millis
+from machine_catalog.resources import DEFAULT_RESIZE_RULE, request_fields
 from machine_catalog_cli.main import (
     EXIT_OK,
     EXIT_USAGE,
@@ -45,6 +46,7 @@ from machine_catalog_cli.main import (
     _json,
     _out,
     _table,
+    add_resize_accounting,
 )
 
 if TYPE_CHECKING:
@@ -165,31 +167,20 @@ def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a Pod the report reads, nothing else.
 
     A live listing is slimmed page by page: a 50,000-pod cluster is ~700 MB of parsed
-    objects whole, and the report needs the pod's identity, labels and annotations, its
-    node, phase and CPU requests (the fields :func:`~extender.state.cluster.pod_entry` reads).
+    objects whole, and the report needs the pod's identity, labels, annotations and owners,
+    its node affinity (the webhook's exemptions), and everything its requests are counted
+    from, status of a resize included: :func:`machine_catalog.resources.request_fields`,
+    the one projection of the counting rule the server's cache applies to full objects.
     tests/test_report.py checks the live report equals the report of the full objects.
     """
     meta = _meta(pod)
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
-
-    def containers(key: str) -> list[Any]:
-        return [
-            {k: c[k] for k in ("resources", "restartPolicy") if k in c}
-            if isinstance(c, dict)
-            else c
-            for c in spec.get(key) or ()
-        ]
-
-    keep = ("name", "namespace", "uid", "labels", "annotations")
-    slim_spec = {k: spec[k] for k in ("nodeName", "overhead", "resources") if k in spec}
-    slim_spec["containers"] = containers("containers")
-    slim_spec["initContainers"] = containers("initContainers")
-    return {
-        "metadata": {k: meta[k] for k in keep if k in meta},
-        "spec": slim_spec,
-        "status": {"phase": status.get("phase")},
-    }
+    out = request_fields(pod)
+    if "affinity" in spec:
+        out["spec"]["affinity"] = spec["affinity"]
+    keep = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences")
+    out["metadata"] = {k: meta[k] for k in keep if k in meta}
+    return out
 
 
 def _live_metrics(custom: Any, plural: str, kind: str) -> list[dict[str, Any]] | None:
@@ -265,15 +256,22 @@ def _cpu_millis(usage: Any) -> int:
         return 0
 
 
-def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
-    """The report as JSON-ready data. Pure: nothing here reads a file or the network."""
+def build_report(
+    catalog: Catalog, inputs: Inputs, resize_accounting: str = DEFAULT_RESIZE_RULE
+) -> dict[str, Any]:
+    """The report as JSON-ready data. Pure: nothing here reads a file or the network.
+
+    ``resize_accounting``: how a pod mid-resize counts (``serve``'s flag of the same name).
+    """
     # Imported here, not at the top: every `machine-catalog` command builds the parser,
     # which registers this module, and `validate` should not pay for numpy and the server.
+    from extender.admission.exemptions import left_alone
     from extender.admission.patching import was_normalized
+    from extender.admission.placement import PlacementError, pod_constraints
     from extender.admission.pools import family_pools
     from extender.state.cluster import ClusterState, pod_entry
 
-    state = ClusterState(catalog)
+    state = ClusterState(catalog, resize_accounting)
     state.replace(inputs.nodes, inputs.pods)
     view = state.all_nodes()
     pools = family_pools(view, state.pending_millis())
@@ -287,7 +285,7 @@ def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
     stranded: list[dict[str, Any]] = []
     pod_node: dict[tuple[str, str], str] = {}
     for pod in inputs.pods:
-        entry = pod_entry(pod)
+        entry = pod_entry(pod, resize_accounting)
         if entry is None:
             continue
         if entry.node is not None:
@@ -336,7 +334,13 @@ def build_report(catalog: Catalog, inputs: Inputs) -> dict[str, Any]:
                 continue
             if (meta.get("labels") or {}).get(NORMALIZE_LABEL) == "disabled":
                 continue
-            if not was_normalized(meta.get("annotations") or {}):
+            if was_normalized(meta.get("annotations") or {}):
+                continue
+            try:  # the webhook denies a pod whose node rules it cannot read: not exempt
+                fixed = pod_constraints(pod).fixed_nodes
+            except PlacementError:
+                fixed = None
+            if left_alone(pod, fixed, view) is None:
                 node = (pod.get("spec") or {}).get("nodeName")
                 not_normalized.append(_pod_ref(pod, node=node))
 
@@ -511,7 +515,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         inputs.pod_metrics = read_metrics(args.pod_metrics, "PodMetrics")
     if args.kubeconfig is not None:
         live.warn_other_versions(catalog, inputs.pods)
-    report = build_report(catalog, inputs)
+    report = build_report(catalog, inputs, args.resize_accounting)
     if args.output == "json":
         _json(report)
     else:
@@ -546,6 +550,7 @@ def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     from machine_catalog_cli import live
 
     live.add_flags(p, kubeconfig=False)
+    add_resize_accounting(p)
     p.add_argument(
         "--node-metrics",
         metavar="FILE",

@@ -165,7 +165,7 @@ def test_serve_with_an_absurd_snapshot_serves_every_other_node(tmp_path):
         # As without the absurd objects, except GKE, which the absurd pod fills
         # (EKS: 1910m free >= 1 SCU; KARPENTER, AKS, TKE: no family).
         assert body["NodeNames"] == [EKS, METAL]
-        assert "needs 1 SCU" in body["FailedNodes"][GKE]
+        assert "needs 1 SCU" in body["FailedAndUnresolvableNodes"][GKE]
         names = [*FILTER_NAMES, "absurd-node"]
         reply = served.post("/scheduler/prioritize", extender_args(scheduler_pod("1"), names))
         assert reply.status == 200, reply.body

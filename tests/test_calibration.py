@@ -62,6 +62,19 @@ def _metrics(*millis: float, start: Any = mf.START, name: str = "p") -> list[dic
     ]
 
 
+#: A native sidecar (restartable init container) with a 500m limit.
+SIDECAR = {"name": "proxy", "restartPolicy": "Always", "resources": {"limits": {"cpu": "500m"}}}
+
+
+def _by_container(millis: dict[str, float]) -> list[dict[str, Any]]:
+    """One PodMetrics sample of pod ns/p with one entry per container."""
+    doc = mf.pod_metrics({("ns", "p"): 0}, mf.START)
+    doc["items"][0]["containers"] = [
+        {"name": name, "usage": {"cpu": f"{round(m * 1e6)}n"}} for name, m in millis.items()
+    ]
+    return [doc]
+
+
 @pytest.mark.parametrize(
     ("case", "pod", "samples", "expected"),
     [
@@ -123,15 +136,83 @@ def _metrics(*millis: float, start: Any = mf.START, name: str = "p") -> list[dic
             None,
         ),
         (
-            "a container without a limit: unbounded",
+            "a container without a limit: the pod is unbounded, its app is not",
             _pod(
                 spec__containers=[
                     {"name": "app", "resources": {"limits": {"cpu": "500m"}}},
-                    {"name": "sidecar", "resources": {}},
+                    {"name": "helper", "resources": {}},
                 ]
             ),
-            _metrics(490),
+            _by_container({"app": 300, "helper": 190}),
             None,
+        ),
+        (
+            "an app at its own limit beside an unlimited container",
+            _pod(
+                spec__containers=[
+                    {"name": "app", "resources": {"limits": {"cpu": "500m"}}},
+                    {"name": "helper", "resources": {}},
+                ]
+            ),
+            _by_container({"app": 460, "helper": 10}),
+            "at limit",
+        ),
+        (
+            "an app at its limit, a sidecar's limit keeping the pod's sum low",
+            _pod(
+                spec__containers=[{"name": "app", "resources": {"limits": {"cpu": "500m"}}}],
+                spec__initContainers=[SIDECAR],
+            ),
+            _by_container({"app": 470, "proxy": 20}),
+            "at limit",
+        ),
+        (
+            "a native sidecar at its own limit",
+            _pod(
+                spec__containers=[{"name": "app", "resources": {"limits": {"cpu": "2"}}}],
+                spec__initContainers=[SIDECAR],
+            ),
+            _by_container({"app": 200, "proxy": 460}),
+            "at limit",
+        ),
+        (
+            "a sidecar's usage counts against its own limit too (was: the app's alone)",
+            _pod(
+                spec__containers=[{"name": "app", "resources": {"limits": {"cpu": "500m"}}}],
+                spec__initContainers=[SIDECAR],
+            ),
+            _by_container({"app": 400, "proxy": 200}),  # 600 of 1000m, each under 90%
+            None,
+        ),
+        (
+            "a regular init container's limit binds nothing",
+            _pod(
+                spec__containers=[{"name": "app", "resources": {"limits": {"cpu": "500m"}}}],
+                spec__initContainers=[{"name": "setup", "resources": {"limits": {"cpu": "5"}}}],
+            ),
+            _by_container({"app": 460}),
+            "at limit",
+        ),
+        (
+            "at the pod-level limit, no container limit",
+            _pod(spec__resources={"limits": {"cpu": "500m"}}),
+            _metrics(460),
+            "at limit",
+        ),
+        (
+            "under the pod-level limit",
+            _pod(spec__resources={"limits": {"cpu": "1"}}),
+            _metrics(460),
+            None,
+        ),
+        (
+            "the pod-level limit below the containers' sum binds",
+            _pod(
+                spec__containers=[{"name": "app", "resources": {"limits": {"cpu": "2"}}}],
+                spec__resources={"limits": {"cpu": "1"}},
+            ),
+            _metrics(950),
+            "at limit",
         ),
     ],
 )

@@ -186,8 +186,10 @@ def test_one_pod_from_admission_to_binding() -> None:
     assert scores == {"old-a": 0, "old-b": math.floor(10 * (8000 - 2500) / 8000)}
     verdict = cluster.filter(pod)
     assert verdict["NodeNames"] == ["old-b"]
-    assert set(verdict["FailedNodes"]) == {"old-a"}  # preemption may free it
-    assert verdict["FailedNodes"]["old-a"].startswith("needs 2 SCU (2500m on family old")
+    assert verdict["FailedNodes"] == {}  # see filtering.py: preemption never resolves ours
+    assert verdict["FailedAndUnresolvableNodes"]["old-a"].startswith(
+        "needs 2 SCU (2500m on family old"
+    )
 
 
 def test_a_full_family_sends_new_pods_to_the_next_one_counting_pending_pods() -> None:

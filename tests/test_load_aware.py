@@ -147,11 +147,13 @@ def test_hot_spot_filter(
     names = ["old-a", "old-b", "new-c"]
     view = state.view(names, usage=hot != "null")
     outcome = filter_nodes(view, 500, None, now=now)
-    assert set(outcome.failed) == rejected
-    assert not outcome.unresolvable  # resolvable: preemption may cool a node
+    # unresolvable: preemption cannot cool a node, and a FailedNodes node that needs no
+    # victim fails kube-scheduler's whole preemption (kubernetes#139270)
+    assert set(outcome.unresolvable) == rejected
+    assert not outcome.failed
     for name in rejected:
-        assert reason_part in outcome.failed[name]
-        assert "above hotSpotUsage" in outcome.failed[name]
+        assert reason_part in outcome.unresolvable[name]
+        assert "above hotSpotUsage" in outcome.unresolvable[name]
     if rejected:
         assert outcome.rejections == {"hot_spot": len(rejected)}
 
@@ -160,7 +162,7 @@ def test_stale_sample_is_not_a_hot_spot_and_scores_on_requests() -> None:
     state = cluster()
     state.set_usage({"old-a": UsageSample(8000, time.time() - 3600)})  # an hour old
     view = state.view(["old-a"], usage=True)
-    assert filter_nodes(view, 500, None).failed == {}
+    assert filter_nodes(view, 500, None).unresolvable == {}
     assert state.usage_status()["stale"] == ["old-a"]
 
 
@@ -352,11 +354,11 @@ def test_filter_reason_over_the_http_route(tmp_path: Path) -> None:
     resp = client.post("/scheduler/filter", data=_args(make_pod(cpu="1"), NAMES))
     result = resp.get_json()
     assert result["NodeNames"] == ["old-a", "new-c"]
-    assert result["FailedNodes"] == {
+    assert result["FailedAndUnresolvableNodes"] == {
         "old-b": "hot spot: usage 7 SCU (88%) of 8 SCU on family old, above hotSpotUsage 0.8"
         " (6 SCU measured + 1 SCU requested by pods bound since the sample)"
     }
-    assert result["FailedAndUnresolvableNodes"] in ({}, None)
+    assert result["FailedNodes"] in ({}, None)
 
 
 # -- the feeds ------------------------------------------------------------------------------

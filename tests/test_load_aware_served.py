@@ -65,19 +65,24 @@ def test_load_aware_served_live(tmp_path: Path) -> None:
         try:
             wait_until(lambda: server.readyz()[0] == 200, "ready")
             # old-b: 7.5 of 8 SCU measured, a hot spot; the others pass.
-            wait_until(lambda: "old-b" in (_filter(server)["FailedNodes"] or {}), "sampled")
+            wait_until(
+                lambda: "old-b" in (_filter(server)["FailedAndUnresolvableNodes"] or {}), "sampled"
+            )
             result = _filter(server)
             assert result["NodeNames"] == ["old-a", "new-c"]
-            assert result["FailedNodes"]["old-b"].startswith(
+            assert result["FailedAndUnresolvableNodes"]["old-b"].startswith(
                 "hot spot: usage 7.5 SCU (94%) of 8 SCU on family old"
             )
             # A pod bound to old-a (6 of 8 SCU) through the watch: its 1-core request
             # counts until a sample covers it, so old-a is hot now (7 of 8 = 88%).
             fake.add("pods", make_pod("bound", cpu="1", node="old-a"))
-            wait_until(lambda: "old-a" in (_filter(server)["FailedNodes"] or {}), "anti-herding")
+            wait_until(
+                lambda: "old-a" in (_filter(server)["FailedAndUnresolvableNodes"] or {}),
+                "anti-herding",
+            )
             assert (
                 "(6 SCU measured + 1 SCU requested by pods bound since the sample)"
-                in (_filter(server)["FailedNodes"]["old-a"])
+                in (_filter(server)["FailedAndUnresolvableNodes"]["old-a"])
             )
             # prioritize ranks by usage in SCU: new-c (3 of 12 SCU used) first.
             reply = server.post(
@@ -90,7 +95,9 @@ def test_load_aware_served_live(tmp_path: Path) -> None:
             # are older than maxSampleAgeSeconds no node is a hot spot any more.
             fake.node_metrics = None
             began = time.monotonic()
-            wait_until(lambda: _filter(server)["FailedNodes"] in ({}, None), "stale", 20)
+            wait_until(
+                lambda: _filter(server)["FailedAndUnresolvableNodes"] in ({}, None), "stale", 20
+            )
             assert time.monotonic() - began > 1.0  # the last samples held until stale
             wait_until(lambda: "no fresh sample" in server.log_text(), "the staleness log line", 20)
             log = server.log_text()

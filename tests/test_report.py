@@ -62,6 +62,25 @@ def labelled(pod: dict[str, Any], **labels: str) -> dict[str, Any]:
     return pod
 
 
+def mirror(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["metadata"]["annotations"]["kubernetes.io/config.mirror"] = "0123abcd"
+    return pod
+
+
+def daemon(pod: dict[str, Any], node: str) -> dict[str, Any]:
+    """A DaemonSet's pod, fixed to ``node`` as its controller does it."""
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "controller": True}
+    ]
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    pod["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+    return pod
+
+
 def fleet() -> tuple[list[dict], list[dict], list[dict]]:
     cordoned = make_node("fast-3", "8", "f.large")
     cordoned["spec"]["unschedulable"] = True
@@ -105,6 +124,13 @@ def fleet() -> tuple[list[dict], list[dict], list[dict]]:
         ),
         make_pod("raw-done", "1", "base-1", namespace="team", phase="Failed"),
         make_pod("system", "1", "base-1", namespace="kube-system"),
+        # Left alone by the webhook on purpose, so not reported: a mirror pod, DaemonSet
+        # pods fixed to a node of no family (bound, or still pending). A DaemonSet pod on
+        # a node of a family is normalized by the webhook, so it is reported.
+        mirror(make_pod("static-proxy", "0", "base-1", namespace="team")),
+        daemon(make_pod("agent-mystery", "100m", "mystery-1", namespace="team"), "mystery-1"),
+        daemon(make_pod("agent-waits", "100m", namespace="team", phase="Pending"), "mystery-1"),
+        daemon(make_pod("agent-base", "0", "base-1", namespace="team"), "base-1"),
     ]
     namespaces = [
         namespace("team", **{"machine-catalog.io/normalize": "enabled"}),
@@ -250,8 +276,12 @@ def test_problems_name_each_node_and_pod_with_why(files, capsys) -> None:
         ("stuck-gone", "gone", "not in the catalog"),
         ("stuck-old", "old", "retired"),
     ]
-    # raw only: opted-out, finished, kube-system (never matched) and other ns are not.
-    assert problems["notNormalizedPods"] == [{"namespace": "team", "name": "raw", "node": "base-1"}]
+    # Not: opted-out, finished, kube-system (never matched), other ns, and the pods the
+    # webhook leaves alone on purpose (mirror pods, DaemonSet pods on nodes of no family).
+    assert problems["notNormalizedPods"] == [
+        {"namespace": "team", "name": "agent-base", "node": "base-1"},
+        {"namespace": "team", "name": "raw", "node": "base-1"},
+    ]
 
 
 def test_without_namespaces_the_normalization_check_says_it_was_skipped(files, capsys) -> None:
@@ -312,7 +342,10 @@ def test_the_table(files, capsys) -> None:
     assert lines[6] == "(3 more families without nodes or pending pods: --all lists them)"
     assert "  mystery-1: instance type x.large: matches no family of the catalog" in out
     assert "  team/stuck-old: family old (retired)" in out
-    assert "pods in opted-in namespaces that are not normalized (1):\n  team/raw on base-1" in out
+    assert (
+        "pods in opted-in namespaces that are not normalized (2):\n"
+        "  team/agent-base on base-1\n  team/raw on base-1"
+    ) in out
     _, everything, _ = run(
         capsys, "report", "--catalog", files["catalog"], "--snapshot", files["snapshot"], "--all"
     )
@@ -479,4 +512,55 @@ def test_a_slimmed_pod_counts_as_the_full_one(pod, node_name, phase, pinned) -> 
     assert pod_entry(slim) == pod_entry(pod)
     for key in ("name", "namespace", "labels", "annotations"):
         assert slim["metadata"].get(key) == pod["metadata"].get(key)
-    assert "schedulerName" not in slim["spec"] and "conditions" not in slim["status"]
+    assert "schedulerName" not in slim["spec"] and not slim["status"].get("conditions")
+
+
+def mid_resize(cpu: str = "1") -> dict[str, Any]:
+    """A pod bound to fast-1 whose spec asks ``cpu`` while the kubelet still holds 2 cores
+    (a downsize not yet applied): kube-scheduler counts 2 until it is."""
+    pod = make_pod("shrinking", cpu, "fast-1", namespace="team", annotations=NORMALIZED)
+    pod["status"]["containerStatuses"] = [
+        {
+            "name": "app",
+            "resources": {"requests": {"cpu": "2"}},
+            "allocatedResources": {"cpu": "2"},
+            "state": {"running": {}},
+            "image": "app:1",
+        }
+    ]
+    pod["status"]["conditions"] = [
+        {"type": "Ready", "status": "True"},
+        {"type": "PodResizeInProgress", "status": "True"},
+    ]
+    return pod
+
+
+@pytest.mark.parametrize("rule", ["per-container", "aggregate"])
+@pytest.mark.parametrize(
+    ("status", "counted"),
+    [
+        ({}, 2000),  # downsize pending: the 2 cores the kubelet holds
+        # upsize to 3 found Infeasible: only what is allocated, under either rule
+        ({"conditions": [{"type": "PodResizePending", "reason": "Infeasible"}]}, 2000),
+    ],
+)
+def test_a_pod_mid_resize_counts_the_same_live_and_from_the_full_object(
+    rule: str, status: dict, counted: int
+) -> None:
+    """`report --kubeconfig` slims pods page by page; it must keep what a resize leaves in
+    the status, or it counts 1000m where `serve` counts 2000m."""
+    pod = mid_resize("1" if not status else "3")
+    pod["status"].update(status)
+    slim = report.slim_pod(pod)
+    assert pod_entry(slim, rule) == pod_entry(pod, rule)
+    assert pod_entry(slim, rule).cpu_millis == counted
+    nodes = [make_node("fast-1", "8", "f.large")]
+    catalog = parse_catalog(CATALOG)
+    full = report.build_report(
+        catalog, report.Inputs(nodes=nodes, pods=[pod], namespaces=None), rule
+    )
+    live = report.build_report(
+        catalog, report.Inputs(nodes=nodes, pods=[slim], namespaces=None), rule
+    )
+    assert by_name(full)["fast"]["requestedScu"] == by_name(live)["fast"]["requestedScu"]
+    assert by_name(live)["fast"]["requestedScu"] == counted * 1.18 / 1000

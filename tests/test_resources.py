@@ -10,10 +10,13 @@ import pytest
 
 from machine_catalog.quantities import QuantityError, to_millis
 from machine_catalog.resources import (
+    AGGREGATE,
+    PER_CONTAINER,
     holds_resources,
     is_sidecar,
     node_allocatable_millis,
     pod_cpu_request_millis,
+    pod_requests,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -206,3 +209,117 @@ def test_resized_pod_counts_like_kube_scheduler(the_pod: dict, millis: int) -> N
 def test_infeasible_resize_of_a_pod_without_status_resources_counts_the_spec() -> None:
     # determineContainerReqs applies only to containers whose status reports resources
     assert pod_cpu_request_millis(resized("3", None, None, condition="Infeasible")) == 3100
+
+
+# -- the two resize rules: kube-scheduler 1.34 (per container) and 1.37 (aggregate) --------
+
+
+def two_way(**status_extra: Any) -> dict:
+    """A pod whose two containers resize in opposite directions: a 2 -> 1 (not yet applied),
+    b 1 -> 2 (not yet applied); the kubelet still holds the old values."""
+    the_pod = pod([{**c("1"), "name": "a"}, {**c("2"), "name": "b"}])
+    the_pod["spec"]["nodeName"] = "n1"
+    the_pod["status"] = {
+        "phase": "Running",
+        "containerStatuses": [
+            {
+                "name": "a",
+                "resources": {"requests": {"cpu": "2"}},
+                "allocatedResources": {"cpu": "2"},
+            },
+            {
+                "name": "b",
+                "resources": {"requests": {"cpu": "1"}},
+                "allocatedResources": {"cpu": "1"},
+            },
+        ],
+        **status_extra,
+    }
+    return the_pod
+
+
+@pytest.mark.parametrize(
+    ("case", "the_pod", "per_container", "aggregate"),
+    [
+        # each container at its larger value (2 + 2) against the larger pod total (3 vs 3)
+        ("opposite directions", two_way(), 4000, 3000),
+        # allocatedResources without resources: 1.34 reads the spec, 1.37 the allocation
+        ("allocated, not actuated", resized("500m", None, "2"), 600, 2100),
+        # both agree when the pod moves one way
+        ("downsize pending", resized("500m", "2", "2"), 2100, 2100),
+        # Infeasible: 1.37 drops the spec of every container, so the sidecar with no
+        # status counts nothing (containerAllocatedRequests returns nil), 1.34 keeps it
+        ("upsize infeasible", resized("3", "1", "1", condition="Infeasible"), 1100, 1000),
+        # pod-level status (1.36+ kubelets) is taken as it is by 1.37
+        (
+            "pod-level status",
+            two_way(allocatedResources={"cpu": "5"}, resources={"requests": {"cpu": "3"}}),
+            4000,
+            5000,
+        ),
+        ("no status at all", pod([c("1")], init=[c("3")]), 3000, 3000),
+    ],
+)
+def test_resize_rules_by_release(
+    case: str, the_pod: dict, per_container: int, aggregate: int
+) -> None:
+    assert pod_cpu_request_millis(the_pod, PER_CONTAINER) == per_container, case
+    assert pod_cpu_request_millis(the_pod, AGGREGATE) == aggregate, case
+
+
+def test_pod_level_request_mid_resize_under_1_37() -> None:
+    """Pod-level requests count max(spec, status.resources, status.allocatedResources)."""
+    the_pod = pod([c("1")], pod_cpu="2")
+    the_pod["status"] = {
+        "resources": {"requests": {"cpu": "3"}},
+        "allocatedResources": {"cpu": "3"},
+    }
+    assert pod_cpu_request_millis(the_pod, PER_CONTAINER) == 2000
+    assert pod_cpu_request_millis(the_pod, AGGREGATE) == 3000
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "expected"),
+    [
+        # every resource, limits standing in for requests; overhead on top
+        (
+            pod(
+                [
+                    {
+                        "name": "a",
+                        "resources": {
+                            "requests": {"cpu": "1", "memory": "1Gi"},
+                            "limits": {"nvidia.com/gpu": "2", "ephemeral-storage": "1G"},
+                        },
+                    }
+                ],
+                overhead="100m",
+            ),
+            {"cpu": 1100, "memory": 2**30, "nvidia.com/gpu": 2, "ephemeral-storage": 10**9},
+        ),
+        # a regular init container's memory peak exceeds the steady state
+        (
+            pod(
+                [{"name": "a", "resources": {"requests": {"memory": "1Gi"}}}],
+                init=[{"name": "i", "resources": {"requests": {"memory": "3Gi"}}}],
+            ),
+            {"memory": 3 * 2**30},
+        ),
+        # pod-level memory replaces the containers'; their GPUs stay (not a pod-level resource)
+        (
+            {
+                "spec": {
+                    "resources": {"requests": {"memory": "4Gi"}},
+                    "containers": [
+                        {"name": "a", "resources": {"requests": {"memory": "1Gi", "x.io/dev": "1"}}}
+                    ],
+                }
+            },
+            {"memory": 4 * 2**30, "x.io/dev": 1},
+        ),
+        # memory rounds up to whole bytes, as Quantity.Value() does
+        (pod([{"name": "a", "resources": {"requests": {"memory": "1500m"}}}]), {"memory": 2}),
+    ],
+)
+def test_every_resource_is_counted(the_pod: dict, expected: dict) -> None:
+    assert pod_requests(the_pod) == expected

@@ -177,13 +177,15 @@ def test_filter_pinned_pod_sends_every_rejection_to_the_right_map(client: Any) -
     assert result["Nodes"] is None
     assert result["NodeNames"] == []  # explicit: every node rejected, on purpose
     assert result["Error"] == ""
-    # EKS is the pod's family but 6000m of 7910m are taken: preemption may help.
+    # EKS is the pod's family but 6000m of 7910m are taken: unresolvable like the rest
+    # (a FailedNodes node with no victim fails kube-scheduler's preemption, #139270).
     # 2000m x 1.18 = 2360 SCU-millis; free 1910m x 1.18 = 2253.8 -> 2.253; 7910 x 1.18 = 9333.8
-    assert result["FailedNodes"] == {
-        EKS: "needs 2.36 SCU (2000m on family m6i at 1.18 SCU/core), 2.253 SCU free of 9.333 SCU"
-    }
+    assert result["FailedNodes"] == {}
     unresolvable = result["FailedAndUnresolvableNodes"]
-    assert set(unresolvable) == {KARPENTER, GKE, AKS, TKE, METAL, "ghost-node"}
+    assert unresolvable[EKS] == (
+        "needs 2.36 SCU (2000m on family m6i at 1.18 SCU/core), 2.253 SCU free of 9.333 SCU"
+    )
+    assert set(unresolvable) == {EKS, KARPENTER, GKE, AKS, TKE, METAL, "ghost-node"}
     assert unresolvable[KARPENTER] == (
         "instance type m7g.4xlarge matches no family of catalog "
         f"{client.application.extensions['machine_catalog_runtime'].catalogs.current.version}"
@@ -208,8 +210,8 @@ def test_filter_unpinned_pod_is_checked_against_policies_and_capacity(client: An
     result = resp.get_json()
     # Request order is kept in the passing list.
     assert result["NodeNames"] == [GKE, METAL]
-    assert set(result["FailedNodes"]) == {EKS}
-    assert set(result["FailedAndUnresolvableNodes"]) == {KARPENTER, AKS, TKE}
+    assert result["FailedNodes"] == {}
+    assert set(result["FailedAndUnresolvableNodes"]) == {EKS, KARPENTER, AKS, TKE}
 
 
 def test_filter_all_pass_echoes_the_names(client: Any) -> None:
@@ -229,7 +231,7 @@ def test_filter_capacity_boundary_is_exact(client: Any) -> None:
     assert fits["NodeNames"] == [EKS]
     over = post(client, "/scheduler/filter", names_args(pod("1911m"), [EKS])).get_json()
     assert over["NodeNames"] == []
-    assert set(over["FailedNodes"]) == {EKS}
+    assert set(over["FailedAndUnresolvableNodes"]) == {EKS}
 
 
 def test_filter_counts_sidecars_in_the_node_totals(client: Any) -> None:
@@ -237,7 +239,7 @@ def test_filter_counts_sidecars_in_the_node_totals(client: Any) -> None:
     ok = post(client, "/scheduler/filter", names_args(pod("6910m"), [GKE])).get_json()
     assert ok["NodeNames"] == [GKE]
     no = post(client, "/scheduler/filter", names_args(pod("6911m"), [GKE])).get_json()
-    assert no["FailedNodes"][GKE] == (
+    assert no["FailedAndUnresolvableNodes"][GKE] == (
         "needs 6.911 SCU (6911m on family base at 1 SCU/core), 6.91 SCU free of 7.91 SCU"
     )
 
@@ -252,7 +254,7 @@ def test_filter_pod_without_cpu_request_fits_even_a_full_node(tmp_path: Path) ->
     assert result["NodeNames"] == [GKE]
     result = post(client, "/scheduler/filter", names_args(pod("1m"), [GKE])).get_json()
     assert result["NodeNames"] == []
-    assert "0 SCU free of 7.91 SCU" in result["FailedNodes"][GKE]
+    assert "0 SCU free of 7.91 SCU" in result["FailedAndUnresolvableNodes"][GKE]
 
 
 def test_filter_pod_pinned_to_a_family_the_catalog_lacks(client: Any, runtime: Runtime) -> None:
@@ -270,7 +272,7 @@ def test_unknown_nodes_allowed_pass_unless_the_pod_is_pinned(tmp_path: Path) -> 
     assert unpinned["NodeNames"] == [KARPENTER]
     # Treated as baseline (1 SCU/core) for capacity: 15890m allocatable.
     big = post(client, "/scheduler/filter", names_args(pod("16"), [KARPENTER])).get_json()
-    assert big["FailedNodes"][KARPENTER] == (
+    assert big["FailedAndUnresolvableNodes"][KARPENTER] == (
         "needs 16 SCU (16000m on a node of no family, counted as baseline base at 1 SCU/core),"
         " 15.89 SCU free of 15.89 SCU"
     )
@@ -313,7 +315,7 @@ def test_filter_full_nodes_judges_a_node_the_cache_lacks_from_its_object(client:
     assert small.get_json()["Nodes"]["items"] == [newcomer]
     big = post(client, "/scheduler/filter", nodes_args(pod("2", "m6i"), [newcomer])).get_json()
     assert big["Nodes"]["items"] == []
-    reason = big["FailedNodes"]["ip-10-0-9-9.ec2.internal"]
+    reason = big["FailedAndUnresolvableNodes"]["ip-10-0-9-9.ec2.internal"]
     assert reason.startswith("needs 2.36 SCU (2000m on family m6i at 1.18 SCU/core)")
     assert "not in the extender's cache yet, its pods' CPU counted as 0" in reason
 

@@ -183,11 +183,10 @@ def test_build_runtime_watches_an_api_server(tmp_path: Path) -> None:
                 time.sleep(0.02)
             body = orjson.dumps({"Pod": scheduler_pod("2"), "NodeNames": ["gke-1", "gke-2"]})
             result = client.post("/scheduler/filter", data=body).get_json()
-            assert set(result["FailedNodes"]) == {"gke-1"}  # 1000m free of 8000m
-            assert (
-                "not in the extender's cluster cache"
-                in (result["FailedAndUnresolvableNodes"]["gke-2"])
-            )
+            assert result["FailedNodes"] == {}  # every rejection is unresolvable
+            unresolvable = result["FailedAndUnresolvableNodes"]
+            assert set(unresolvable) == {"gke-1", "gke-2"}  # gke-1: 1000m free of 8000m
+            assert "not in the extender's cluster cache" in unresolvable["gke-2"]
             # A node added to the cluster reaches the cache through the watch.
             fake.add("nodes", make_node("gke-2", cpu="8", instance_type="n2-standard-8"))
             while client.post("/scheduler/filter", data=body).get_json()["NodeNames"] != ["gke-2"]:
@@ -376,11 +375,11 @@ def test_gunicorn_one_process_end_to_end(one_replica: tuple[Server, Path]) -> No
         assert result["Nodes"] is None and result["Error"] == ""
         if family is None:
             assert result["NodeNames"] == [GKE, METAL]
-            assert set(result["FailedNodes"]) == {EKS}
-            assert set(result["FailedAndUnresolvableNodes"]) == {KARPENTER}
+            assert result["FailedNodes"] == {}
+            assert set(result["FailedAndUnresolvableNodes"]) == {EKS, KARPENTER}
         else:
             assert result["NodeNames"] == []
-            assert set(result["FailedAndUnresolvableNodes"]) == {KARPENTER, GKE, METAL}
+            assert set(result["FailedAndUnresolvableNodes"]) == {EKS, KARPENTER, GKE, METAL}
 
     full = [n for n in fixture_nodes() if n["metadata"]["name"] in (GKE, METAL, KARPENTER)]
     body = orjson.dumps(

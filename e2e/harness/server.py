@@ -105,6 +105,10 @@ class Server:
             else:
                 args.append(arg)
         (self.plane.workdir / f"{self.name}-state").mkdir(exist_ok=True)
+        # Count resized pods as the kube-scheduler under test does: 1.37 aggregates the
+        # spec, allocated and actuated totals; 1.34 takes the max per container.
+        oldest = os.environ.get("MC_KUBERNETES_VERSION", "").startswith("1.34")
+        args += ["--resize-accounting", "per-container" if oldest else "aggregate"]
         return [sys.executable, "-m", "machine_catalog_cli", *args, *self.extra]
 
     def start(self, timeout: float = 60) -> Server:

@@ -75,3 +75,20 @@ def daemonset_exemption(
         reasons.append(f"node {name}: {match.describe() if match else 'no family'}")
     # Most important first: warnings are cut at 120 characters.
     return "DaemonSet pod admitted unchanged, CPU in vCPUs: " + "; ".join(reasons[:2])
+
+
+def left_alone(
+    pod: Mapping[str, Any], fixed_nodes: frozenset[str] | None, view: NodeView
+) -> str | None:
+    """Why the webhook admits ``pod`` unchanged on purpose, or None: a mirror pod, or a
+    DaemonSet pod fixed to nodes the catalog cannot map (:func:`daemonset_exemption`).
+    ``fixed_nodes``: :attr:`~extender.admission.placement.NodeConstraints.fixed_nodes`.
+
+    The webhook's own rules, for those who look at pods afterwards (``report``): such a pod
+    is not "not normalized" by accident.
+    """
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict) and is_mirror_pod(annotations):
+        return "mirror pod"
+    return daemonset_exemption(pod, fixed_nodes, view)

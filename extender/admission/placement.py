@@ -18,12 +18,15 @@ The rules, in the order a person reading a denial needs them:
    either: pinning a pod to it would leave it Pending for ever (node groups that scale
    from zero are therefore not chosen until they have one node).
 2. A candidate *fits* when its allowed nodes can hold the pod as they are fragmented: each
-   node counts ``floor(free / pod)`` copies of the pod (:func:`holdable_scu`), and what is
-   pending on the family or reserved by this worker is taken off that. ``pod`` is the
-   physical request the patch will write on that family, not ``ceil(scu / f)``: a
-   Guaranteed pod of 2 SCU gets 2 whole cores on a 1.3 family (2.6 SCU of its room), so
-   a node with 1.9 cores free there cannot hold it. Aggregated free SCU
-   alone hides fragmentation (8 SCU free as 2 SCU on four nodes holds no 8 SCU pod). Only
+   node counts ``floor(free / pod)`` copies of the pod, for CPU and for every other
+   resource kube-scheduler's ``NodeResourcesFit`` counts (memory, ephemeral storage, the
+   pod count, hugepages, extended resources), the least of them: a node holds the pod only
+   if all fit on that one node (:func:`node_copies`, :func:`holdable_scu`). What is
+   pending on the family or reserved by this replica (CPU only) is taken off that. The
+   pod's CPU is the physical request the patch will write on that family, not
+   ``ceil(scu / f)``: a Guaranteed pod of 2 SCU gets 2 whole cores on a 1.3 family (2.6
+   SCU of its room), so a node with 1.9 cores free there cannot hold it. Aggregated free
+   SCU alone hides fragmentation (8 SCU free as 2 SCU on four nodes holds no 8 SCU pod). Only
    fitting candidates are kept, unless no candidate fits: then all of them are (the pod
    may wait for room anywhere, and is admitted with a warning).
 3. Among candidates the pod goes to the family with the most *free SCU*: over its
@@ -69,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from extender.state.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView
+from extender.state.cluster import ABSENT, AMBIGUOUS, UNKNOWN, NodeView, counted_resource
 from machine_catalog.annotations import FAMILIES_ANNOTATION, FAMILY_ANNOTATION
 from machine_catalog.catalog import Catalog
 from machine_catalog.model import Family
@@ -449,10 +452,13 @@ class FamilyCapacity:
     free_physical: np.ndarray  # int64 physical millicores, uncordoned nodes only
     #: The most physical millicores free on one allowed uncordoned node, per family.
     largest_free_physical: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    #: The allowed uncordoned nodes with room, as (family index, free physical millicores),
-    #: for :func:`holdable_scu`.
+    #: The allowed uncordoned nodes, as (family index, free physical millicores), for
+    #: :func:`holdable_scu`.
     node_family: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     node_free: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: The same nodes' free amount of each counted non-CPU resource (memory, pods, GPUs:
+    #: :attr:`NodeView.resources`); a resource absent here is one no node has.
+    node_other_free: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def family_capacity(
@@ -474,16 +480,20 @@ def family_capacity(
     has_node = np.bincount(family[reachable], minlength=n)[:n] > 0
     free = np.clip(view.allocatable - view.requested, 0, None)
     free_physical = np.bincount(family[uncordoned], weights=free[uncordoned], minlength=n)[:n]
-    roomy = uncordoned & (free > 0)
-    node_family, node_free = family[roomy], free[roomy]
+    node_family, node_free = family[uncordoned], free[uncordoned]
     largest = np.zeros(n, dtype=np.int64)
     np.maximum.at(largest, node_family, node_free)
+    other = {
+        name: np.clip(alloc[uncordoned] - req[uncordoned], 0, None)
+        for name, (alloc, req) in view.resources.items()
+    }
     return FamilyCapacity(
         has_node=has_node,
         free_physical=free_physical.astype(np.int64),
         largest_free_physical=largest,
         node_family=node_family,
         node_free=node_free,
+        node_other_free=other,
     )
 
 
@@ -498,35 +508,82 @@ def held_scu(pod_scu: int, physical: int, factor: Fraction) -> int:
     return max(pod_scu, physical_to_scu_millis(physical, factor))
 
 
+def node_copies(
+    capacity: FamilyCapacity, cpu_need: np.ndarray | None, needs: Mapping[str, int]
+) -> np.ndarray | None:
+    """How many copies of the pod each of ``capacity``'s nodes holds, one after another,
+    as kube-scheduler's ``NodeResourcesFit`` would place them: the least over every
+    resource the pod requests of ``floor(free / request)``. A node holds the pod only if
+    every resource fits on that same node.
+
+    ``cpu_need``: physical millicores per family index (None: no CPU request); ``needs``:
+    the other counted resources (:func:`extender.state.cluster.counted_resource`, the pod
+    count included). None when the pod requests nothing at all. O(nodes x resources).
+    """
+    copies = None if cpu_need is None else capacity.node_free // cpu_need[capacity.node_family]
+    for name, amount in needs.items():
+        if amount <= 0:
+            continue
+        free = capacity.node_other_free.get(name)
+        fit = np.zeros(len(capacity.node_family), np.int64) if free is None else free // amount
+        copies = fit if copies is None else np.minimum(copies, fit)
+    return copies
+
+
+def pod_needs(requests: Mapping[str, int]) -> dict[str, int]:
+    """The counted non-CPU part of a pod's requests (:func:`~machine_catalog.resources.
+    pod_requests`), with the pod count every pod takes."""
+    out = {
+        name: amount
+        for name, amount in requests.items()
+        if amount > 0 and name != "pods" and counted_resource(name)
+    }
+    out["pods"] = 1
+    return out
+
+
 def holdable_scu(
     capacity: FamilyCapacity,
     factors: Sequence[Fraction],
     pod_scu: int,
     pod_physical: Sequence[int] | None = None,
+    needs: Mapping[str, int] | None = None,
 ) -> list[int]:
     """SCU millis per family usable by pods the size of this one: fragmentation counted,
     so free SCU scattered in pieces smaller than the pod counts for nothing.
 
-    ``holdable[f] = held_f * sum over f's allowed uncordoned nodes of
-    floor(free_physical / need_f)``: each node holds as many copies of the pod as
-    kube-scheduler's ``NodeResourcesFit`` would place there one after another. ``need_f``
-    is ``pod_physical[f]``, the physical request the patch writes on family ``f``
-    (:func:`extender.admission.converting.physical_requests`; default ``ceil(pod_scu /
-    factor_f)``), and ``held_f`` what that is in the pod's SCU (:func:`held_scu`). One
-    gather, one division and one ``bincount`` over the nodes with room, for every family at
-    once. A pod without a CPU request fits anywhere: the family's free SCU.
+    ``holdable[f] = held_f * sum over f's allowed uncordoned nodes of copies(node)``:
+    each node holds as many copies of the pod as kube-scheduler's ``NodeResourcesFit``
+    would place there one after another (:func:`node_copies`): ``floor(free_physical /
+    need_f)``, and no more than its memory, pod slots and every other resource the pod
+    requests (``needs``) allow. ``need_f`` is ``pod_physical[f]``, the physical request the
+    patch writes on family ``f`` (:func:`extender.admission.converting.physical_requests`;
+    default ``ceil(pod_scu / factor_f)``), and ``held_f`` what that is in the pod's SCU
+    (:func:`held_scu`). One gather, one division per resource and one ``bincount`` over
+    the nodes, for every family at once. A pod without a CPU request gets the family's
+    free SCU if one of its nodes holds it, else -1 (it fits nowhere there).
     """
     n = len(factors)
-    if pod_scu <= 0 and (pod_physical is None or not any(pod_physical)):
-        return [
+    needs = needs or {}
+    if pod_physical is None:
+        pod_physical = [scu_to_physical_millis(pod_scu, f) if pod_scu > 0 else 0 for f in factors]
+    has_cpu = pod_scu > 0 or any(pod_physical)
+    need = np.array(pod_physical, dtype=np.int64)
+    cpu_need = None
+    if has_cpu:
+        if not len(capacity.node_family) or not (capacity.largest_free_physical >= need).any():
+            return [0] * n
+        cpu_need = np.maximum(need, 1)
+    copies = node_copies(capacity, cpu_need, needs)
+    if not has_cpu:
+        free = [
             physical_to_scu_millis(int(capacity.free_physical[i]), factors[i]) for i in range(n)
         ]
-    if pod_physical is None:
-        pod_physical = [scu_to_physical_millis(pod_scu, f) for f in factors]
-    need = np.array(pod_physical, dtype=np.int64)
-    if not len(capacity.node_family) or not (capacity.largest_free_physical >= need).any():
-        return [0] * n
-    copies = capacity.node_free // np.maximum(need, 1)[capacity.node_family]
+        if copies is None:
+            return free
+        holding = np.bincount(capacity.node_family, weights=copies > 0, minlength=n)[:n] > 0
+        return [free[i] if holding[i] else -1 for i in range(n)]
+    assert copies is not None
     per_family = np.bincount(capacity.node_family, weights=copies, minlength=n)[:n]
     return [int(c) * held_scu(pod_scu, int(need[i]), factors[i]) for i, c in enumerate(per_family)]
 
@@ -543,14 +600,16 @@ def choose_family(
     pod_scu: int,
     pod_physical: Sequence[int] | None = None,
     spread: Callable[[Sequence[int]], int] | None = None,
+    needs: Mapping[str, int] | None = None,
 ) -> Decision:
     """Pick the family (see the module docstring for the rules), or say why none fits.
 
     ``pod_physical`` holds, per family of the catalog, the physical request the patch
     writes there (:func:`extender.admission.converting.physical_requests`): room and
-    warnings are judged on exactly that. None: ``ceil(pod_scu / f)``. ``spread`` (rule 5)
-    picks an index among the fitting families given their room for whole pods; None keeps
-    the family with the most free SCU.
+    warnings are judged on exactly that. None: ``ceil(pod_scu / f)``. ``needs``: the pod's
+    other counted resources (:func:`pod_needs`); a family fits only if one of its nodes
+    holds them all. ``spread`` (rule 5) picks an index among the fitting families given
+    their room for whole pods; None keeps the family with the most free SCU.
     """
     catalog = view.catalog
     fixed_nodes = constraints.fixed_nodes
@@ -560,7 +619,7 @@ def choose_family(
     factors = _factors(catalog)
     if pod_physical is None:
         pod_physical = [scu_to_physical_millis(pod_scu, f) for f in factors]
-    holdable = holdable_scu(capacity, factors, pod_scu, pod_physical)
+    holdable = holdable_scu(capacity, factors, pod_scu, pod_physical, needs)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:
@@ -581,7 +640,8 @@ def choose_family(
             ) + reserved_scu.get(name, 0)
             free = physical_to_scu_millis(int(capacity.free_physical[i]), factor) - claimed
             held = held_scu(pod_scu, pod_physical[i], factor)  # the pod's size there
-            room = int(holdable[i]) - claimed  # SCU of whole pods its nodes can still take
+            # SCU of whole pods its nodes can still take (-1: none of them holds the pod)
+            room = int(holdable[i]) - claimed if holdable[i] >= 0 else -1
             # Spread odds count whole pods (room / held), in units of pod_scu.
             weight = max(0, room) * pod_scu // held if held > 0 else max(0, room)
             candidates.append((free, family, room >= held, weight, held, pod_physical[i]))
@@ -614,10 +674,12 @@ def choose_family(
                 f"{pod_scu / 1000:g}{there}: it may stay Pending"
             )
         elif not fits:
+            others = sorted(k for k in needs or {} if k != "pods")
+            beside = f" and the pod's {', '.join(others)}" if others else ""
             warnings.append(
-                f"no allowed node of any family has {pod_scu / 1000:g} SCU free (family "
-                f"{family.name} has {free / 1000:g} SCU free in smaller pieces): it may stay "
-                "Pending"
+                f"no allowed node of any family has {pod_scu / 1000:g} SCU{beside} free "
+                f"(family {family.name} has {free / 1000:g} SCU free in smaller pieces or on "
+                "nodes without the rest): it may stay Pending"
             )
         return Placement(
             family=family,

@@ -81,6 +81,7 @@ from extender.admission.placement import (
     low_discrepancy,
     node_mask,
     pod_constraints,
+    pod_needs,
     pod_tolerations,
     proportional,
     requested_families,
@@ -92,7 +93,7 @@ from extender.errors import error_body
 from extender.state.cluster import MAX_CPU_MILLIS, ClusterState, NodeView, Taint
 from machine_catalog.annotations import NORMALIZE_LABEL
 from machine_catalog.quantities import QuantityError
-from machine_catalog.resources import pod_cpu_request_millis
+from machine_catalog.resources import pod_requests
 
 if TYPE_CHECKING:
     from extender.state.runtime import Runtime
@@ -374,7 +375,9 @@ class Admitter:
             values = read_cpu_values(pod)
             constraints = pod_constraints(pod)
             tolerations = pod_tolerations(pod)
-            pod_scu = min(pod_cpu_request_millis(pod), MAX_CPU_MILLIS)
+            requests = pod_requests(pod, self.runtime.cluster.resize_rule)
+            pod_scu = min(requests.get("cpu", 0), MAX_CPU_MILLIS)
+            needs = pod_needs(requests)
         except (PatchError, PlacementError) as exc:
             return _denied(str(exc))
         except QuantityError as exc:  # spec.overhead: containers were read above
@@ -410,6 +413,7 @@ class Admitter:
                 pod_scu=pod_scu,
                 pod_physical=physical,
                 spread=self._spread,
+                needs=needs,
             )
             if isinstance(decision, Placement) and req.get("dryRun") is not True:
                 self.ledger.reserve(decision.family.name, decision.held_scu or pod_scu)

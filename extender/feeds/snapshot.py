@@ -109,7 +109,10 @@ def feed_snapshot(state: ClusterState, path: str | os.PathLike[str]) -> tuple[in
     nodes, pods = load_snapshot(path)
     counts = len(nodes), len(pods)
     compact = orjson.dumps(
-        [[compact_node(node) for node in nodes], [compact_pod(pod) for pod in pods]]
+        [
+            [compact_node(node) for node in nodes],
+            [compact_pod(pod, state.resize_rule) for pod in pods],
+        ]
     )
     del nodes, pods  # the last references to the document: freed here, by refcount
     nodes, pods = orjson.loads(compact)

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -58,7 +59,9 @@ from extender.admission.placement import (
     Placement,
     PlacementError,
     choose_family,
+    node_copies,
     pod_constraints,
+    pod_needs,
     pod_tolerations,
     requested_families,
 )
@@ -80,7 +83,7 @@ from machine_catalog.annotations import (
     FAMILY_SOURCE_USER,
 )
 from machine_catalog.quantities import QuantityError
-from machine_catalog.resources import pod_cpu_request_millis
+from machine_catalog.resources import pod_requests
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +103,15 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
     replacement now (its own node rules, without our pin, and its families annotation; a
     family the user named stays a hard restriction)?
 
-    "Hold" is kube-scheduler's fit on one node: the family's largest free allowed node has
-    the pod's physical request. The replacement is sized as the webhook will size it: its
-    SCU values (the record, :func:`extender.admission.resizing.scu_cpu_values`) converted
-    per family exactly as the patch converts them (whole cores of a Guaranteed pod too),
-    not the rounded physical request read back as SCU. Anything the cache cannot judge (a
-    family no longer in the catalog, a spec it cannot read) answers "fits": never act on a
-    guess.
+    "Hold" is kube-scheduler's fit on one node: an allowed node of the family has the
+    pod's physical CPU request free and, on that same node, every other resource it
+    requests (memory, ephemeral storage, a pod slot, extended resources:
+    :func:`~extender.admission.placement.node_copies`). The replacement is sized as the
+    webhook will size it: its SCU values (the record,
+    :func:`extender.admission.resizing.scu_cpu_values`) converted per family exactly as
+    the patch converts them (whole cores of a Guaranteed pod too), not the rounded
+    physical request read back as SCU. Anything the cache cannot judge (a family no
+    longer in the catalog, a spec it cannot read) answers "fits": never act on a guess.
     """
     snapshot = fleet.snapshot()
     catalog = snapshot.view.catalog
@@ -117,10 +122,12 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
         return Room(True, None)
     user_family = annotations.get(FAMILY_SOURCE_ANNOTATION) == FAMILY_SOURCE_USER
     try:
-        physical = pod_cpu_request_millis(pod)
+        requests = pod_requests(pod, fleet.cluster.resize_rule)
+        physical = requests.get("cpu", 0)
+        needs = pod_needs(requests)
         values = scu_cpu_values(pod)
         factors = [f.factor for f in catalog.families]
-        needs = pod_physical_requests(pod, values, factors)
+        cpu_needs = pod_physical_requests(pod, values, factors)
         scu = {v.pointer: v.scu_millis for v in values}
         pod_scu = effective_request(values, scu) + overhead_millis(pod)
         spec = without_pin(pod.get("spec") or {}, family)
@@ -134,7 +141,9 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
     mask = fleet.mask(snapshot, constraints, tolerations)
     capacity = fleet.capacity(snapshot, mask, fixed=False)
     index = catalog.family_index[family.name]
-    if physical <= 0 or capacity.largest_free_physical[index] >= physical:
+    cpu_need = np.full(len(catalog.families), max(physical, 1), np.int64) if physical > 0 else None
+    copies = node_copies(capacity, cpu_need, needs)
+    if copies is not None and (copies[capacity.node_family == index] > 0).any():
         return Room(True, None)
     decision = choose_family(
         snapshot.view,
@@ -145,7 +154,8 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
         pending_physical=snapshot.pending,
         reserved_scu={},
         pod_scu=min(pod_scu, MAX_CPU_MILLIS),
-        pod_physical=[min(n, MAX_CPU_MILLIS) for n in needs],
+        pod_physical=[min(n, MAX_CPU_MILLIS) for n in cpu_needs],
+        needs=needs,
     )
     if isinstance(decision, Placement) and decision.fits:
         return Room(False, decision.family.name)

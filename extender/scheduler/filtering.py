@@ -7,10 +7,17 @@ expression; text is built only for the rejected nodes, because a request may car
 
 Where a rejection lands decides what kube-scheduler does next:
 
-- ``FailedAndUnresolvableNodes``: no preemption can help (the node is of the wrong family,
-  retired, unknown to the catalog, ambiguous, or unknown to the cache);
-- ``FailedNodes``: the node lacks free SCU, or (``loadAware``) its measured load is above
-  ``hotSpotUsage``; evicting lower-priority pods may free it.
+- ``FailedAndUnresolvableNodes``: every rejection. Preemption cannot help with any of
+  them: the node is of the wrong family, retired, unknown to the catalog, ambiguous or
+  unknown to the cache; it lacks free SCU by the cache's count; or (``loadAware``) its
+  measured load is above ``hotSpotUsage``.
+- ``FailedNodes``: never. kube-scheduler's preemption dry run (``DryRunPreemption``)
+  re-runs only the in-tree filters on a ``FailedNodes`` node (the extender has no
+  ``preemptVerb``). The extender only ever sees nodes that passed those filters, so the
+  dry run finds the pod fits with no victim and fails the whole preemption with
+  ``expected at least one victim pod on node`` (kubernetes#139270; ``preemption.go`` in
+  1.34.0 and 1.37.2) instead of dropping the node: one hot spot, or a cache that counts
+  one pod more, would then block preemption on every other node too.
 
 Reasons name no node (the maps are keyed by node name already): kube-scheduler counts
 identical reasons into the pod's FailedScheduling event, so "4000 instance type m5.large
@@ -53,8 +60,9 @@ REASONS = (
 )
 _NOT_IN_CACHE, _UNKNOWN, _AMBIGUOUS, _RETIRED, _MISMATCH, _INSUFFICIENT = range(1, 7)
 _HOT_SPOT = 8  # after pod_family_unknown (7), which is decided before any per-node verdict
-#: Verdicts that preemption can resolve; everything else is unresolvable.
-_RESOLVABLE = frozenset({_INSUFFICIENT, _HOT_SPOT})
+#: Verdicts that preemption can resolve: none (see the module docstring). Kept as a set so
+#: the split stays in one place should the extender ever implement ``preemptVerb``.
+_RESOLVABLE: frozenset[int] = frozenset()
 
 
 class PodError(ValueError):

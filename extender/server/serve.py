@@ -40,6 +40,7 @@ from extender.server import memory
 from extender.state.cluster import ClusterState
 from extender.state.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
 from machine_catalog.loading import DEMO_SNAPSHOT, CatalogSource, packaged_file
+from machine_catalog.resources import DEFAULT_RESIZE_RULE, RESIZE_RULES
 from machine_catalog.validation import CatalogInvalid
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ class ServeConfig:
     #: None: $POD_NAMESPACE, the pod's own namespace, else the manifests' namespace.
     lease_namespace: str | None = None
     family_choice: str = "most-free"
+    #: How a pod mid-resize counts: as the kube-scheduler the cluster runs counts it
+    #: (:data:`machine_catalog.resources.RESIZE_RULES`; per-container up to 1.34, aggregate
+    #: in 1.37).
+    resize_accounting: str = DEFAULT_RESIZE_RULE
 
     def __post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):
@@ -123,6 +128,8 @@ class ServeConfig:
             raise ServeError("recreate_max_per_cycle must be at least 1")
         if self.family_choice not in FAMILY_CHOICES:
             raise ServeError(f"family_choice must be one of {', '.join(FAMILY_CHOICES)}")
+        if self.resize_accounting not in RESIZE_RULES:
+            raise ServeError(f"resize_accounting must be one of {', '.join(RESIZE_RULES)}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -203,7 +210,7 @@ def build_runtime(config: ServeConfig, *, start: bool = True) -> Runtime:
         )
     else:
         catalogs = CatalogSource(config.catalog, state_dir=config.state_dir)
-    cluster = ClusterState(catalogs.current)
+    cluster = ClusterState(catalogs.current, config.resize_accounting)
     catalogs.on_reload(cluster.set_catalog)
     stoppers: list[Callable[[], None]] = []
     runtime = Runtime(catalogs=catalogs, cluster=cluster, settings=config.settings)

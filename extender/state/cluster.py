@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,11 +32,12 @@ from extender.state.usage import UsageSample, UsageView
 from machine_catalog.annotations import FAMILY_ANNOTATION, FAMILY_LABEL
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch, instance_type_of, selected_by_beta_only
-from machine_catalog.quantities import QuantityError, physical_to_scu_millis
+from machine_catalog.quantities import QuantityError, physical_to_scu_millis, to_units
 from machine_catalog.resources import (
+    DEFAULT_RESIZE_RULE,
     holds_resources,
     node_allocatable_millis,
-    pod_cpu_request_millis,
+    pod_requests,
 )
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,38 @@ def node_taints(node: Mapping[str, Any]) -> tuple[Taint, ...]:
     )
 
 
+#: Resources besides CPU that kube-scheduler's ``NodeResourcesFit`` counts on a node, and
+#: that every real kubelet reports: a node object without one (a hand-written snapshot)
+#: is not limited by it here (:data:`UNLIMITED`), rather than holding nothing.
+NATIVE_RESOURCES = ("memory", "ephemeral-storage", "pods")
+#: Stands for "the node does not say": far above any request, far below int64 overflow.
+UNLIMITED = 2**62
+#: The largest amount of one non-CPU resource the cache keeps for one pod (a petabyte of
+#: memory): as :data:`MAX_CPU_MILLIS`, bounding an absurd value keeps the totals exact.
+MAX_UNITS = 2**50
+
+
+def counted_resource(name: str) -> bool:
+    """A non-CPU resource ``NodeResourcesFit`` checks: memory, ephemeral storage, the pod
+    count, hugepages and extended resources (``vendor.io/name``; ``IsScalarResourceName``)."""
+    return (
+        name in NATIVE_RESOURCES
+        or name.startswith("hugepages-")
+        or ("/" in name and not name.startswith("requests."))
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PodEntry:
-    """What one pod contributes: CPU on a node, or a pending reservation on a family."""
+    """What one pod contributes: CPU and other resources on a node, or a pending
+    reservation of CPU on a family."""
 
     node: str | None  # set while the pod holds resources on that node
     pending_family: str | None  # set while the pod is pinned to a family but not yet bound
     cpu_millis: int
+    #: (resource, amount) of the counted non-CPU resources it holds on ``node``, the pod
+    #: count (``pods``, 1) included; empty for a pending pod.
+    other: tuple[tuple[str, int], ...] = ()
 
 
 def _drop(counts: dict[str, int], key: str | None) -> None:
@@ -116,6 +142,10 @@ class NodeView:
     instance_types: Sequence[str | None]
     #: Measured usage (``loadAware``), only when asked for: ``view(names, usage=True)``.
     usage: UsageView | None = None
+    #: Per counted non-CPU resource (:func:`counted_resource`), (allocatable, requested)
+    #: int64 arrays in whole units; only in :meth:`ClusterState.all_nodes` (the family
+    #: choice). A resource no node reports is absent: every node has 0 of it.
+    resources: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def match(self, position: int) -> NodeMatch | None:
         """The catalog's verdict for an unknown/ambiguous node of this view, for reasons."""
@@ -186,15 +216,46 @@ def _pod_key(pod: Mapping[str, Any]) -> str:
     return meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
-def pod_entry(pod: Mapping[str, Any]) -> PodEntry | None:
-    """The pod's contribution to the totals, or None when it contributes nothing."""
+def node_resources(node: Mapping[str, Any]) -> dict[str, int]:
+    """A node's allocatable counted non-CPU resources (capacity when allocatable lacks
+    one), in whole units; an unparsable value counts 0."""
+    status = node.get("status") or {}
+    out: dict[str, int] = {}
+    for key in ("capacity", "allocatable"):
+        values = status.get(key)
+        for name, value in values.items() if isinstance(values, dict) else ():
+            if counted_resource(name):
+                try:
+                    out[name] = min(to_units(value), UNLIMITED)
+                except QuantityError:
+                    out[name] = 0
+    return out
+
+
+def pod_entry(pod: Mapping[str, Any], rule: str = DEFAULT_RESIZE_RULE) -> PodEntry | None:
+    """The pod's contribution to the totals, or None when it contributes nothing.
+
+    ``rule``: how a pod mid-resize counts, as the kube-scheduler the cluster runs counts it
+    (:data:`machine_catalog.resources.RESIZE_RULES`).
+    """
     try:
-        cpu = bounded_cpu(pod_cpu_request_millis(pod), "pod", _pod_key(pod))
+        requests = pod_requests(pod, rule)
     except QuantityError:
-        _bad_value("pod", _pod_key(pod), "unparsable", "unparsable cpu request; counting 0")
-        cpu = 0
+        _bad_value("pod", _pod_key(pod), "unparsable", "unparsable request; counting 0")
+        requests = {}
+    cpu = bounded_cpu(requests.get("cpu", 0), "pod", _pod_key(pod))
     if holds_resources(pod):
-        return PodEntry(node=pod["spec"]["nodeName"], pending_family=None, cpu_millis=cpu)
+        other = tuple(
+            (name, min(amount, MAX_UNITS))
+            for name, amount in requests.items()
+            if amount > 0 and name != "pods" and counted_resource(name)
+        )
+        return PodEntry(
+            node=pod["spec"]["nodeName"],
+            pending_family=None,
+            cpu_millis=cpu,
+            other=(*other, ("pods", 1)),
+        )
     phase = (pod.get("status") or {}).get("phase")
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     family = annotations.get(FAMILY_ANNOTATION)
@@ -224,8 +285,9 @@ def compact_node(node: Mapping[str, Any]) -> dict[str, Any]:
     out_status = {}
     for key in ("allocatable", "capacity"):
         values = status.get(key) or {}
-        if "cpu" in values:
-            out_status[key] = {"cpu": values["cpu"]}
+        kept = {k: v for k, v in values.items() if k == "cpu" or counted_resource(k)}
+        if kept:
+            out_status[key] = kept
     return {
         "metadata": {"name": meta.get("name"), "labels": meta.get("labels")},
         "spec": {"taints": spec.get("taints"), "unschedulable": spec.get("unschedulable")},
@@ -233,7 +295,7 @@ def compact_node(node: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def compact_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+def compact_pod(pod: Mapping[str, Any], rule: str = DEFAULT_RESIZE_RULE) -> dict[str, Any]:
     """The smallest Pod with the same key and contribution as ``pod``.
 
     The key goes in ``uid``; the effective request (computed once here, by the full
@@ -242,11 +304,14 @@ def compact_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     still replaces an earlier one as it would have.
     """
     key = _pod_key(pod)
-    entry = pod_entry(pod)
+    entry = pod_entry(pod, rule)
     if entry is None:
         return {"metadata": {"uid": key}}
     meta: dict[str, Any] = {"uid": key}
     spec: dict[str, Any] = {"resources": {"requests": {"cpu": f"{entry.cpu_millis}m"}}}
+    other = {name: str(amount) for name, amount in entry.other if name != "pods"}
+    if other:  # in a container: pod-level requests may only set cpu, memory and hugepages
+        spec["containers"] = [{"name": "c", "resources": {"requests": other}}]
     if entry.node is not None:
         spec["nodeName"] = entry.node
     else:
@@ -276,6 +341,15 @@ class _Tables:
         self.pods: dict[str, PodEntry] = {}
         self.requested_by_node: dict[str, int] = {}
         self.pending_by_family: dict[str, int] = {}
+        #: The counted non-CPU resources (:func:`counted_resource`): per node name, what
+        #: its pods request; per resource a node reports, (allocatable, requested) arrays
+        #: by slot, kept like ``allocatable``/``requested``. Created when a node first
+        #: reports the resource; the native ones always exist.
+        self.other_by_node: dict[str, dict[str, int]] = {}
+        self.other: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            name: (np.full(capacity, UNLIMITED, np.int64), np.zeros(capacity, np.int64))
+            for name in NATIVE_RESOURCES
+        }
         self._init_usage(capacity)
         #: Nodes only the deprecated beta instance-type label makes their family's (slot ->
         #: family name), and how many per family: the webhook's pin names the beta label,
@@ -303,6 +377,13 @@ class _Tables:
         self.family = np.concatenate([self.family, np.full(extra, ABSENT, np.int16)])
         self.unschedulable = np.concatenate([self.unschedulable, np.zeros(extra, bool)])
         self.instance_type = np.concatenate([self.instance_type, np.zeros(extra, np.int32)])
+        self.other = {
+            name: (
+                np.concatenate([alloc, np.zeros(extra, np.int64)]),
+                np.concatenate([req, np.zeros(extra, np.int64)]),
+            )
+            for name, (alloc, req) in self.other.items()
+        }
         self._grow_usage(extra)
 
     def _instance_type_code(self, labels: Mapping[str, Any]) -> int:
@@ -345,9 +426,30 @@ class _Tables:
         self.unschedulable[slot] = bool((node.get("spec") or {}).get("unschedulable"))
         self.instance_type[slot] = self._instance_type_code(labels)
         self.requested[slot] = self.requested_by_node.get(name, 0)
+        self._set_node_resources(slot, name, node_resources(node))
         self._match(slot, catalog)
         self._refresh_usage(slot, name, catalog)
         return changed
+
+    def _set_node_resources(self, slot: int, name: str, values: Mapping[str, int]) -> None:
+        """The slot's non-CPU columns: O(resources), plus O(nodes) once per resource the
+        first time a node reports it."""
+        for resource in values:
+            if resource not in self.other:
+                self._add_resource(resource)
+        held = self.other_by_node.get(name, {})
+        for resource, (alloc, req) in self.other.items():
+            default = UNLIMITED if resource in NATIVE_RESOURCES else 0
+            alloc[slot] = values.get(resource, default)
+            req[slot] = min(held.get(resource, 0), UNLIMITED)
+
+    def _add_resource(self, resource: str) -> None:
+        """Columns for a resource no node reported before: every other node has none."""
+        alloc = np.zeros(len(self.names), np.int64)
+        req = np.zeros(len(self.names), np.int64)
+        for node, slot in self.index.items():
+            req[slot] = min(self.other_by_node.get(node, {}).get(resource, 0), UNLIMITED)
+        self.other[resource] = (alloc, req)
 
     def _match(self, slot: int, catalog: Catalog) -> None:
         match = catalog.match(self.labels[slot])
@@ -394,6 +496,8 @@ class _Tables:
         self.taints[slot] = ()
         self.allocatable[slot] = 0
         self.requested[slot] = 0
+        for alloc, req in self.other.values():
+            alloc[slot] = req[slot] = 0
         self.family[slot] = ABSENT
         self.unschedulable[slot] = False
         self.instance_type[slot] = 0
@@ -418,6 +522,8 @@ class _Tables:
             slot = self.index.get(entry.node)
             if slot is not None:
                 self.requested[slot] = total
+            if entry.other:
+                self._add_other(entry.node, entry.other, sign, slot)
         elif entry.pending_family is not None:
             fam = entry.pending_family
             total = self.pending_by_family.get(fam, 0) + sign * entry.cpu_millis
@@ -425,6 +531,22 @@ class _Tables:
                 self.pending_by_family[fam] = total
             else:
                 self.pending_by_family.pop(fam, None)
+
+    def _add_other(
+        self, node: str, other: tuple[tuple[str, int], ...], sign: int, slot: int | None
+    ) -> None:
+        held = self.other_by_node.setdefault(node, {})
+        for resource, amount in other:
+            total = held.get(resource, 0) + sign * amount
+            if total:
+                held[resource] = total
+            else:
+                held.pop(resource, None)
+            columns = self.other.get(resource)
+            if columns is not None and slot is not None:
+                columns[1][slot] = min(total, UNLIMITED)
+        if not held:
+            del self.other_by_node[node]
 
     def set_pod(self, key: str, entry: PodEntry | None) -> None:
         old = self.pods.pop(key, None)
@@ -446,6 +568,7 @@ class _Tables:
         self.mislabelled, self.unlabelled_count = other.mislabelled, other.unlabelled_count
         self.labelled, self.labelled_count = other.labelled, other.labelled_count
         self.free_slots, self.size = other.free_slots, other.size
+        self.other = other.other
         self.requested = np.zeros(len(self.names), dtype=np.int64)
         self._refresh_requested()
 
@@ -454,13 +577,23 @@ class _Tables:
         self.pods = other.pods
         self.requested_by_node = other.requested_by_node
         self.pending_by_family = other.pending_by_family
+        self.other_by_node = other.other_by_node
         self.requested = np.zeros(len(self.names), dtype=np.int64)
         self._refresh_requested()
 
     def _refresh_requested(self) -> None:
+        """Every node's requested columns from the by-name totals: O(nodes x resources)."""
         get = self.requested_by_node.get
+        for resource, (alloc, _req) in list(self.other.items()):
+            self.other[resource] = (alloc, np.zeros(len(self.names), np.int64))
         for name, slot in self.index.items():
             self.requested[slot] = get(name, 0)
+            held = self.other_by_node.get(name)
+            if held:
+                for resource, amount in held.items():
+                    columns = self.other.get(resource)
+                    if columns is not None:
+                        columns[1][slot] = min(amount, UNLIMITED)
 
     # -- node usage (loadAware) -------------------------------------------------------
     #
@@ -590,9 +723,12 @@ class _Tables:
 class ClusterState:
     """Nodes and pods of one process, with the totals the scheduling path needs."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, resize_rule: str = DEFAULT_RESIZE_RULE) -> None:
         self._lock = threading.Lock()
         self._catalog = catalog
+        #: How a pod mid-resize counts (``serve --resize-accounting``): as the cluster's
+        #: kube-scheduler counts it (:mod:`machine_catalog.resources`).
+        self.resize_rule = resize_rule
         self._t = _Tables()
         #: True once both nodes and pods have been listed completely (``replace``, or
         #: ``replace_nodes`` and ``replace_pods``); never goes back to False.
@@ -625,7 +761,7 @@ class ClusterState:
             catalog = self._catalog
         tables = _Tables(capacity=64)
         for pod in pods:
-            tables.set_pod(_pod_key(pod), pod_entry(pod))
+            tables.set_pod(_pod_key(pod), pod_entry(pod, self.resize_rule))
         for node in nodes:
             tables.set_node(node, catalog)
         with self._lock:
@@ -666,7 +802,7 @@ class ClusterState:
         """
         built = _Tables(capacity=1)
         for pod in pods:
-            built.set_pod(_pod_key(pod), pod_entry(pod))
+            built.set_pod(_pod_key(pod), pod_entry(pod, self.resize_rule))
         with self._lock:
             built.take_nodes(self._t)
             built.take_usage(self._t, self._catalog)
@@ -703,7 +839,7 @@ class ClusterState:
                 else:
                     nodes_changed = t.set_node(obj, self._catalog)
             elif kind == "Pod":
-                entry = None if event_type == "DELETED" else pod_entry(obj)
+                entry = None if event_type == "DELETED" else pod_entry(obj, self.resize_rule)
                 key = _pod_key(obj)
                 old = t.pods.get(key)
                 t.set_pod(key, entry)
@@ -823,6 +959,10 @@ class ClusterState:
                 unmatched_labels={i: labels[positions[i]] for i in odd.tolist()},
                 instance_type=t.instance_type[slots].copy(),
                 instance_types=t.instance_types,
+                resources={
+                    name: (alloc[slots].copy(), req[slots].copy())
+                    for name, (alloc, req) in t.other.items()
+                },
             )
 
     def labels_of(self, names: Sequence[str]) -> list[Mapping[str, str] | None]:
