@@ -139,6 +139,9 @@ def normalise(obj: dict[str, Any]) -> tuple[tuple[str, str, str], dict[str, Any]
         clean(template)
     if obj["kind"] == "Secret":
         obj["data"] = sorted(obj.get("data", {}))
+    if obj["kind"] == "Service":  # allocated by each API server
+        for field in ("clusterIP", "clusterIPs"):
+            obj["spec"].pop(field, None)
     if obj["kind"] == "MutatingWebhookConfiguration":
         for hook in obj["webhooks"]:
             hook["clientConfig"]["caBundle"] = "<the Secret's ca.crt>"

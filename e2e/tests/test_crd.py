@@ -142,45 +142,50 @@ def test_the_status_the_core_computes_is_accepted_and_shown(
             objects.node("crd-m6i", {objects.INSTANCE_TYPE: "m6i.xlarge"}),
         ],
     )
-    assert apply(plane, GOOD).returncode == 0
-    custom = client.CustomObjectsApi(plane.api_client())
-    obj = custom.get_cluster_custom_object(*CATALOGS, "e2e-crd")
-    nodes = client.ApiClient().sanitize_for_serialization(
-        client.CoreV1Api(plane.api_client()).list_node().items
-    )
-    served = catalog_from_resource(obj)
-    obj["status"] = catalog_status(obj, served, nodes, "2026-05-01T10:00:00Z")
-    custom.replace_cluster_custom_object_status(*CATALOGS, "e2e-crd", obj)
+    # The nodes are the session's: they go again, or other tests' families would gain them.
+    try:
+        assert apply(plane, GOOD).returncode == 0
+        custom = client.CustomObjectsApi(plane.api_client())
+        obj = custom.get_cluster_custom_object(*CATALOGS, "e2e-crd")
+        nodes = client.ApiClient().sanitize_for_serialization(
+            client.CoreV1Api(plane.api_client()).list_node().items
+        )
+        served = catalog_from_resource(obj)
+        obj["status"] = catalog_status(obj, served, nodes, "2026-05-01T10:00:00Z")
+        custom.replace_cluster_custom_object_status(*CATALOGS, "e2e-crd", obj)
 
-    stored = custom.get_cluster_custom_object(*CATALOGS, "e2e-crd")
-    assert stored["status"] == obj["status"]  # nothing pruned: the schema describes it all
-    matched = {f["name"]: f["nodes"] for f in stored["status"]["families"]}
-    assert matched["m5"] >= 1 and matched["m6i"] >= 1
-    assert stored["status"]["catalogHash"] == served.hash
-    table = plane.kubectl("get", "machinecatalogs", "-o", "wide").stdout.splitlines()
-    header = table[0].split()
-    assert header == [
-        "NAME",
-        "BASELINE",
-        "FAMILIES",
-        "MATCHED",
-        "UNKNOWN",
-        "AMBIGUOUS",
-        "HASH",
-        "READY",
-        "AGE",
-    ]
-    (row,) = [line.split() for line in table[1:] if line.startswith("e2e-crd ")]
-    status = stored["status"]
-    assert row[:8] == [
-        "e2e-crd",
-        "m5",
-        "3",
-        str(status["matchedNodes"]),
-        str(status["unknownNodeCount"]),
-        str(status["ambiguousNodeCount"]),
-        served.hash,
-        "True",
-    ]
-    # The other nodes of the session cluster match none of these three families.
-    assert status["unknownNodeCount"] + status["ambiguousNodeCount"] > 0
+        stored = custom.get_cluster_custom_object(*CATALOGS, "e2e-crd")
+        assert stored["status"] == obj["status"]  # nothing pruned: the schema describes it all
+        matched = {f["name"]: f["nodes"] for f in stored["status"]["families"]}
+        assert matched["m5"] >= 1 and matched["m6i"] >= 1
+        assert stored["status"]["catalogHash"] == served.hash
+        table = plane.kubectl("get", "machinecatalogs", "-o", "wide").stdout.splitlines()
+        header = table[0].split()
+        assert header == [
+            "NAME",
+            "BASELINE",
+            "FAMILIES",
+            "MATCHED",
+            "UNKNOWN",
+            "AMBIGUOUS",
+            "HASH",
+            "READY",
+            "AGE",
+        ]
+        (row,) = [line.split() for line in table[1:] if line.startswith("e2e-crd ")]
+        status = stored["status"]
+        assert row[:8] == [
+            "e2e-crd",
+            "m5",
+            "3",
+            str(status["matchedNodes"]),
+            str(status["unknownNodeCount"]),
+            str(status["ambiguousNodeCount"]),
+            served.hash,
+            "True",
+        ]
+        # The other nodes of the session cluster match none of these three families.
+        assert status["unknownNodeCount"] + status["ambiguousNodeCount"] > 0
+    finally:
+        for name in ("crd-m5", "crd-m6i"):
+            client.CoreV1Api(plane.api_client()).delete_node(name)

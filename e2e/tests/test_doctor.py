@@ -114,7 +114,7 @@ def test_a_removed_webhook_configuration_is_named_with_its_fix(doctor, plane, ap
     found = faults(lines)
     assert any(
         f.startswith("FAULT webhook: MutatingWebhookConfiguration machine-catalog not found")
-        and "-- fix: helm upgrade --install" in f
+        and "-- fix: re-install it: helm upgrade --install" in f
         for f in found
     ), lines
     assert any(f.startswith("FAULT webhook call:") and "-- fix: " in f for f in found), lines

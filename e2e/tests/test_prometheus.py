@@ -337,9 +337,14 @@ def test_every_alert_evaluates_against_the_real_server(plane, api, server, names
                 60,
                 "MachineCatalogReloadFailing pending",
             )
-            alerts = prometheus.api("alerts")["alerts"]
-            assert [a["labels"]["alertname"] for a in alerts] == ["MachineCatalogReloadFailing"]
-            assert alerts[0]["labels"]["severity"] == "warning"
+            alerts = {a["labels"]["alertname"]: a for a in prometheus.api("alerts")["alerts"]}
+            # The fault's alert, beside the capacity alerts the gauges above already called
+            # (other tests' pods can leave a family nearly full).
+            expected = {"MachineCatalogReloadFailing"}
+            expected |= {"MachineCatalogFamilyNearlyFull"} if full else set()
+            expected |= {"MachineCatalogPendingOnFullFamily"} if waiting else set()
+            assert set(alerts) == expected, sorted(alerts)
+            assert alerts["MachineCatalogReloadFailing"]["labels"]["severity"] == "warning"
         finally:
             replace_file(server.catalog, good)
         eventually(
