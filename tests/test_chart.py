@@ -37,7 +37,8 @@ def test_the_committed_chart_is_what_the_generator_writes() -> None:
     assert result.returncode == 0, result.stderr
     templates = len([p for p in (CHART / "templates").glob("*.yaml")])
     assert (
-        result.stdout.splitlines()[-1] == f"{templates} templates, 2 other files in machine-catalog"
+        result.stdout.splitlines()[-1]
+        == f"{templates} templates, 6 other files in machine-catalog"  # 4: files/scheduler-config
     )
 
 

@@ -180,7 +180,17 @@ SUBS: tuple[Sub, ...] = (
         'catalog.yaml: |\n  {{- .Values.catalog | trimSuffix "\\n" | nindent 2 }}',
         _key("catalog"),
     ),
-    # The second kube-scheduler.
+    # The second kube-scheduler: its configuration is one of the files of SCHEDULER_CONFIGS.
+    Sub(
+        "ConfigMap",
+        "machine-catalog-scheduler-config",
+        ("data", "config.yaml"),
+        "lines-replace",
+        "config.yaml: |\n"
+        '  {{- $file := printf "files/scheduler-config/%s.yaml" .Values.scheduler.configuration }}\n'
+        "  {{- .Files.Get $file | required (printf \"scheduler.configuration: one of %s\" "
+        '"extender, balanced, binpack, loadAware") | trimSuffix "\\n" | nindent 2 }}',
+    ),
     Sub(
         "Deployment",
         "machine-catalog-scheduler",
@@ -246,6 +256,15 @@ SUBS: tuple[Sub, ...] = (
     ),
 )
 
+#: The scheduler configurations the chart offers (``scheduler.configuration``), copied
+#: into its files/ from the manifests: the base's and each component's.
+SCHEDULER_CONFIGS = {
+    "extender": "base/scheduler-config.yaml",
+    "balanced": "components/scheduler-balanced/scheduler-config.yaml",
+    "binpack": "components/scheduler-binpack/scheduler-config.yaml",
+    "loadAware": "components/scheduler-load-aware/scheduler-config.yaml",
+}
+
 #: Values the manifests do not hold (chart-only switches), with their defaults.
 CHART_VALUES: dict[str, Any] = {
     "hostNetwork": False,
@@ -253,6 +272,7 @@ CHART_VALUES: dict[str, Any] = {
     "server.tolerations": [],
     "scheduler.nodeSelector": {},
     "scheduler.tolerations": [],
+    "scheduler.configuration": "extender",
     "certificates.mode": "generate",
     "certificates.generate.caDays": 3650,
     "certificates.generate.days": 365,
@@ -287,6 +307,13 @@ COMMENTS: dict[str, str] = {
     "scheduler": (
         "The second kube-scheduler (profile machine-catalog) that calls the extender. Keep its\n"
         "version within one minor of the cluster's control plane."
+    ),
+    "scheduler.configuration": (
+        "Which KubeSchedulerConfiguration it runs (docs/operations.md, Scheduler\n"
+        "configurations): extender (every pod through the extender; right for every\n"
+        "strategy), or the one for the catalog's spec.scoring.strategy: balanced or binpack\n"
+        "(kube-scheduler's own NodeResourcesFit, no extender call), loadAware (the extender,\n"
+        "in-tree request scorers off). doctor and /readyz report a mismatch."
     ),
     "certificates": (
         "TLS of the webhook and extender. mode: generate (the chart makes a CA and serving\n"
@@ -679,6 +706,8 @@ def generate(manifests: Path) -> dict[str, str]:
     for key, value in CHART_VALUES.items():
         _set_default(values, key, value, "CHART_VALUES")
     files = {f"templates/{filename(*ident(t.obj))}": render_template(t) for t in templates}
+    for name, path in SCHEDULER_CONFIGS.items():
+        files[f"files/scheduler-config/{name}.yaml"] = (manifests / path).read_text()
     files["values.yaml"] = values_yaml(values)
     files["Chart.yaml"] = chart_yaml(values)
     return files

@@ -35,6 +35,7 @@ FAMILIES = "machine-catalog.io/families"
 # metrics-gone test to wait for it.
 SCORING = {"strategy": "loadAware", "sampleIntervalSeconds": 1, "maxSampleAgeSeconds": 15}
 #: The gap test's families, of different factors: (name, scuPerCore as text, as a fraction).
+PAIR = "e2e.machine-catalog.io/pair"
 GAP_FAMILIES = [("e2e-gap-a", "1.25", Fraction(5, 4)), ("e2e-gap-b", "1.5", Fraction(3, 2))]
 
 
@@ -306,8 +307,17 @@ def test_a_usage_lead_of_one_point_or_several_wins_over_the_requests(
         for name, _, factor in GAP_FAMILIES
         for gap in (1, 3)
     ]
-    for name, _, _, prefix in pairs:
-        make_nodes(plane, [f"{prefix}-light", f"{prefix}-heavy"], f"{name}.2xlarge")
+    # Two pairs per family: a label of the pair keeps each pod to its own two nodes.
+    objects.create_nodes(
+        plane,
+        [
+            objects.node(
+                f"{prefix}-{kind}", {objects.INSTANCE_TYPE: f"{name}.2xlarge", PAIR: prefix}
+            )
+            for name, _, _, prefix in pairs
+            for kind in ("light", "heavy")
+        ],
+    )
     residents = "load-aware-gap-residents"
     api.create_namespace({"metadata": {"name": residents}})
     for _, _, _, prefix in pairs:
@@ -324,5 +334,9 @@ def test_a_usage_lead_of_one_point_or_several_wins_over_the_requests(
     time.sleep(32)
     wait_samples(load_aware, api, metrics_api)
     for name, _, gap, prefix in pairs:
-        (node,) = place(api, namespace, [f"p-{prefix}"], name)
+        body = pod_manifest(
+            f"p-{prefix}", "1", annotations={FAMILIES: name}, nodeSelector={PAIR: prefix}
+        )
+        api.create_namespaced_pod(namespace, body)
+        node = bound(api, namespace, f"p-{prefix}").spec.node_name
         assert node == f"{prefix}-heavy", (name, gap, usage[f"{prefix}-light"])
