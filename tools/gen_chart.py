@@ -188,7 +188,7 @@ SUBS: tuple[Sub, ...] = (
         "lines-replace",
         "config.yaml: |\n"
         '  {{- $file := printf "files/scheduler-config/%s.yaml" .Values.scheduler.configuration }}\n'
-        "  {{- .Files.Get $file | required (printf \"scheduler.configuration: one of %s\" "
+        '  {{- .Files.Get $file | required (printf "scheduler.configuration: one of %s" '
         '"extender, balanced, binpack, loadAware") | trimSuffix "\\n" | nindent 2 }}',
     ),
     Sub(

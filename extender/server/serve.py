@@ -99,6 +99,9 @@ class ServeConfig:
     #: None: $POD_NAMESPACE, the pod's own namespace, else the manifests' namespace.
     lease_namespace: str | None = None
     family_choice: str = "most-free"
+    #: ``HOST:PORT`` on loopback: the extender's routes also in plain HTTP there, for a
+    #: kube-scheduler in the same pod (:mod:`extender.server.loopback`).
+    extender_bind: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):
@@ -115,6 +118,13 @@ class ServeConfig:
             raise ServeError("recreate_max_per_cycle must be at least 1")
         if self.family_choice not in FAMILY_CHOICES:
             raise ServeError(f"family_choice must be one of {', '.join(FAMILY_CHOICES)}")
+        if self.extender_bind is not None:
+            from extender.server.loopback import LoopbackError, loopback_address
+
+            try:
+                loopback_address(self.extender_bind)
+            except LoopbackError as exc:
+                raise ServeError(str(exc)) from None
         if self.log_level.lower() not in LOG_LEVELS:
             raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -334,6 +344,8 @@ def preflight(config: ServeConfig) -> CatalogSource:
         if path and not os.access(path, os.R_OK):
             raise ServeError(f"cannot read TLS file {path}")
     check_bind(config.bind)
+    if config.extender_bind is not None:
+        check_bind(config.extender_bind)
     return catalogs
 
 
@@ -454,6 +466,11 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
             memory.limit_malloc_arenas()  # before build_runtime starts the watcher threads
             runtime = build_runtime(config)
             _WORKER["runtime"] = runtime
+            if config.extender_bind is not None:
+                from extender.server.loopback import ExtenderListener
+
+                listener = ExtenderListener(runtime, config.extender_bind).start()
+                _STOPPERS.setdefault(id(runtime), []).insert(0, listener.stop)
             app = create_app(runtime)
             _tune_gc(runtime)
             return app
@@ -523,6 +540,8 @@ def serve(config: ServeConfig) -> int:
 
         source = cache_source(config)
         tls = "on (TLS >= 1.2)" if config.certfile else "off"
+        if config.extender_bind is not None:
+            log.info("extender routes also on %s (plain HTTP, loopback)", config.extender_bind)
         log.info(
             "machine-catalog serving on %s: one process x %d threads, tls %s, catalog %s (%s),"
             " cache %s",
