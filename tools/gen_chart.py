@@ -187,7 +187,8 @@ SUBS: tuple[Sub, ...] = (
         ("data", "config.yaml"),
         "lines-replace",
         "config.yaml: |\n"
-        '  {{- $file := printf "files/scheduler-config/%s.yaml" .Values.scheduler.configuration }}\n'
+        '  {{- $file := printf "files/scheduler-config/%s.yaml" '
+        ".Values.scheduler.configuration }}\n"
         '  {{- .Files.Get $file | required (printf "scheduler.configuration: one of %s" '
         '"extender, balanced, binpack, loadAware") | trimSuffix "\\n" | nindent 2 }}',
     ),
