@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 
 import orjson
 import pytest
@@ -34,6 +35,11 @@ def args(names: list[str]) -> bytes:
     return json.dumps({"Pod": pod, "NodeNames": names}).encode()
 
 
+def same(answer: bytes) -> object:
+    """The answer without the cache's age, which moves between two calls."""
+    return json.loads(re.sub(rb"cache age [0-9.]+s", b"cache age", answer))
+
+
 def test_both_verbs_answer_as_the_verbs_do_on_one_connection(listener):
     server, names = listener
     body = args(names)
@@ -48,7 +54,7 @@ def test_both_verbs_answer_as_the_verbs_do_on_one_connection(listener):
         got = response.read()
         assert response.status == 200
         assert response.getheader("Content-Type") == "application/json"
-        assert json.loads(got) == json.loads(verb(server.runtime, body)[1])
+        assert same(got) == same(verb(server.runtime, body)[1])
     assert conn.sock is not None  # kept alive across the three requests
     conn.close()
 
