@@ -67,6 +67,10 @@ def loopback_address(bind: str) -> tuple[str, int]:
 def _handler(runtime: Runtime, max_body: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: one connection per scheduler
+        # TCP_NODELAY: the status line and headers go out in one write and the body in
+        # another; with Nagle's algorithm the body waits for the client's delayed ACK
+        # (~40 ms on Linux), which measured 10 pods/s instead of the HTTPS bind's 57.
+        disable_nagle_algorithm = True
         server_version = "machine-catalog"
 
         def do_POST(self) -> None:
