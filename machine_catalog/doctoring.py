@@ -12,6 +12,8 @@ What "works" means, one check per link of the chain a pod goes through:
                 (a server-side dry-run pod in an opted-in namespace comes back normalized)
     scheduler   a KubeSchedulerConfiguration has the machine-catalog profile, and its
                 extender points at the server's URL over verified HTTPS
+    pairing     the configuration answers the catalog's scoring strategy (the extender's
+                prioritize for loadAware; NodeResourcesFit's matching scoring without it)
     tls         the webhook's caBundle signed the certificate the server serves, which
                 names the host the callers dial and is not near expiry
     catalog     the catalog claims the nodes: none ambiguous, some matched
@@ -186,9 +188,15 @@ def expected_extender_urls(webhook: Mapping[str, Any] | None, namespace: str) ->
 
 
 def check_scheduler(
-    configs: Mapping[str, str], expected: set[str], profile: str = PROFILE
+    configs: Mapping[str, str],
+    expected: set[str],
+    profile: str = PROFILE,
+    strategy: str | None = None,
 ) -> list[Finding]:
-    """``configs``: where each candidate KubeSchedulerConfiguration text was read -> text."""
+    """``configs``: where each candidate KubeSchedulerConfiguration text was read -> text;
+    ``strategy``: the catalog's ``spec.scoring.strategy`` (None: not known, not compared).
+    A configuration without extenders is what ``manifests/components/scheduler-balanced``
+    and ``-binpack`` ship; it is right only for the strategy its in-tree scoring answers."""
     for where, text in configs.items():
         try:
             config = yaml.safe_load(text) or {}
@@ -202,6 +210,8 @@ def check_scheduler(
         findings = [Finding("scheduler", "ok", f"{where} has profile {profile}")]
         extenders = config.get("extenders") or []
         ours = [e for e in extenders if str(e.get("urlPrefix", "")).rstrip("/") in expected]
+        if not extenders and strategy is not None:
+            return findings + check_pairing(where, config, strategy, None)
         if not ours:
             got = ", ".join(str(e.get("urlPrefix")) for e in extenders) or "no extenders"
             findings.append(
@@ -215,6 +225,8 @@ def check_scheduler(
             )
             return findings
         ext = ours[0]
+        if strategy is not None:
+            findings += check_pairing(where, config, strategy, ext)
         problems = []
         if ext.get("filterVerb") != "filter":
             problems.append("filterVerb is not filter")
@@ -245,6 +257,107 @@ def check_scheduler(
             f"{', '.join(configs) or 'the cluster'}: pods the webhook sized wait Pending",
             f"install the scheduler ({INSTALL}) or give --scheduler-config FILE "
             "if it runs outside the cluster",
+        )
+    ]
+
+
+#: The in-tree scoring that answers a request-based strategy without the extender.
+IN_TREE = {"balanced": "LeastAllocated", "binpack": "MostAllocated"}
+COMPONENT = {
+    "balanced": "scheduler-balanced",
+    "binpack": "scheduler-binpack",
+    "loadAware": "scheduler-load-aware",
+}
+REQUEST_SCORERS = ("NodeResourcesFit", "NodeResourcesBalancedAllocation")
+
+
+def _profile(config: Mapping[str, Any], name: str = PROFILE) -> Mapping[str, Any]:
+    return next((p for p in config.get("profiles") or [] if p.get("schedulerName") == name), {})
+
+
+def score_plugins(profile: Mapping[str, Any]) -> tuple[set[str], dict[str, int]]:
+    """The score plugins the profile disables (``*``: all defaults) and the weights it sets."""
+    score = ((profile.get("plugins") or {}).get("score")) or {}
+    disabled = {str(p.get("name")) for p in score.get("disabled") or []}
+    weights = {str(p.get("name")): int(p.get("weight") or 1) for p in score.get("enabled") or []}
+    return disabled, weights
+
+
+def fit_scoring(profile: Mapping[str, Any]) -> tuple[str, set[str]]:
+    """NodeResourcesFit's scoring type and resources (kube-scheduler's defaults:
+    LeastAllocated on cpu and memory)."""
+    for entry in profile.get("pluginConfig") or []:
+        if entry.get("name") == "NodeResourcesFit":
+            scoring = ((entry.get("args") or {}).get("scoringStrategy")) or {}
+            resources = {str(r.get("name")) for r in scoring.get("resources") or []}
+            return str(scoring.get("type") or "LeastAllocated"), resources or {"cpu", "memory"}
+    return "LeastAllocated", {"cpu", "memory"}
+
+
+def check_pairing(
+    where: str, config: Mapping[str, Any], strategy: str, extender: Mapping[str, Any] | None
+) -> list[Finding]:
+    """Does the scheduler configuration do what the catalog's strategy asks?
+
+    - ``loadAware`` needs the extender's ``filter`` (hot spots) and ``prioritize`` (usage);
+      the in-tree request scorers should be off in the profile, or a usage lead of a point
+      or two loses to them (the scheduler-load-aware component);
+    - ``balanced`` / ``binpack`` are answered by NodeResourcesFit on cpu with
+      LeastAllocated / MostAllocated once pods are pinned to a family. Without the extender
+      that scoring must match the strategy; with it, it is right but each pod pays a round
+      trip the in-tree plugin answers.
+    """
+    fix = f"use manifests/components/{COMPONENT.get(strategy, 'scheduler-load-aware')}"
+    profile = _profile(config)
+    disabled, _weights = score_plugins(profile)
+    off = "*" in disabled
+    if strategy == "loadAware":
+        if extender is None or not extender.get("prioritizeVerb"):
+            return [
+                Finding(
+                    "pairing",
+                    "fault",
+                    f"{where}: the catalog's strategy is loadAware, but kube-scheduler does "
+                    "not call the extender's prioritize: pods are ranked by requests, not usage",
+                    fix,
+                )
+            ]
+        left = [n for n in REQUEST_SCORERS if not off and n not in disabled]
+        if left:
+            return [
+                Finding(
+                    "pairing",
+                    "warn",
+                    f"{where}: loadAware with the in-tree request scorers on ({', '.join(left)}):"
+                    " they outvote a usage lead of a point or two (docs/scoring.md)",
+                    fix,
+                )
+            ]
+        return [Finding("pairing", "ok", "loadAware: extender prioritize, in-tree scorers off")]
+    wanted = IN_TREE.get(strategy)
+    if wanted is None:
+        return []
+    kind, resources = fit_scoring(profile)
+    in_tree = not off and "NodeResourcesFit" not in disabled and "cpu" in resources
+    if extender is not None and extender.get("prioritizeVerb"):
+        return [
+            Finding(
+                "pairing",
+                "ok",
+                f"{strategy}: scored by the extender (one round trip per pod; "
+                f"manifests/components/{COMPONENT[strategy]} answers it in-tree)",
+            )
+        ]
+    if in_tree and kind == wanted:
+        return [Finding("pairing", "ok", f"{strategy}: NodeResourcesFit {kind} on cpu, in-tree")]
+    got = f"NodeResourcesFit {kind}" if in_tree else "no NodeResourcesFit scoring on cpu"
+    return [
+        Finding(
+            "pairing",
+            "fault",
+            f"{where}: the catalog's strategy is {strategy} but the scheduler ranks by {got} "
+            f"(want {wanted}) and calls no extender prioritize",
+            fix,
         )
     ]
 

@@ -179,9 +179,12 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
         server = _read(apps.read_namespaced_deployment, "machine-catalog", NAMESPACE)
         if in_cluster or server is not None:
             findings += check_deployment("machine-catalog", server)
+        catalog = _catalog(core, args.catalog)
+        strategy = None if isinstance(catalog, Finding) else catalog[0].strategy
         findings += check_scheduler(
             _scheduler_configs(core, args.scheduler_config),
             expected_extender_urls(webhook, NAMESPACE),
+            strategy=strategy,
         )
         if args.scheduler_config is None:
             findings += check_deployment(
@@ -198,7 +201,6 @@ def diagnose(args: argparse.Namespace) -> list[Finding]:
             webhook, served, served_from, _b64(secret, "ca.crt"), dt.datetime.now(dt.UTC)
         )
 
-        catalog = _catalog(core, args.catalog)
         if isinstance(catalog, Finding):
             findings.append(catalog)
         else:

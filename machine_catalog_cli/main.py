@@ -766,6 +766,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lease_namespace=args.lease_namespace,
             family_choice=args.family_choice,
             resize_accounting=args.resize_accounting,
+            extender_bind=args.extender_bind,
         )
     except ServeError as exc:  # the server's own checks of a combination
         raise CliError(str(exc), EXIT_USAGE) from exc
@@ -939,6 +940,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8080",
         metavar="HOST:PORT",
         help="address to listen on (unix:PATH for a socket)",
+    )
+    p.add_argument(
+        "--extender-bind",
+        metavar="HOST:PORT",
+        help="also serve the extender's routes in plain HTTP here, on loopback only, for a "
+        "kube-scheduler in the same pod (urlPrefix http://127.0.0.1:PORT/scheduler, "
+        "enableHTTPS false)",
     )
     p.add_argument(
         "--threads",

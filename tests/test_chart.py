@@ -41,7 +41,8 @@ def test_the_committed_chart_is_what_the_generator_writes() -> None:
         CHART / "crds" / "machinecatalogs.machine-catalog.io.yaml"
     ]
     assert (
-        result.stdout.splitlines()[-1] == f"{templates} templates, 3 other files in machine-catalog"
+        result.stdout.splitlines()[-1]
+        == f"{templates} templates, 7 other files in machine-catalog"  # crds/ + 4 configs
     )
 
 

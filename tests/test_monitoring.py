@@ -190,6 +190,7 @@ def test_the_alerts_the_issue_asks_for(overlay) -> None:
         "MachineCatalogWebhookDenialsSpike",
         "MachineCatalogFamilyNearlyFull",
         "MachineCatalogPendingOnFullFamily",
+        "MachineCatalogExtenderCallsMissing",
     }
     for alert in alerts.values():
         assert alert["for"] and alert["labels"]["severity"] in ("warning", "critical")
@@ -197,6 +198,8 @@ def test_the_alerts_the_issue_asks_for(overlay) -> None:
     # Per-family gauges are the same on every replica: max, never sum, across pods.
     for name in ("MachineCatalogFamilyNearlyFull", "MachineCatalogPendingOnFullFamily"):
         assert "sum" not in alerts[name]["expr"] and "max by (family)" in alerts[name]["expr"]
+    # One replica may get every extender call: missing only when every replica says so.
+    assert "min by (namespace)" in alerts["MachineCatalogExtenderCallsMissing"]["expr"]
 
 
 def test_the_dashboard_shows_what_the_issue_asks_for(overlay) -> None:

@@ -281,12 +281,13 @@ class ControlPlane:
             config["leaderElection"] = {"leaderElect": False}
         else:
             extenders = []
-            for ext in config["extenders"]:
+            for ext in config.get("extenders") or []:  # the in-tree components have none
                 ext = dict(ext)
                 ext["urlPrefix"] = extender_url
                 ext["tlsConfig"] = {**ext.get("tlsConfig", {}), "caFile": str(self.pki.ca)}
                 extenders.append(ext)
-            config["extenders"] = extenders
+            if extenders:
+                config["extenders"] = extenders
         path = self.workdir / f"{name}-config.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -307,6 +308,20 @@ class ControlPlane:
         )
         self.processes[name] = proc
         return proc
+
+    @contextlib.contextmanager
+    def scheduler_running(self, name: str, config: Path) -> Iterator[Process]:
+        """Run the scheduler ``name`` with another configuration file for a while, then
+        with its own again (one kube-scheduler per profile name at a time: two would race
+        to bind the same pods)."""
+        old = self.processes[name]
+        old.stop()
+        proc = self.start_scheduler(name, config)
+        try:
+            yield proc
+        finally:
+            proc.stop()
+            self.processes[name] = start(name, old.argv, self.logs(), old.env)
 
     def restart(self, name: str) -> Process:
         """Stop one component and start it again with the same arguments and log."""

@@ -86,7 +86,7 @@ def test_the_session_install_is_green_but_for_the_planted_ambiguous_node(doctor)
     code, lines = doctor()
     assert code == 1, lines
     ok = [line for line in lines if line.startswith("ok")]
-    for check in ("webhook:", "webhook call:", "scheduler:", "extender:", "tls:"):
+    for check in ("webhook:", "webhook call:", "scheduler:", "pairing:", "extender:", "tls:"):
         assert any(line.startswith(f"ok    {check}") for line in ok), (check, lines)
     assert any("came back normalized" in line for line in ok), lines
     assert any("caBundle signed the certificate served at 127.0.0.1:" in line for line in ok)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from fractions import Fraction
 
+import numpy as np
 import pytest
 import yaml
 from harness import objects
+from harness.controlplane import REPO
 from harness.kube import bound, events_for, eventually, failed_scheduling, pod_manifest
 from kubernetes import client
 
@@ -34,20 +37,37 @@ FAMILIES = "machine-catalog.io/families"
 # 2-core machine does not turn every node back to requests mid-test, short enough for the
 # metrics-gone test to wait for it.
 SCORING = {"strategy": "loadAware", "sampleIntervalSeconds": 1, "maxSampleAgeSeconds": 15}
+#: The gap test's families, of different factors: (name, scuPerCore as text, as a fraction).
+PAIR = "e2e.machine-catalog.io/pair"
+GAP_FAMILIES = [("e2e-gap-a", "1.25", Fraction(5, 4)), ("e2e-gap-b", "1.5", Fraction(3, 2))]
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def load_aware(server, scheduler, kubelet, metrics_api, catalog):
-    """The session catalog with ``loadAware`` scoring for this module, restored after."""
+def load_aware(plane, server, scheduler, kubelet, metrics_api, catalog):
+    """The session catalog with ``loadAware`` scoring and the gap families for this
+    module, and the session's scheduler running the shipped loadAware configuration
+    (``manifests/components/scheduler-load-aware``: the in-tree request scorers off);
+    both restored after."""
     original = catalog.read_text()
     doc = yaml.safe_load(original)
     doc["spec"]["scoring"] = dict(SCORING)
+    for name, factor, _ in GAP_FAMILIES:
+        doc["spec"]["families"].append(
+            {"name": name, "scuPerCore": factor, "instanceTypes": [f"{name}.2xlarge"]}
+        )
     server.replace_catalog(yaml.safe_dump(doc, sort_keys=False))
+    shipped = REPO / "manifests/components/scheduler-load-aware/scheduler-config.yaml"
+    config = plane.scheduler_config(
+        server.url + "/scheduler",
+        name="load-aware-scheduler",
+        base=yaml.safe_load(shipped.read_text()),
+    )
     try:
-        yield server
+        with plane.scheduler_running("machine-catalog-scheduler", config):
+            yield server
     finally:
         server.replace_catalog(original)
 
@@ -276,3 +296,76 @@ def test_without_node_metrics_pods_keep_scheduling_on_their_requests(
         ("machine_catalog_node_metrics_polls_total", (("outcome", "ok"),))
     ]
     assert polls_after > polls_before
+
+
+def gap_usage(factor: Fraction, gap: int) -> int:
+    """A usage of the busy node (physical millicores, 50m steps) that puts it ``gap``
+    loadAware points behind the other of its pair: the middle of the usages that do, so
+    the pod's rounding (its request is ceil(1000 / f) millicores) cannot move the gap.
+
+    The pair: ``light`` holds 1000m of requests, ``heavy`` 6000m and is measured at 1000m;
+    the pod asks 1 SCU. The product's scoring function only sets the stage (which usage
+    makes a lead of ``gap`` points); what is checked is where kube-scheduler puts the pod.
+    """
+    from extender.scheduler.scoring import load_aware_scores
+
+    capacity = (np.array([8000, 8000]) * factor).astype(int)
+    requested = (np.array([1000, 6000]) * factor).astype(int)
+    pod = 1000  # 1 SCU, its expected load and (about) its request on either node
+    usages = []
+    for used in range(1000, 6400, 50):
+        load = (np.array([used, 1000]) * factor).astype(int)
+        scores = load_aware_scores(capacity, requested, load, pod, pod, Fraction(1, 5))
+        if scores[1] - scores[0] == gap:
+            usages.append(used)
+    assert usages, f"no usage gives a lead of {gap} at {factor}"
+    return usages[len(usages) // 2]
+
+
+def test_a_usage_lead_of_one_point_or_several_wins_over_the_requests(
+    plane, api, load_aware, metrics_api, namespace
+):
+    """For each gap family (1.25 and 1.5) and each lead (1 and 3 loadAware points): two
+    8-vCPU nodes, ``light`` with fewer requests (NodeResourcesFit and BalancedAllocation,
+    if they scored, would favour it by more than one point) but busier, ``heavy`` with
+    more requests and less usage. The pod goes to ``heavy`` every time: with the in-tree
+    request scorers off, a lead of one point is a lead (tests/test_scheduler_pairing.py
+    shows the base configuration losing it)."""
+    pairs = [
+        (name, factor, gap, f"{name[-5:]}-{gap}")
+        for name, _, factor in GAP_FAMILIES
+        for gap in (1, 3)
+    ]
+    # Two pairs per family: a label of the pair keeps each pod to its own two nodes.
+    objects.create_nodes(
+        plane,
+        [
+            objects.node(
+                f"{prefix}-{kind}", {objects.INSTANCE_TYPE: f"{name}.2xlarge", PAIR: prefix}
+            )
+            for name, _, _, prefix in pairs
+            for kind in ("light", "heavy")
+        ],
+    )
+    residents = "load-aware-gap-residents"
+    api.create_namespace({"metadata": {"name": residents}})
+    for _, _, _, prefix in pairs:
+        for node, cpu in (("light", "1"), ("heavy", "6")):
+            body = pod_manifest(f"{prefix}-{node}", cpu, nodeName=f"{prefix}-{node}")
+            api.create_namespaced_pod(residents, body)
+    usage = {}
+    for _, factor, gap, prefix in pairs:
+        usage[f"{prefix}-light"] = f"{gap_usage(factor, gap)}m"
+        usage[f"{prefix}-heavy"] = "1000m"
+    publish_nodes(metrics_api, usage)
+    # A pod bound less than a sample's 30 s window before the sample counts by its request
+    # on top of the sample (anti-herding): wait until the samples cover the residents.
+    time.sleep(32)
+    wait_samples(load_aware, api, metrics_api)
+    for name, _, gap, prefix in pairs:
+        body = pod_manifest(
+            f"p-{prefix}", "1", annotations={FAMILIES: name}, nodeSelector={PAIR: prefix}
+        )
+        api.create_namespaced_pod(namespace, body)
+        node = bound(api, namespace, f"p-{prefix}").spec.node_name
+        assert node == f"{prefix}-heavy", (name, gap, usage[f"{prefix}-light"])

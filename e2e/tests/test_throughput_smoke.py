@@ -23,8 +23,21 @@ COMPONENTS = {
     "kube-apiserver",
     "default-scheduler",
     "machine-catalog",
+    "machine-catalog in-tree",
+    "machine-catalog loopback",
     "machine-catalog serve",
 }
+CONFIGS = [
+    "default-scheduler",
+    "default-scheduler pinned",
+    "machine-catalog",
+    "machine-catalog in-tree",
+    "machine-catalog loopback",
+]
+#: The kube-scheduler process charged with each configuration's rounds.
+PROCESS = {c: c for c in CONFIGS} | {"default-scheduler pinned": "default-scheduler"}
+#: Configurations that call the extender (over HTTPS, over loopback HTTP).
+EXTENDER = {"machine-catalog", "machine-catalog loopback"}
 
 
 def test_quick_run_measures_both_schedulers(tmp_path: Path, binaries: Path) -> None:
@@ -46,33 +59,36 @@ def test_quick_run_measures_both_schedulers(tmp_path: Path, binaries: Path) -> N
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     (size,) = data["results"]
     assert size["nodes"] == 100
     rounds = size["rounds"]
-    configs = ["default-scheduler", "default-scheduler pinned", "machine-catalog"]
+    configs = CONFIGS
     # Both modes, 2 rounds each, the configurations alternating: forward, then backward.
     for mode in ("stream", "drain"):
         order = [r["scheduler"] for r in rounds if r["mode"] == mode]
         assert order == configs + configs[::-1], order
     for r in rounds:
         assert r["bound"] == r["pods"] == 60, r
+        assert r["failed_creates"] == 0 and r["create_errors"] == {}, r
         assert r["pods_per_second"] > 0 and r["creates_per_second"] > 0
         assert r["wrong_family"] == 0
         assert set(r["cpu"]) >= COMPONENTS
         # The scheduler of the round did the work: it used CPU and reported its cycles.
-        process = "machine-catalog" if r["scheduler"] == "machine-catalog" else "default-scheduler"
-        assert r["cpu"][process] > 0
+        assert r["cpu"][PROCESS[r["scheduler"]]] > 0
         assert r["metrics"]["algorithm_ms"] > 0
     for r in rounds:
-        if r["scheduler"] == "machine-catalog":
+        if r["scheduler"] in EXTENDER:
             # The extender was called for these pods and serve spent CPU on them.
             assert r["metrics"]["extender_filter_ms"] > 0
             assert r["metrics"]["extender_prioritize_ms"] > 0
             assert r["cpu"]["machine-catalog serve"] > 0
+        elif r["scheduler"] == "machine-catalog in-tree":
+            # Pinned by the label and scored in-tree: no extender call in the round.
+            assert r["metrics"]["extender_filter_ms"] != r["metrics"]["extender_filter_ms"]
     cost = size["create_cost"]
     assert cost["samples"] == 20
     # The opted-in namespace's creates went through the webhook, the plain ones did not.

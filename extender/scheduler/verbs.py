@@ -144,6 +144,7 @@ def filter_verb(runtime: Runtime, body: bytes) -> tuple[int, bytes]:
         pinned = pinned_family(args.pod)
     except (WireError, PodError) as exc:
         return 400, error_body(str(exc))
+    runtime.calls.seen("filter", runtime.cluster.scheduled_bindings)
     try:
         return 200, filter_response(runtime, args, pod_millis, pinned)
     except Exception:
@@ -159,6 +160,7 @@ def prioritize_verb(runtime: Runtime, body: bytes) -> tuple[int, bytes]:
         pinned = pinned_family(args.pod)  # same validation as filter: one verdict
     except (WireError, PodError) as exc:
         return 400, error_body(str(exc))
+    runtime.calls.seen("prioritize", runtime.cluster.scheduled_bindings)
     if not runtime.cluster.synced:
         return 503, error_body(NOT_SYNCED)
     try:

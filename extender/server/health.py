@@ -75,6 +75,8 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
             "pods": counts["pods"],
         },
         "worker": {"pid": os.getpid()},
+        # Not a readiness problem: taking this replica out of rotation fixes nothing.
+        "scheduling": runtime.pairing() if catalog is not None else None,
         "leader": {
             "identity": runtime.identity,
             "leading": runtime.leadership.is_leader(),

@@ -112,6 +112,23 @@ class RuntimeCollector(Collector):
             usage.add_metric([state], len(names))
         yield usage
         yield from family_gauges(cluster.all_nodes(), cluster.pending_millis())
+        pairing = runtime.pairing()
+        since = GaugeMetricFamily(
+            PREFIX + "extender_bindings_since_call",
+            "Pinned pods seen bound since this replica's last call of the verb (or since the"
+            " catalog's strategy changed). With loadAware, a count that grows on every replica"
+            " means kube-scheduler does not call the verb.",
+            labels=["verb"],
+        )
+        for verb, count in pairing["bindingsSinceCall"].items():
+            since.add_metric([verb], count)
+        yield since
+        yield _gauge(
+            "extender_calls_missing",
+            "1 when the catalog's strategy needs an extender verb this replica has not been"
+            " called for in 20 bindings (see /readyz scheduling).",
+            pairing["state"] == "missing",
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

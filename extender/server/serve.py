@@ -108,6 +108,9 @@ class ServeConfig:
     #: (:data:`machine_catalog.resources.RESIZE_RULES`; per-container up to 1.34, aggregate
     #: in 1.37).
     resize_accounting: str = DEFAULT_RESIZE_RULE
+    #: ``HOST:PORT`` on loopback: the extender's routes also in plain HTTP there, for a
+    #: kube-scheduler in the same pod (:mod:`extender.server.loopback`).
+    extender_bind: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.certfile) != bool(self.keyfile):
@@ -130,6 +133,13 @@ class ServeConfig:
             raise ServeError(f"family_choice must be one of {', '.join(FAMILY_CHOICES)}")
         if self.resize_accounting not in RESIZE_RULES:
             raise ServeError(f"resize_accounting must be one of {', '.join(RESIZE_RULES)}")
+        if self.extender_bind is not None:
+            from extender.server.loopback import LoopbackError, loopback_address
+
+            try:
+                loopback_address(self.extender_bind)
+            except LoopbackError as exc:
+                raise ServeError(str(exc)) from None
         if self.log_level.lower() not in LOG_LEVELS:
             raise ServeError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -396,6 +406,8 @@ def preflight(config: ServeConfig) -> CatalogSource:
         check_supported()
     except RuntimeError as exc:
         raise ServeError(str(exc)) from None
+    if config.extender_bind is not None:
+        check_bind(config.extender_bind)
     return catalogs
 
 
@@ -518,6 +530,11 @@ def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
             memory.limit_malloc_arenas()  # before build_runtime starts the watcher threads
             runtime = build_runtime(config)
             _WORKER["runtime"] = runtime
+            if config.extender_bind is not None:
+                from extender.server.loopback import ExtenderListener
+
+                listener = ExtenderListener(runtime, config.extender_bind).start()
+                _STOPPERS.setdefault(id(runtime), []).insert(0, listener.stop)
             app = create_app(runtime)
             _tune_gc(runtime)
             return app
@@ -587,6 +604,8 @@ def serve(config: ServeConfig) -> int:
 
         source = cache_source(config)
         tls = "on (TLS >= 1.2)" if config.certfile else "off"
+        if config.extender_bind is not None:
+            log.info("extender routes also on %s (plain HTTP, loopback)", config.extender_bind)
         log.info(
             "machine-catalog serving on %s: one process x %d threads, tls %s, catalog %s (%s),"
             " cache %s",

@@ -747,6 +747,9 @@ class ClusterState:
         #: (not on pod events nor on node status updates): readers cache per-node label
         #: evaluations (the webhook's affinity masks) on it.
         self.node_generation = 0
+        #: Pods seen going from pending with a family pin to bound: the machine-catalog
+        #: scheduler's bindings (the evidence :mod:`extender.state.pairing` weighs).
+        self.scheduled_bindings = 0
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -844,6 +847,13 @@ class ClusterState:
                 old = t.pods.get(key)
                 t.set_pod(key, entry)
                 self._note_binding(t, key, old, entry)
+                if (
+                    old is not None
+                    and old.pending_family is not None
+                    and entry is not None
+                    and entry.node is not None
+                ):
+                    self.scheduled_bindings += 1
             else:
                 raise ValueError(f"unexpected kind {kind!r}")
             if resource_version:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from extender.state.cluster import ClusterState
+from extender.state.pairing import ExtenderCalls
 from machine_catalog.loading import CatalogSource
 
 DEFAULT_MAX_BODY = 512 * 1024 * 1024  # 15,000 full Node objects with images fit
@@ -59,3 +60,11 @@ class Runtime:
     leadership: Leadership = field(default_factory=_Alone)
     #: This replica's identity in the election ("" without one).
     identity: str = ""
+    #: Which extender verbs kube-scheduler calls, against the bindings seen.
+    calls: ExtenderCalls = field(default_factory=ExtenderCalls)
+
+    def pairing(self) -> dict[str, object]:
+        """:func:`extender.state.pairing.verdict` for this replica, now."""
+        catalog = self.cluster.catalog
+        hot_spot = catalog.scoring.hot_spot_usage is not None
+        return self.calls.status(catalog.strategy, hot_spot, self.cluster.scheduled_bindings)
