@@ -16,12 +16,12 @@ next cycle with the newer object.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from extender.feeds.catalog_resource import GROUP, PLURAL, VERSION, ResourceCatalogSource
+from extender.loops.periodic import Periodic
 from extender.state.cluster import ClusterState
 from machine_catalog.resource import catalog_status
 
@@ -34,7 +34,11 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class StatusWriter:
+class StatusWriter(Periodic):
+    """The loop; :meth:`run_once` is one cycle (the tests call it directly)."""
+
+    thread_name = "catalog-status"
+
     def __init__(
         self,
         source: ResourceCatalogSource,
@@ -51,25 +55,7 @@ class StatusWriter:
         self.interval = interval
         self.api = client.CustomObjectsApi(source.api_client)
         self._written: tuple[Any, ...] | None = None
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="catalog-status", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:  # the loop must outlive any one bad cycle
-                log.exception("catalog status cycle failed")
-            self._stopping.wait(self.interval)
+        self._init_loop()
 
     def _nodes(self) -> list[dict[str, Any]]:
         names = [n for n in self.cluster.all_nodes().names if n]

@@ -17,11 +17,11 @@ per cycle so a catalog that relabels the whole fleet turns into a steady trickle
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from extender import telemetry
+from extender.loops.periodic import Periodic
 from extender.state.cluster import ClusterState
 from machine_catalog.annotations import FAMILY_LABEL
 
@@ -37,8 +37,10 @@ def label_patch(value: str | None) -> dict[str, Any]:
     return {"metadata": {"labels": {FAMILY_LABEL: value}}}
 
 
-class Labeller:
+class Labeller(Periodic):
     """The loop; :meth:`run_once` is one cycle (the tests call it directly)."""
+
+    thread_name = "family-labels"
 
     def __init__(
         self,
@@ -56,25 +58,7 @@ class Labeller:
         self.leader = leader
         self.interval = interval
         self.max_per_cycle = max_per_cycle
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="family-labels", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:  # the loop must outlive any one bad cycle
-                log.exception("family label cycle failed")
-            self._stopping.wait(self.interval)
+        self._init_loop()
 
     def run_once(self) -> int:
         """Patch the nodes whose label is wrong (up to ``max_per_cycle``); how many."""

@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -68,6 +67,7 @@ from extender.admission.placement import (
 from extender.admission.reinvocation import without_pin
 from extender.admission.resizing import scu_cpu_values
 from extender.admission.webhook import Fleet
+from extender.loops.periodic import Periodic
 from extender.loops.stranding import (
     Choice,
     PendingPod,
@@ -171,8 +171,14 @@ def _now_rfc3339(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Recreator:
+class Recreator(Periodic):
     """The loop; :meth:`run_once` is one cycle (the tests call it directly)."""
+
+    thread_name = "recreate-stranded"
+
+    def first_delay(self) -> float:
+        # Replicas start together; spread their cycles over the interval.
+        return random.uniform(0, self.interval)
 
     def __init__(
         self,
@@ -194,30 +200,7 @@ class Recreator:
         self.clock = clock
         self.fleet = Fleet(cluster)
         self.instance = os.environ.get("HOSTNAME") or f"pid-{os.getpid()}"
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="recreate-stranded", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        # Replicas start together; spread their cycles over the interval.
-        if self._stopping.wait(random.uniform(0, self.interval)):
-            return
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:  # the loop must outlive any one bad cycle
-                log.exception("stranded-pod cycle failed")
-            self._stopping.wait(self.interval)
+        self._init_loop()
 
     # -- one cycle ---------------------------------------------------------------------
 
