@@ -71,7 +71,7 @@ class Server:
         """The Deployment's own ``serve`` arguments, with the cluster's paths swapped in.
 
         ``--in-cluster`` becomes ``--kubeconfig``; the catalog, certificate and bind address
-        point at the harness's files and port; every other flag (workers, threads, the
+        point at the harness's files and port; every other flag (threads, the
         scheduler name) is the manifest's, so the test runs what a cluster would.
         """
         swap = {
@@ -142,18 +142,17 @@ class Server:
             return json.loads(r.read())
 
     def workers(self) -> set[int]:
-        """Pids of the processes that answer requests: gunicorn's workers, or the one
-        process when it serves alone."""
+        """Pids of the processes that answer requests: the one gunicorn worker that owns
+        the replica's state (a set, so a worker restarted by the master is seen too)."""
         assert self.proc is not None
         master = self.proc.popen.pid
         return set(process_tree(master)[1:]) or {master}
 
     def every_worker(self, check: Callable[[dict[str, Any]], bool], timeout: float, what: str):
-        """Ask ``/readyz`` until every worker has answered once with ``check`` true.
+        """Ask ``/readyz`` until the serving process has answered with ``check`` true.
 
-        A scrape lands on whichever worker accepts it, and each worker holds its own cache
-        and catalog; ``/readyz`` names the worker that answered (``worker.pid``), so this
-        knows when each one has been seen in the wanted state, instead of sleeping.
+        ``/readyz`` names the process that answered (``worker.pid``), so a worker the master
+        restarted meanwhile is asked too; this waits for the state instead of sleeping.
         """
         from harness.kube import eventually
 
@@ -179,12 +178,12 @@ class Server:
         self.every_worker(lambda r: r["catalog"]["hash"] != before, 30, "catalog reloaded")
 
     def wait_for_nodes(self, names: Iterable[str], timeout: float = 30) -> None:
-        """Until every worker's cache holds these nodes: the webhook sizes a pod from what
+        """Until the server's cache holds these nodes: the webhook sizes a pod from what
         the cache holds, so a pod created right after its nodes would race the watch.
 
         Asked the way kube-scheduler asks, through ``/scheduler/filter``: a node the cache
         lacks fails with "not in the extender's cluster cache", whatever the pod. Twelve
-        answers in a row without it reach each of two workers with odds 1 - 2^-11.
+        answers in a row without it leave no doubt while the watch is catching up.
         """
         from harness.kube import eventually, pod_manifest
 
@@ -206,7 +205,7 @@ class Server:
         eventually(cached, lambda missing: not missing, timeout, f"nodes {names} in the cache")
 
     def admissions(self) -> dict[str, float]:
-        """``machine_catalog_admissions_total`` by decision, summed over workers."""
+        """``machine_catalog_admissions_total`` by decision."""
         return {
             dict(labels)["decision"]: value
             for (name, labels), value in self.metrics().items()
@@ -217,7 +216,7 @@ class Server:
         return self.get("/readyz")[1]
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """``/metrics`` of the worker that answers, as {(sample name, sorted labels): value}."""
+        """``/metrics`` of the server, as {(sample name, sorted labels): value}."""
         from prometheus_client.parser import text_string_to_metric_families
 
         status, text = self.get("/metrics")
