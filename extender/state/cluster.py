@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from extender.state.usage import UsageSample, UsageView
+from extender.state.usage import UsageSample, UsageView, unseen_millis
 from machine_catalog.annotations import FAMILY_ANNOTATION, FAMILY_LABEL
 from machine_catalog.catalog import Catalog
 from machine_catalog.matching import NodeMatch, instance_type_of, selected_by_beta_only
@@ -631,7 +631,7 @@ class _Tables:
         else:
             self.usage_scu[slot] = physical_to_scu_millis(sample.millis, factor)
             self.sample_at[slot] = sample.at
-        millis = sum(m for _, m in unseen.values()) if unseen else 0
+        millis = sum(unseen_millis(at, m, sample) for at, m in unseen.values()) if unseen else 0
         self.unseen_scu[slot] = physical_to_scu_millis(millis, factor)
 
     def _refresh_all_usage(self, catalog: Catalog) -> None:

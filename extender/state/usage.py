@@ -20,6 +20,7 @@ it as ``balanced`` does (in SCU), and the hot-spot filter leaves it alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -156,6 +157,25 @@ def to_scu(
     return out
 
 
+def unseen_millis(bound_at: float, request_millis: int, sample: UsageSample | None) -> int:
+    """Anti-herding: the part of a pod's CPU request a node's usage sample does not hold yet.
+
+    A pod bound after the sample's window ended counts by its whole request; one bound
+    inside the window ran for part of it, and the sample, an average over the window,
+    already holds that part of its usage: only the share of the window it was *not* yet
+    running counts, ``ceil(request * (bound_at - window_start) / window)``. Counting it
+    whole would add what the sample already shows (a pod bound half-way through a 30 s
+    window and using its request showed up as 1.5 requests). A sample with no window
+    (a file without one) holds none of it.
+    """
+    if sample is None or bound_at >= sample.at or sample.window <= 0:
+        return request_millis
+    start = sample.at - sample.window
+    if bound_at <= start:
+        return 0
+    return math.ceil(request_millis * (bound_at - start) / sample.window)
+
+
 def node_load(
     usage: UsageView, requested_scu: np.ndarray, now: float, max_age: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -181,4 +201,5 @@ __all__ = [
     "parse_timestamp",
     "scoring_fractions",
     "to_scu",
+    "unseen_millis",
 ]
