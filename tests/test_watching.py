@@ -424,6 +424,8 @@ def test_a_relist_is_applied_atomically(fake, start):
         fake.missed_while_disconnected(replace_all)
         took = eventually(lambda: total_requested(state) == 60_000, "relist applied")
         report("410 relist of 200 pods in 10 pages", took)
+        # The reader thread may not have run since: let it see the new state too.
+        eventually(lambda: 60_000 in seen, "the reader has seen the state after the relist")
     finally:
         stop.set()
         reader.join(5)
