@@ -280,20 +280,25 @@ def _from_cluster(args: argparse.Namespace) -> tuple[list[dict], list[dict], lis
         raise CliError(f"cannot reach the API server: {exc}") from exc
 
 
+def _vector(raw: bytes, source: str, not_json: str) -> dict[tuple[str, str], float]:
+    """An instant-query response's work rates (``parse_vector``); every fault a CliError."""
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"{source}: {not_json}: {exc}") from exc
+    try:
+        return parse_vector(document, source)
+    except WorkSignalError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def read_work_metrics(path: str) -> dict[tuple[str, str], float]:
     """``--work-metrics FILE``: a saved instant-query response, checked by ``parse_vector``."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise CliError(f"{path}: not JSON: {exc}") from exc
-    try:
-        return parse_vector(document, path)
-    except WorkSignalError as exc:
-        raise CliError(str(exc)) from exc
+    return _vector(raw, path, "not JSON")
 
 
 def query_prometheus(url: str, query: str) -> dict[tuple[str, str], float]:
@@ -310,14 +315,7 @@ def query_prometheus(url: str, query: str) -> dict[tuple[str, str], float]:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CliError(f"cannot reach {source}: {reason}") from exc
-    try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise CliError(f"{source}: the answer is not JSON: {exc}") from exc
-    try:
-        return parse_vector(document, source)
-    except WorkSignalError as exc:
-        raise CliError(str(exc)) from exc
+    return _vector(raw, source, "the answer is not JSON")
 
 
 def _work_signal(args: argparse.Namespace) -> dict[tuple[str, str], float] | None:
