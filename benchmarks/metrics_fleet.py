@@ -122,6 +122,21 @@ def pod_metrics(
     }
 
 
+def fleet_nodes(
+    catalog: Catalog, true_speed: Mapping[str, float], nodes_per_family: int
+) -> tuple[list[Any], list[dict[str, Any]], dict[str, list[str]]]:
+    """The families given a true speed (with instance types), ``nodes_per_family`` Node
+    objects of each, and their names per family: the nodes every simulated fleet runs on."""
+    families = [f for f in catalog.families if f.name in true_speed and f.instance_types]
+    nodes: list[dict[str, Any]] = []
+    node_names: dict[str, list[str]] = {}
+    for f in families:
+        names = [f"{f.name}-node-{i}" for i in range(nodes_per_family)]
+        node_names[f.name] = names
+        nodes += [node_object(n, f.instance_types[0]) for n in names]
+    return families, nodes, node_names
+
+
 def usage_fleet(
     catalog: Catalog,
     true_speed: Mapping[str, float],
@@ -137,12 +152,7 @@ def usage_fleet(
 ) -> UsageFleet:
     """A fleet of ``workloads`` whose replicas' usage follows the module's model."""
     rng = random.Random(seed)
-    families = [f for f in catalog.families if f.name in true_speed and f.instance_types]
-    nodes, node_names = [], {}
-    for f in families:
-        names = [f"{f.name}-node-{i}" for i in range(nodes_per_family)]
-        node_names[f.name] = names
-        nodes += [node_object(n, f.instance_types[0]) for n in names]
+    families, nodes, node_names = fleet_nodes(catalog, true_speed, nodes_per_family)
     started = START - timedelta(hours=1)
     pods = []
     per_sample: list[dict[tuple[str, str], float]] = [{} for _ in range(samples)]

@@ -36,7 +36,7 @@ from typing import Any
 from benchmarks.metrics_fleet import (
     SAMPLE_EVERY,
     START,
-    node_object,
+    fleet_nodes,
     pod_metrics,
     pod_object,
 )
@@ -82,12 +82,7 @@ def balanced_fleet(
 ) -> WorkFleet:
     """A fleet of ``workloads`` behind balancers of the given ``evening`` (see module)."""
     rng = random.Random(seed)
-    families = [f for f in catalog.families if f.name in true_speed and f.instance_types]
-    nodes, node_names = [], {}
-    for f in families:
-        names = [f"{f.name}-node-{i}" for i in range(nodes_per_family)]
-        node_names[f.name] = names
-        nodes += [node_object(n, f.instance_types[0]) for n in names]
+    families, nodes, node_names = fleet_nodes(catalog, true_speed, nodes_per_family)
     started = START - timedelta(hours=1)
     pods = []
     rates: dict[tuple[str, str], float] = {}
