@@ -311,3 +311,46 @@ def spread_deployment(name: str, replicas: int, cpu: str, types: Sequence[str]) 
             },
         },
     }
+
+
+CRD = "crd/machinecatalogs.machine-catalog.io"
+
+
+def install_crd(plane: ControlPlane) -> str:
+    """The MachineCatalog CRD of manifests/base, applied and established; its name."""
+    plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "crd.yaml"))
+    plane.kubectl("wait", "--for=condition=Established", CRD, "--timeout=60s")
+    return CRD
+
+
+def first_install_prerequisites(plane: ControlPlane) -> None:
+    """What docs/operations.md applies before an overlay or the chart on an empty cluster:
+    the Namespace and the MachineCatalog CRD, for real (a server-side dry run persists
+    neither, so every object in them would fail, and the catalog object needs its kind)."""
+    plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "namespace.yaml"))
+    install_crd(plane)
+
+
+def write_certs(out: Path) -> None:
+    """The generated-certs overlay's component, as its docs say to make it."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "machine_catalog_cli",
+            "certs",
+            "--service",
+            "machine-catalog-webhook",
+            "--extra-service",
+            "machine-catalog-extender",
+            "--namespace",
+            NAMESPACE,
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness import objects
-from harness.controlplane import REPO, ControlPlane, build_controlplane, running
+from harness.controlplane import ControlPlane, build_controlplane, running
 from harness.kubelet import FakeKubelet
 from harness.metrics_api import MetricsApi
 from harness.netns import veth_namespace
@@ -135,10 +135,7 @@ CATALOGS = ("machine-catalog.io", "v1alpha1", "machinecatalogs")
 @pytest.fixture(scope="session")
 def crd(plane: ControlPlane) -> str:
     """The MachineCatalog CustomResourceDefinition of manifests/base, established."""
-    plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "crd.yaml"))
-    name = "crd/machinecatalogs.machine-catalog.io"
-    plane.kubectl("wait", "--for=condition=Established", name, "--timeout=60s")
-    return name
+    return objects.install_crd(plane)
 
 
 @pytest.fixture

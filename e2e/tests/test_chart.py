@@ -16,12 +16,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from harness import objects
 from harness.controlplane import REPO, running
 from harness.helm import CHART, build_helm, helm
 
@@ -54,14 +54,10 @@ def helm_bin() -> Path:
 
 @pytest.fixture(scope="module")
 def bare(binaries, tmp_path_factory):
-    """An empty control plane with the namespace created for real (a server-side dry run
-    does not persist the namespace it would create)."""
+    """An empty control plane with the namespace and the MachineCatalog CRD created for
+    real, as the install docs say (:func:`harness.objects.first_install_prerequisites`)."""
     with running(tmp_path_factory.mktemp("bare"), binaries) as plane:
-        plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "namespace.yaml"))
-        # The MachineCatalog kind too, as the install docs say: the catalog object needs it.
-        plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "crd.yaml"))
-        crd = "crd/machinecatalogs.machine-catalog.io"
-        plane.kubectl("wait", "--for=condition=Established", crd, "--timeout=60s")
+        objects.first_install_prerequisites(plane)
         yield plane
 
 
@@ -160,25 +156,7 @@ def ca_agrees(objs: list[dict[str, Any]]) -> bool:
 def kustomize_install(bare, tmp_path_factory) -> list[dict[str, Any]]:
     manifests = tmp_path_factory.mktemp("kustomize") / "manifests"
     shutil.copytree(REPO / "manifests", manifests)
-    certs = manifests / "overlays" / "generated-certs" / "certs"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "machine_catalog_cli",
-            "certs",
-            "--service",
-            "machine-catalog-webhook",
-            "--extra-service",
-            "machine-catalog-extender",
-            "--namespace",
-            NAMESPACE,
-            "--out",
-            str(certs),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    objects.write_certs(manifests / "overlays" / "generated-certs" / "certs")
     overlay = manifests / "overlays" / "generated-certs"
     rendered = docs(
         subprocess.run(

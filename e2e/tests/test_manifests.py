@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
+from harness import objects
 from harness.controlplane import REPO, running
 
 # Kinds served by CRDs this cluster does not have: (apiVersion group, kind).
@@ -34,10 +34,7 @@ def bare(binaries, tmp_path_factory):
     in them would fail (docs/operations.md tells users the same).
     """
     with running(tmp_path_factory.mktemp("bare"), binaries) as plane:
-        plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "namespace.yaml"))
-        plane.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "crd.yaml"))
-        name = "crd/machinecatalogs.machine-catalog.io"
-        plane.kubectl("wait", "--for=condition=Established", name, "--timeout=60s")
+        objects.first_install_prerequisites(plane)
         yield plane
 
 
@@ -58,24 +55,7 @@ def test_every_overlay_passes_server_side_dry_run(bare, overlay, tmp_path):
     shutil.copytree(REPO / "manifests", manifests)
     if overlay == "generated-certs":
         # The overlay's component is what `machine-catalog certs` writes, as its docs say.
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "machine_catalog_cli",
-                "certs",
-                "--service",
-                "machine-catalog-webhook",
-                "--extra-service",
-                "machine-catalog-extender",
-                "--namespace",
-                "machine-catalog-system",
-                "--out",
-                str(manifests / "overlays" / "generated-certs" / "certs"),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        objects.write_certs(manifests / "overlays" / "generated-certs" / "certs")
     docs = render(manifests / "overlays" / overlay)
     skipped = [
         f"{d['kind']}/{d['metadata']['name']}"
