@@ -8,16 +8,17 @@ binaries (``e2e/controlplane/build.sh``, Go) and loopback only:
 
 1. starts etcd + kube-apiserver (``harness.controlplane``), ``machine-catalog serve`` with the
    Deployment's own arguments over TLS and the manifests' RBAC (``harness.server``), installs
-   the project's MutatingWebhookConfiguration, and starts two kube-scheduler processes: a
-   plain ``default-scheduler`` and the project's KubeSchedulerConfiguration (extender over
-   HTTPS, weight, timeouts and node-scoring settings as shipped);
+   the project's MutatingWebhookConfiguration, and starts one kube-scheduler per
+   configuration: a plain ``default-scheduler``, the shipped base configuration (``balanced``:
+   NodeResourcesFit, no extender) and the extender configuration
+   (``components/scheduler-extender``) over HTTPS and over plain HTTP on loopback;
 2. creates N nodes (EKS-shaped, three families of the packaged catalog) from a pool of client
    threads and reports how long that took; grows the same cluster to the next size;
-3. per size and mode, runs rounds alternating three configurations: ``default-scheduler``
+3. per size and mode, runs rounds alternating the configurations: ``default-scheduler``
    (pods in a namespace not opted in), ``default-scheduler pinned`` (the same, each pod
-   carrying the node affinity the webhook would write for one family, to separate the cost
-   of the pin from that of the extender) and ``machine-catalog`` (an opted-in namespace: the
-   webhook normalizes the pod, pins it and sets schedulerName). K pods of the same shape are
+   with one ``nodeSelector`` on the family label, as a user pins by hand) and the
+   machine-catalog ones (an opted-in namespace: the webhook normalizes the pod, pins it and
+   sets schedulerName). K pods of the same shape are
    created as fast as a bounded pool of client threads can in a fresh namespace; a watch
    records when each pod is first seen bound. Mode *stream*: the scheduler runs meanwhile,
    pods/s = K / (last bound - first create sent). Mode *drain*: the round's kube-scheduler
@@ -68,20 +69,21 @@ DEFAULT_SCHEDULER = "default-scheduler"
 # labels: one nodeSelector on machine-catalog.io/family (round-robin over the families),
 # without webhook or extender.
 PINNED = "default-scheduler pinned"
-# The machine-catalog path with the in-tree configuration for `balanced`
-# (manifests/components/scheduler-balanced: no extender), and with the base configuration's
-# extender reached in plain HTTP on loopback (serve --extender-bind, the HAMi pattern).
-MC_INTREE = "machine-catalog in-tree"
+# MC_SCHEDULER is the machine-catalog path as shipped for the packaged catalog's `balanced`
+# (manifests/base/scheduler-config.yaml: NodeResourcesFit, no extender). The others call the
+# extender on every pod (manifests/components/scheduler-extender, the verbs `loadAware`
+# needs): over HTTPS, and in plain HTTP on loopback (serve --extender-bind, the HAMi pattern).
+MC_EXTENDER = "machine-catalog extender"
 MC_LOOPBACK = "machine-catalog loopback"
-MC_CONFIGS = (MC_SCHEDULER, MC_INTREE, MC_LOOPBACK)
-CONFIGS = (DEFAULT_SCHEDULER, PINNED, MC_SCHEDULER, MC_INTREE, MC_LOOPBACK)
+MC_CONFIGS = (MC_SCHEDULER, MC_EXTENDER, MC_LOOPBACK)
+CONFIGS = (DEFAULT_SCHEDULER, PINNED, MC_SCHEDULER, MC_EXTENDER, MC_LOOPBACK)
 SCHEDULERS = (DEFAULT_SCHEDULER, *MC_CONFIGS)
 # Process (and log, config file) name of each kube-scheduler; serve's is "machine-catalog".
 PROCESS = {
     DEFAULT_SCHEDULER: DEFAULT_SCHEDULER,
     PINNED: DEFAULT_SCHEDULER,
     MC_SCHEDULER: "machine-catalog-scheduler",
-    MC_INTREE: "machine-catalog-scheduler-intree",
+    MC_EXTENDER: "machine-catalog-scheduler-extender",
     MC_LOOPBACK: "machine-catalog-scheduler-loopback",
 }
 # The key of each configuration's kube-scheduler in Cluster.metrics() and the CPU table.
@@ -89,17 +91,17 @@ COMPONENT = {
     DEFAULT_SCHEDULER: DEFAULT_SCHEDULER,
     PINNED: DEFAULT_SCHEDULER,
     MC_SCHEDULER: MC_SCHEDULER,
-    MC_INTREE: MC_INTREE,
+    MC_EXTENDER: MC_EXTENDER,
     MC_LOOPBACK: MC_LOOPBACK,
 }
 # The profile each extra machine-catalog kube-scheduler runs; the webhook leaves an explicit
 # schedulerName alone (and still normalizes and pins the pod), so a round's pods name it.
-PROFILE = {MC_INTREE: "machine-catalog-intree", MC_LOOPBACK: "machine-catalog-loopback"}
+PROFILE = {MC_EXTENDER: "machine-catalog-extender", MC_LOOPBACK: "machine-catalog-loopback"}
 NAMESPACE_PREFIX = {
     DEFAULT_SCHEDULER: "default",
     PINNED: "pinned",
     MC_SCHEDULER: "mc",
-    MC_INTREE: "intree",
+    MC_EXTENDER: "ext",
     MC_LOOPBACK: "loop",
 }
 FAMILY_LABEL = "machine-catalog.io/family"
@@ -303,12 +305,11 @@ def start_cluster(workdir: Path, clients: int) -> Cluster:
         ).start()
         objects.install_webhook(plane, server.url)
         cluster = Cluster(plane, server, core_api(plane, clients + 4), clients)
-        components = ROOT / "manifests" / "components"
         for name in SCHEDULERS:
             extender = None if name == DEFAULT_SCHEDULER else server.url + "/scheduler"
-            base = None
-            if name == MC_INTREE:
-                text = (components / "scheduler-balanced" / "scheduler-config.yaml").read_text()
+            base = None  # the harness's default: the extender on every pod
+            if name == MC_SCHEDULER:
+                text = (ROOT / "manifests" / "base" / "scheduler-config.yaml").read_text()
                 base = yaml.safe_load(text)
             config_path = plane.scheduler_config(extender, name=PROCESS[name], base=base)
             if name in PROFILE:  # its own profile name and no lease of its own to fight over
@@ -340,11 +341,11 @@ def start_cluster(workdir: Path, clients: int) -> Cluster:
 
 
 def scheduler_settings(cluster: Cluster) -> dict[str, Any]:
-    """What the machine-catalog kube-scheduler runs with, from its written config."""
+    """What the extender configurations' kube-scheduler runs with, from its written config."""
     import yaml
 
     config = yaml.safe_load(
-        (cluster.plane.workdir / f"{PROCESS[MC_SCHEDULER]}-config.yaml").read_text()
+        (cluster.plane.workdir / f"{PROCESS[MC_EXTENDER]}-config.yaml").read_text()
     )
     ext = config["extenders"][0]
     return {
@@ -785,7 +786,7 @@ COMPONENTS = (
     "etcd",
     DEFAULT_SCHEDULER,
     MC_SCHEDULER,
-    MC_INTREE,
+    MC_EXTENDER,
     MC_LOOPBACK,
     "machine-catalog serve",
     "benchmark client",
@@ -821,8 +822,11 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
         "on the machine at the time**: absolute pods/s are this machine's on this evening, "
         "and on 2 shared CPUs a ratio of pods/s measures CPU per pod as much as latency.",
         "",
-        "kube-scheduler of the machine-catalog path as shipped (`manifests/base/"
-        "scheduler-config.yaml`): "
+        "`machine-catalog` is the path as shipped for the packaged catalog (`balanced`): "
+        "`manifests/base/scheduler-config.yaml`, NodeResourcesFit LeastAllocated on cpu at "
+        "weight 5, no extender. `machine-catalog extender` and `loopback` call the extender "
+        "on every pod (`manifests/components/scheduler-extender`, the verbs `loadAware` "
+        "needs): "
         + ", ".join(f"{k} {v}" for k, v in meta["settings"].items())
         + f". {meta['pods']:,} pods per round, {meta['rounds']} rounds per configuration, mode "
         f"and size, the configurations alternating, {meta['clients']} client threads creating.",
@@ -1041,7 +1045,7 @@ def plot(results: list[SizeResult], path: Path) -> None:
         DEFAULT_SCHEDULER: "#888888",
         PINNED: "#bbbbbb",
         MC_SCHEDULER: "#1f77b4",
-        MC_INTREE: "#2ca02c",
+        MC_EXTENDER: "#2ca02c",
         MC_LOOPBACK: "#9467bd",
     }
     for k, sched in enumerate(configs):
@@ -1088,7 +1092,7 @@ def plot(results: list[SizeResult], path: Path) -> None:
         DEFAULT_SCHEDULER: "default",
         PINNED: "pinned",
         MC_SCHEDULER: "mc",
-        MC_INTREE: "in-tree",
+        MC_EXTENDER: "extender",
         MC_LOOPBACK: "loopback",
     }
     ax2.set_xticks(range(len(bars)), [f"{res.nodes:,}\n{short[s]}" for res, s in bars])

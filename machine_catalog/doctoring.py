@@ -195,8 +195,9 @@ def check_scheduler(
 ) -> list[Finding]:
     """``configs``: where each candidate KubeSchedulerConfiguration text was read -> text;
     ``strategy``: the catalog's ``spec.scoring.strategy`` (None: not known, not compared).
-    A configuration without extenders is what ``manifests/components/scheduler-balanced``
-    and ``-binpack`` ship; it is right only for the strategy its in-tree scoring answers."""
+    A configuration without extenders is what the base (``balanced``) and
+    ``manifests/components/scheduler-binpack`` ship; it is right only for the strategy its
+    in-tree scoring answers."""
     for where, text in configs.items():
         try:
             config = yaml.safe_load(text) or {}
@@ -241,7 +242,8 @@ def check_scheduler(
                     "extender",
                     "fault",
                     f"{where}: {'; '.join(problems)}",
-                    "use the extenders block of manifests/base/scheduler-config.yaml",
+                    "use the extenders block of "
+                    "manifests/components/scheduler-extender/scheduler-config.yaml",
                 )
             )
         else:
@@ -263,10 +265,11 @@ def check_scheduler(
 
 #: The in-tree scoring that answers a request-based strategy without the extender.
 IN_TREE = {"balanced": "LeastAllocated", "binpack": "MostAllocated"}
-COMPONENT = {
-    "balanced": "scheduler-balanced",
-    "binpack": "scheduler-binpack",
-    "loadAware": "scheduler-load-aware",
+#: The shipped configuration for each strategy (the base is the base catalog's, balanced).
+CONFIGURATION = {
+    "balanced": "manifests/base/scheduler-config.yaml (the base)",
+    "binpack": "manifests/components/scheduler-binpack",
+    "loadAware": "manifests/components/scheduler-load-aware",
 }
 REQUEST_SCORERS = ("NodeResourcesFit", "NodeResourcesBalancedAllocation")
 
@@ -307,7 +310,7 @@ def check_pairing(
       that scoring must match the strategy; with it, it is right but each pod pays a round
       trip the in-tree plugin answers.
     """
-    fix = f"use manifests/components/{COMPONENT.get(strategy, 'scheduler-load-aware')}"
+    fix = f"use {CONFIGURATION.get(strategy, CONFIGURATION['loadAware'])}"
     profile = _profile(config)
     disabled, _weights = score_plugins(profile)
     off = "*" in disabled
@@ -345,7 +348,7 @@ def check_pairing(
                 "pairing",
                 "ok",
                 f"{strategy}: scored by the extender (one round trip per pod; "
-                f"manifests/components/{COMPONENT[strategy]} answers it in-tree)",
+                f"{CONFIGURATION[strategy]} answers it in-tree)",
             )
         ]
     if in_tree and kind == wanted:

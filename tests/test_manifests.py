@@ -225,6 +225,54 @@ def cert_manager() -> list[dict]:
     return render(CERT_MANAGER)
 
 
+#: The scheduler components whose configuration calls the extender.
+EXTENDER_COMPONENTS = ("scheduler-extender", "scheduler-load-aware")
+
+
+def extender_hosts() -> set[str]:
+    """The host names the scheduler components' configurations dial the extender at."""
+    hosts = set()
+    for name in EXTENDER_COMPONENTS:
+        config = MANIFESTS / "components" / name / "scheduler-config.yaml"
+        (extender,) = yaml.safe_load(config.read_text())["extenders"]
+        hosts.add(urlsplit(extender["urlPrefix"]).hostname)
+    return hosts
+
+
+def _with_component(tmp_path_factory: pytest.TempPathFactory, component: str) -> list[dict]:
+    """The base with one scheduler component, as the operations guide tells an operator to
+    add it (an overlay listing the component)."""
+    tree = tmp_path_factory.mktemp("manifests") / "manifests"
+    shutil.copytree(MANIFESTS, tree, ignore=shutil.ignore_patterns("certs"))
+    overlay = tree / "overlays" / "with-component"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": ["../../base"],
+                "components": [f"../../components/{component}"],
+            }
+        )
+    )
+    return render(overlay)
+
+
+@pytest.fixture(scope="module", params=EXTENDER_COMPONENTS)
+def with_extender(request, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The base with a component whose kube-scheduler calls the extender."""
+    return _with_component(tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module", params=("base", "scheduler-binpack", *EXTENDER_COMPONENTS))
+def every_configuration(request, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The base, and the base with each scheduler component."""
+    if request.param == "base":
+        return render(MANIFESTS)
+    return _with_component(tmp_path_factory, request.param)
+
+
 @pytest.fixture(scope="module")
 def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of manifests/ with certificates written where the docs tell operators to."""
@@ -537,8 +585,8 @@ _KSC_FIELDS: dict[str, Any] = {
 }
 
 
-def test_scheduler_configuration_keys_are_all_known(base):
-    config = scheduler_config(base)
+def test_scheduler_configuration_keys_are_all_known(every_configuration):
+    config = scheduler_config(every_configuration)
     assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1"
     assert config["kind"] == "KubeSchedulerConfiguration"
     problems = _unknown_keys(config, _KSC_FIELDS, "")
@@ -553,14 +601,30 @@ def test_allow_list_catches_a_typo():
 # --------------------------------------------------------------------------- scheduler config
 
 
-def test_scheduler_configuration_values(base):
-    config = scheduler_config(base)
+def test_scheduler_configuration_values(every_configuration):
+    config = scheduler_config(every_configuration)
     election = config["leaderElection"]
     assert election["leaderElect"] is True
     assert election["resourceName"] == "machine-catalog-scheduler"  # not kube-scheduler's lease
     assert election["resourceNamespace"] == NAMESPACE
     assert [p["schedulerName"] for p in config["profiles"]] == [SCHEDULER_NAME]
-    (extender,) = config["extenders"]
+
+
+def test_the_base_scheduler_answers_the_base_catalogs_strategy_without_the_extender(base):
+    """The base catalog's strategy is balanced; the base's kube-scheduler ranks by
+    NodeResourcesFit LeastAllocated on cpu and calls no extender (no round trip per pod)."""
+    catalog = yaml.safe_load((MANIFESTS / "base" / "catalog.yaml").read_text())
+    assert catalog["spec"]["scoring"]["strategy"] == "balanced"
+    config = scheduler_config(base)
+    assert not config.get("extenders")
+    (profile,) = config["profiles"]
+    assert profile["plugins"]["score"]["enabled"] == [{"name": "NodeResourcesFit", "weight": 5}]
+    (fit,) = profile["pluginConfig"]
+    assert fit["args"]["scoringStrategy"]["type"] == "LeastAllocated"
+
+
+def test_extender_configuration_values(with_extender):
+    (extender,) = scheduler_config(with_extender)["extenders"]
     assert extender["filterVerb"] == "filter"
     assert extender["prioritizeVerb"] == "prioritize"
     assert isinstance(extender["weight"], int) and extender["weight"] > 0
@@ -582,7 +646,8 @@ def _url_path(prefix: str, verb: str) -> str:
     return urlsplit(prefix.rstrip("/") + "/" + verb).path
 
 
-def test_extender_urls_are_real_routes_on_the_extender_service(base):
+def test_extender_urls_are_real_routes_on_the_extender_service(with_extender):
+    base = with_extender
     (extender,) = scheduler_config(base)["extenders"]
     url = urlsplit(extender["urlPrefix"])
     assert url.scheme == "https"
@@ -609,9 +674,9 @@ def _assert_service_reaches_server(objects: list[dict], service: dict, port: int
     assert service_port.get("protocol", "TCP") == container_port.get("protocol", "TCP")
 
 
-def test_scheduler_ca_file_is_mounted_from_the_tls_secret(base):
-    (extender,) = scheduler_config(base)["extenders"]
-    volume, key = _volume_source_for(scheduler(base), extender["tlsConfig"]["caFile"])
+def test_scheduler_ca_file_is_mounted_from_the_tls_secret(with_extender):
+    (extender,) = scheduler_config(with_extender)["extenders"]
+    volume, key = _volume_source_for(scheduler(with_extender), extender["tlsConfig"]["caFile"])
     assert volume["secret"]["secretName"] == TLS_SECRET
     assert key == "ca.crt"
     # The scheduler gets the CA only, never the server's private key.
@@ -1030,9 +1095,8 @@ def test_cert_manager_overlay_chain(cert_manager):
     assert ca_cert["isCA"] is True
     root = objects[("Issuer", ca_cert["issuerRef"]["name"])]["spec"]
     assert "selfSigned" in root
-    # The extender's DNS name in the scheduler config is covered by the certificate.
-    (extender,) = scheduler_config(cert_manager)["extenders"]
-    assert urlsplit(extender["urlPrefix"]).hostname in serving["dnsNames"]
+    # The extender's DNS name in the scheduler components' configurations is covered.
+    assert extender_hosts() <= set(serving["dnsNames"])
 
 
 def test_generated_certs_overlay(generated, generated_tree):
@@ -1063,8 +1127,7 @@ def test_generated_certs_overlay(generated, generated_tree):
             x509.SubjectAlternativeName
         ).value.get_values_for_type(x509.DNSName)
     )
-    (extender,) = scheduler_config(generated)["extenders"]
-    assert urlsplit(extender["urlPrefix"]).hostname in sans
+    assert extender_hosts() <= sans
     service = hook["clientConfig"]["service"]
     assert f"{service['name']}.{service['namespace']}.svc" in sans
 

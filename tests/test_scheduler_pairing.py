@@ -1,11 +1,12 @@
 """The shipped scheduler configurations against the catalog's strategy: which pairings
 ``doctor`` accepts, and what kube-scheduler's sum of scores does with a loadAware lead.
 
-Configurations: the base (every pod through the extender) and the three components in
-``manifests/components/``. Scores: the extender's ``loadAware`` (the product's function)
-x 10 x the configuration's weight, plus kube-scheduler's NodeResourcesFit LeastAllocated
-(cpu, memory) and NodeResourcesBalancedAllocation unless the profile turns them off,
-computed here by upstream's formulas (``least_allocated.go``, ``balanced_allocation.go``).
+Configurations: the base (balanced, in-tree) and the three components in
+``manifests/components/`` (``extender``: every pod through the extender). Scores: the
+extender's ``loadAware`` (the product's function) x 10 x the configuration's weight, plus
+kube-scheduler's NodeResourcesFit LeastAllocated (cpu, memory) and
+NodeResourcesBalancedAllocation unless the profile turns them off, computed here by
+upstream's formulas (``least_allocated.go``, ``balanced_allocation.go``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from machine_catalog.doctoring import _profile, check_scheduler, score_plugins
 REPO = Path(__file__).resolve().parent.parent
 URL = "https://machine-catalog-extender.machine-catalog-system.svc:443/scheduler"
 CONFIGS = {
-    "base": REPO / "manifests/base/scheduler-config.yaml",
-    "balanced": REPO / "manifests/components/scheduler-balanced/scheduler-config.yaml",
+    "extender": REPO / "manifests/components/scheduler-extender/scheduler-config.yaml",
+    "balanced": REPO / "manifests/base/scheduler-config.yaml",
     "binpack": REPO / "manifests/components/scheduler-binpack/scheduler-config.yaml",
     "loadAware": REPO / "manifests/components/scheduler-load-aware/scheduler-config.yaml",
 }
@@ -39,7 +40,7 @@ def pairing(config: str, strategy: str) -> str:
 @pytest.mark.parametrize(
     ("config", "balanced", "binpack", "load_aware"),
     [
-        ("base", "ok", "ok", "warn"),  # right, a round trip per pod; loadAware outvoted
+        ("extender", "ok", "ok", "warn"),  # right, a round trip per pod; loadAware outvoted
         ("balanced", "ok", "fault", "fault"),
         ("binpack", "fault", "ok", "fault"),
         ("loadAware", "ok", "ok", "ok"),
@@ -121,12 +122,12 @@ def test_the_load_aware_configuration_gives_every_usage_lead_to_the_less_used_no
 
 @pytest.mark.parametrize("factor", FACTORS, ids=str)
 def test_with_the_in_tree_request_scorers_on_a_one_point_lead_loses(factor):
-    """The defect of issue 19.2, kept as a fact about the base configuration: its in-tree
+    """The defect of issue 19.2, kept as a fact about the extender configuration: its in-tree
     request scorers favour ``light`` by more than one extender point (50), less than
     three (150)."""
     scores, requested = two_nodes(factor, 1)
-    total = totals("base", scores, requested)
+    total = totals("extender", scores, requested)
     assert total[0] > total[1], (scores, total)
     scores, requested = two_nodes(factor, 3)
-    total = totals("base", scores, requested)
+    total = totals("extender", scores, requested)
     assert total[1] > total[0], (scores, total)

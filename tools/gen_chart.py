@@ -261,10 +261,10 @@ SUBS: tuple[Sub, ...] = (
 )
 
 #: The scheduler configurations the chart offers (``scheduler.configuration``), copied
-#: into its files/ from the manifests: the base's and each component's.
+#: into its files/ from the manifests: the base's (balanced) and each component's.
 SCHEDULER_CONFIGS = {
-    "extender": "base/scheduler-config.yaml",
-    "balanced": "components/scheduler-balanced/scheduler-config.yaml",
+    "balanced": "base/scheduler-config.yaml",
+    "extender": "components/scheduler-extender/scheduler-config.yaml",
     "binpack": "components/scheduler-binpack/scheduler-config.yaml",
     "loadAware": "components/scheduler-load-aware/scheduler-config.yaml",
 }
@@ -276,7 +276,7 @@ CHART_VALUES: dict[str, Any] = {
     "server.tolerations": [],
     "scheduler.nodeSelector": {},
     "scheduler.tolerations": [],
-    "scheduler.configuration": "extender",
+    "scheduler.configuration": "balanced",
     "certificates.mode": "generate",
     "certificates.generate.caDays": 3650,
     "certificates.generate.days": 365,
@@ -309,15 +309,16 @@ COMMENTS: dict[str, str] = {
         "Validate it first: machine-catalog validate my-catalog.yaml"
     ),
     "scheduler": (
-        "The second kube-scheduler (profile machine-catalog) that calls the extender. Keep its\n"
-        "version within one minor of the cluster's control plane."
+        "The second kube-scheduler (profile machine-catalog), for the pods the webhook\n"
+        "normalized. Keep its version within one minor of the cluster's control plane."
     ),
     "scheduler.configuration": (
         "Which KubeSchedulerConfiguration it runs (docs/operations.md, Scheduler\n"
-        "configurations): extender (every pod through the extender; right for every\n"
-        "strategy), or the one for the catalog's spec.scoring.strategy: balanced or binpack\n"
-        "(kube-scheduler's own NodeResourcesFit, no extender call), loadAware (the extender,\n"
-        "in-tree request scorers off). doctor and /readyz report a mismatch."
+        "configurations): the one for the catalog's spec.scoring.strategy, balanced or\n"
+        "binpack (kube-scheduler's own NodeResourcesFit, no extender call) or loadAware\n"
+        "(the extender, in-tree request scorers off); or extender (every pod through the\n"
+        "extender: right for every strategy, at a round trip per pod). doctor and /readyz\n"
+        "report a mismatch."
     ),
     "certificates": (
         "TLS of the webhook and extender. mode: generate (the chart makes a CA and serving\n"

@@ -261,12 +261,16 @@ class ControlPlane:
     ) -> Path:
         """The project's KubeSchedulerConfiguration, changed only where a test cluster must.
 
-        ``base`` defaults to ``manifests/base/scheduler-config.yaml``: the extender URL points
-        at the local server, the CA at the harness's file, and the kubeconfig at the admin's.
+        ``base`` defaults to ``manifests/components/scheduler-extender`` (every pod through
+        the extender, so the suite exercises its verbs; the shipped base configuration is
+        tested on its own): the extender URL points at the local server, the CA at the
+        harness's file, and the kubeconfig at the admin's.
         Without ``extender_url`` the extenders are removed: the default scheduler.
         """
         config = base or yaml.safe_load(
-            (REPO / "manifests" / "base" / "scheduler-config.yaml").read_text()
+            (
+                REPO / "manifests" / "components" / "scheduler-extender" / "scheduler-config.yaml"
+            ).read_text()
         )
         config = dict(config)
         config["clientConnection"] = {

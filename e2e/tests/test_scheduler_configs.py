@@ -1,5 +1,6 @@
-"""The shipped scheduler configurations (``manifests/components/scheduler-*``) on the real
-control plane: pods land on their family with no extender call under ``balanced`` and
+"""The shipped scheduler configurations (the base's ``manifests/base/scheduler-config.yaml``
+for ``balanced``, ``manifests/components/scheduler-*`` for the others) on the real control
+plane: pods land on their family with no extender call under ``balanced`` and
 ``binpack``, and a ``loadAware`` catalog behind a configuration without the extender is
 reported by the server.
 
@@ -21,11 +22,15 @@ from harness.kube import bound, eventually, pod_manifest
 FAMILY = "machine-catalog.io/family"
 FAMILIES = "machine-catalog.io/families"
 NODES = ("cfg-full", "cfg-empty")
-COMPONENTS = REPO / "manifests" / "components"
+#: The shipped configuration of each name: the base's, or a component's.
+SHIPPED = {
+    "base": REPO / "manifests" / "base",
+    "scheduler-binpack": REPO / "manifests" / "components" / "scheduler-binpack",
+}
 
 
-def component(name: str) -> dict:
-    return yaml.safe_load((COMPONENTS / name / "scheduler-config.yaml").read_text())
+def shipped(name: str) -> dict:
+    return yaml.safe_load((SHIPPED[name] / "scheduler-config.yaml").read_text())
 
 
 def catalog_text(original: str, strategy: str) -> str:
@@ -78,7 +83,7 @@ def calls(server) -> float:
 
 @pytest.mark.parametrize(
     ("strategy", "config", "node"),
-    [("balanced", "scheduler-balanced", "cfg-empty"), ("binpack", "scheduler-binpack", "cfg-full")],
+    [("balanced", "base", "cfg-empty"), ("binpack", "scheduler-binpack", "cfg-full")],
 )
 def test_pods_land_on_their_family_with_no_extender_call(
     plane, api, server, cfg, namespace, strategy, config, node
@@ -89,7 +94,7 @@ def test_pods_land_on_their_family_with_no_extender_call(
     serve_strategy(server, cfg, "binpack" if strategy == "balanced" else "balanced")
     serve_strategy(server, cfg, strategy)
     path = plane.scheduler_config(
-        server.url + "/scheduler", name=f"cfg-{config}", base=component(config)
+        server.url + "/scheduler", name=f"cfg-{config}", base=shipped(config)
     )
     with plane.scheduler_running("machine-catalog-scheduler", path):
         before = calls(server)
@@ -108,7 +113,7 @@ def test_a_load_aware_catalog_behind_an_in_tree_configuration_is_reported(
 ):
     serve_strategy(server, cfg, "loadAware")
     path = plane.scheduler_config(
-        server.url + "/scheduler", name="cfg-wrong", base=component("scheduler-balanced")
+        server.url + "/scheduler", name="cfg-wrong", base=shipped("base")
     )
     with plane.scheduler_running("machine-catalog-scheduler", path):
         for i in range(22):  # MISSING_AFTER (20) bindings, and a margin

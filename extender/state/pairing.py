@@ -2,7 +2,7 @@
 
 The scheduler configuration lives in another Deployment (and ConfigMap) than the catalog;
 the two can disagree without either failing: a ``loadAware`` catalog behind a
-configuration with no extender (``manifests/components/scheduler-balanced``) ranks pods by
+configuration with no extender (the base ``manifests/base/scheduler-config.yaml``) ranks pods by
 requests, silently. ``doctor`` compares the two files; this module watches what happens.
 
 The evidence: pods the webhook pinned to a family (pending with the family annotation)
