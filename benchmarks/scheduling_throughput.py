@@ -288,7 +288,13 @@ def wait_for_server_nodes(cluster: Cluster, count: int, timeout: float = 120) ->
     raise TimeoutError(f"serve saw {seen} nodes and {labelled} labelled, expected {count}")
 
 
-def start_cluster(workdir: Path, clients: int) -> Cluster:
+def schedulers_for(configs: Sequence[str]) -> list[str]:
+    """The kube-scheduler processes ``configs`` need (the pinned rounds use the default one).
+    Only those run: an idle kube-scheduler still decodes every pod and node event."""
+    return [s for s in SCHEDULERS if s in configs or (s == DEFAULT_SCHEDULER and PINNED in configs)]
+
+
+def start_cluster(workdir: Path, clients: int, schedulers: Sequence[str] = SCHEDULERS) -> Cluster:
     import yaml
     from harness import objects
     from harness.controlplane import build_controlplane, free_port, start_control_plane
@@ -305,7 +311,7 @@ def start_cluster(workdir: Path, clients: int) -> Cluster:
         ).start()
         objects.install_webhook(plane, server.url)
         cluster = Cluster(plane, server, core_api(plane, clients + 4), clients)
-        for name in SCHEDULERS:
+        for name in schedulers:
             extender = None if name == DEFAULT_SCHEDULER else server.url + "/scheduler"
             base = None  # the harness's default: the extender on every pod
             if name == MC_SCHEDULER:
@@ -817,10 +823,20 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
     lines = [
         f"Run {meta['stamp']} on {meta['machine']}, load average {meta['load_before']} before / "
         f"{meta['load_after']} after: `{meta['command']}` ({meta['seconds'] / 60:.1f} min in "
-        "all). **2 CPUs shared by etcd, kube-apiserver, four kube-schedulers (one working at a "
-        "time), serve (one process) and the benchmark client, and by other helpers' test runs "
-        "on the machine at the time**: absolute pods/s are this machine's on this evening, "
-        "and on 2 shared CPUs a ratio of pods/s measures CPU per pod as much as latency.",
+        "all). "
+        + (
+            "**serve isolated (`--isolate-serve`): serve's processes on CPU 1; etcd, "
+            "kube-apiserver, the kube-schedulers (one working at a time) and the benchmark "
+            "client on CPU 0**, so serve's CPU is not taken from the control plane and a "
+            "ratio of pods/s measures the latency serve adds to the path, not its CPU; the "
+            "control plane has one CPU for every configuration. "
+            if meta.get("isolate_serve")
+            else "**2 CPUs shared by etcd, kube-apiserver, the kube-schedulers (one working at "
+            "a time), serve (one process) and the benchmark client**: on 2 shared CPUs a ratio "
+            "of pods/s measures CPU per pod as much as latency. "
+        )
+        + "Other sessions' work may have shared the machine (the load average is above); "
+        "absolute pods/s are this machine's at the time.",
         "",
         "`machine-catalog` is the path as shipped for the packaged catalog (`balanced`): "
         "`manifests/base/scheduler-config.yaml`, NodeResourcesFit LeastAllocated on cpu at "
@@ -1135,6 +1151,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--readme", type=Path, default=None, help="default: benchmarks/README.md (not with --quick)"
     )
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument(
+        "--isolate-serve",
+        action="store_true",
+        help="serve on CPU 1, the control plane and the client on CPU 0 (needs 2 CPUs)",
+    )
+    p.add_argument(
+        "--section",
+        default="scheduling_throughput",
+        help="the README section (and NAME_summary) the run writes",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the raw results here")
     p.add_argument(
         "--render-from", type=Path, default=None, help="render a --json file, run nothing"
@@ -1161,7 +1187,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Size
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mc-throughput-"))
     start = time.perf_counter()
     load_before = loadavg()
-    cluster = start_cluster(workdir, args.clients)
+    schedulers = schedulers_for(args.configs)
+    cluster = start_cluster(workdir, args.clients, schedulers)
+    if args.isolate_serve:
+        isolate_serve(cluster)
     results: list[SizeResult] = []
     try:
         have = 0
@@ -1172,7 +1201,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Size
             have = size
             wait_for_server_nodes(cluster, size)
             # Warm-up, not measured: both schedulers' caches and connections, serve's views.
-            for sched in SCHEDULERS:
+            for sched in schedulers:
                 run_round(cluster, sched, size, 0, min(50, args.pods))
             cost = measure_create_cost(cluster, size, args.create_samples)
             log(
@@ -1207,8 +1236,39 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Size
         "pods": args.pods,
         "rounds": args.rounds,
         "clients": args.clients,
+        "isolate_serve": args.isolate_serve,
     }
     return results, meta
+
+
+#: ``--isolate-serve``: serve's CPU, and everyone else's.
+SERVE_CPU, REST_CPU = {1}, {0}
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads created later inherit it)."""
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), cpus)
+
+
+def isolate_serve(cluster: Cluster) -> None:
+    """serve's process tree on one CPU, the control plane and this client on the other.
+
+    On a shared pair of CPUs a ratio of pods/s measures CPU per pod as much as latency; with
+    serve on a CPU of its own, what serve adds to a pod's path is its latency alone (the
+    control plane keeps one CPU whichever configuration runs)."""
+    from harness.controlplane import process_tree
+
+    serve = cluster.server.proc.popen.pid
+    for pid in process_tree(serve):
+        _pin(pid, SERVE_CPU)
+    for name, root in cluster.components().items():
+        if name != "machine-catalog serve":
+            for pid in process_tree(root):
+                _pin(pid, REST_CPU)
+    _pin(os.getpid(), REST_CPU)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1226,9 +1286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
         )
     if not args.no_readme:
-        plot(results, args.out / "scheduling_throughput.png")
-        report.replace_section(args.readme, "scheduling_throughput", body)
-        report.replace_section(args.readme, "scheduling_throughput_summary", summary)
+        plot(results, args.out / f"{args.section}.png")
+        report.replace_section(args.readme, args.section, body)
+        report.replace_section(args.readme, f"{args.section}_summary", summary)
     # Refused creates are reported in the tables; a pod created and never bound is a failure.
     return (
         0 if all(r.bound == r.pods - r.failed_creates for res in results for r in res.rounds) else 1

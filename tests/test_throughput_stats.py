@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -72,3 +74,16 @@ def test_refused_creates_are_reported_in_the_table():
     body, summary = st.render([st.SizeResult(100, 1.0, rounds, cost)], meta, seed=1)
     assert "197 / 200 (3 refused)" in body
     assert "machine-catalog **100%**" in summary
+
+
+@pytest.mark.parametrize(
+    ("configs", "processes"),
+    [
+        ([st.PINNED], [st.DEFAULT_SCHEDULER]),
+        ([st.MC_SCHEDULER], [st.MC_SCHEDULER]),
+        (list(st.CONFIGS), list(st.SCHEDULERS)),
+        ([st.MC_EXTENDER, st.PINNED], [st.DEFAULT_SCHEDULER, st.MC_EXTENDER]),
+    ],
+)
+def test_only_the_schedulers_the_configurations_use_are_started(configs, processes):
+    assert st.schedulers_for(configs) == processes

@@ -112,9 +112,7 @@ def test_a_load_aware_catalog_behind_an_in_tree_configuration_is_reported(
     plane, api, server, cfg, namespace
 ):
     serve_strategy(server, cfg, "loadAware")
-    path = plane.scheduler_config(
-        server.url + "/scheduler", name="cfg-wrong", base=shipped("base")
-    )
+    path = plane.scheduler_config(server.url + "/scheduler", name="cfg-wrong", base=shipped("base"))
     with plane.scheduler_running("machine-catalog-scheduler", path):
         for i in range(22):  # MISSING_AFTER (20) bindings, and a margin
             api.create_namespaced_pod(
