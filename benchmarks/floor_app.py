@@ -5,7 +5,7 @@ kube-scheduler sends, whatever it then does) and answers a prebuilt response of 
 size as the project's answer to that request. Everything else a request costs in Python
 (gunicorn's gthread worker, HTTP parsing, Flask routing, the WSGI response) is the same
 as the project's, because the gunicorn options come from the server's own
-:func:`extender.server.serve.gunicorn_options` (TLS included, with ``--certfile``/``--keyfile``),
+:func:`extender.server.master.gunicorn_options` (TLS included, with ``--certfile``/``--keyfile``),
 and each worker gets the memory settings ``serve``'s workers get
 (:func:`tune_worker_memory`). The ratio project / floor is then the cost of the
 extender's own work (cache view, filtering, scoring, encoding, metrics).
@@ -33,7 +33,8 @@ import orjson
 from flask import Flask, request
 
 from extender.server import memory
-from extender.server.serve import GC_GEN0_THRESHOLD, ServeConfig, gunicorn_options
+from extender.server.master import gunicorn_options
+from extender.server.serve import GC_GEN0_THRESHOLD, ServeConfig
 
 
 def response_key(case: str, index: int | str) -> str:

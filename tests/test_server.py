@@ -43,13 +43,12 @@ from support.helpers import (
 from support.helpers import serve as serve_process
 
 from extender.server.app import create_app
+from extender.server.master import _ssl_context, gunicorn_options
 from extender.server.serve import (
     ServeConfig,
     ServeError,
-    _ssl_context,
     build_runtime,
     cache_source,
-    gunicorn_options,
     preflight,
     shutdown_runtime,
 )
@@ -474,6 +473,49 @@ def test_gunicorn_one_process_end_to_end(one_replica: tuple[Server, Path]) -> No
 
     assert server.stop() == 0
     assert "Traceback" not in server.log.read_text()
+
+
+#: Shared objects only the application loads: numpy's core and pydantic's validator.
+APP_LIBRARIES = ("_multiarray_umath", "pydantic_core")
+
+
+def mapped(pid: int, names: tuple[str, ...]) -> set[str]:
+    """Which of ``names`` the process ``pid`` has mapped (its /proc/PID/maps)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name in names if name in maps}
+
+
+@pytest.mark.slow
+def test_the_master_holds_none_of_the_applications_memory(tmp_path: Path) -> None:
+    """``serve`` validates with the whole application imported, then execs the master: the
+    master's process (same pid) maps neither numpy nor pydantic, the worker maps both, and
+    the master's RSS is a fraction of the worker's."""
+    catalog, snapshot = write_inputs(tmp_path)
+    served = start_server(tmp_path, catalog=str(catalog), snapshot=str(snapshot))
+    try:
+        worker = worker_pids(served, 1).pop()
+        assert mapped(served.proc.pid, APP_LIBRARIES) == set()
+        assert mapped(worker, APP_LIBRARIES) == set(APP_LIBRARIES)
+
+        def rss_kb(pid: int) -> int:
+            status = Path(f"/proc/{pid}/status").read_text()
+            return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+        assert rss_kb(served.proc.pid) < rss_kb(worker) / 2
+    finally:
+        assert served.stop() == 0
+    assert "Traceback" not in served.log.read_text()
+
+
+def test_the_master_module_imports_gunicorn_and_the_standard_library_only() -> None:
+    code = (
+        "import sys, extender.server.master, extender.server.worker; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout.replace("'", '"')))
+    assert loaded.isdisjoint({"kubernetes", "numpy", "pydantic", "flask", "yaml", "orjson"})
+    assert loaded.isdisjoint({"machine_catalog", "machine_catalog_cli"})
 
 
 @pytest.mark.slow

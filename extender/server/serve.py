@@ -10,14 +10,16 @@ every watch event (docs/design.md has the measurement behind this choice).
 
 What happens where:
 
-- the **master** validates everything once before forking (the catalog, the snapshot or
-  kubeconfig) so a bad flag or file exits 1 with every error instead of a crash loop,
-  and persists the last good catalog to the state directory;
-- the **worker** builds the Runtime in ``load()``, which gunicorn calls right after the
-  fork (``preload_app`` is off): catalog watcher, cluster cache, snapshot or API watcher,
-  usage feed, leader election. Threads and sockets never cross a fork. A worker that
-  (re)starts while the catalog file is invalid boots on the last good catalog from the
-  state directory.
+- ``serve`` validates everything once before any worker exists (the catalog, the
+  snapshot or kubeconfig, TLS files, ports) so a bad flag or file exits 1 with every
+  error instead of a crash loop, and persists the last good catalog to the state
+  directory; then it ``exec``s the **master** (:mod:`extender.server.master`), a fresh
+  process that imports gunicorn only and so holds none of the validation's memory;
+- the **worker** builds the Runtime in gunicorn's ``load()`` (:func:`worker_app`), right
+  after the fork (``preload_app`` is off): catalog watcher, cluster cache, snapshot or
+  API watcher, usage feed, leader election. Threads and sockets never cross a fork. A
+  worker that (re)starts while the catalog file is invalid boots on the last good catalog
+  from the state directory.
 """
 
 from __future__ import annotations
@@ -27,16 +29,15 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from extender.loops.leadership import LeaseSettings, default_identity
-from extender.server import memory
+from extender.server import master, memory
 from extender.state.cluster import ClusterState
 from extender.state.runtime import DEFAULT_MAX_BODY, DEFAULT_MAX_CACHE_AGE, Runtime, Settings
 from machine_catalog.loading import DEMO_SNAPSHOT, CatalogSource, packaged_file
@@ -50,15 +51,6 @@ FAMILY_CHOICES = ("most-free", "spread")
 DEFAULT_LEASE_NAMESPACE = "machine-catalog-system"
 #: Where a pod's service account token mounts tell it its namespace.
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-#: Seconds a worker gets to finish in-flight requests after SIGTERM. Below the pod's
-#: default terminationGracePeriodSeconds (30) so the kubelet never has to SIGKILL.
-GRACEFUL_TIMEOUT = 25
-#: Idle keep-alive seconds. kube-scheduler's Go client keeps idle connections 90 s; a server
-#: that closes them much sooner makes it race a POST against the close (an error, as POST
-#: is not retried). Idle connections cost a poller entry in gthread, not a thread.
-KEEPALIVE = 75
-#: gunicorn's worker class (a string: the master imports it, as gunicorn does its own).
-WORKER_CLASS = "extender.server.worker.ThreadWorker"
 #: Allocations between young collections (CPython's default is 700); see :func:`_tune_gc`.
 GC_GEN0_THRESHOLD = 20_000
 
@@ -437,109 +429,24 @@ def check_bind(bind: str) -> None:
             raise ServeError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
 
 
-# -- gunicorn -------------------------------------------------------------------------------
+# -- the worker's application ----------------------------------------------------------------
 
 
-def _ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    """gunicorn's default context (cert, key, ciphers) with TLS 1.2 as the floor."""
-    context = default_factory()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+def worker_app(config: ServeConfig) -> tuple[Any, Runtime]:
+    """The WSGI app and the Runtime behind it, built in the worker right after the fork
+    (:mod:`extender.server.master` calls it from gunicorn's ``load``)."""
+    from extender.server.app import create_app
 
+    memory.limit_malloc_arenas()  # before build_runtime starts the watcher threads
+    runtime = build_runtime(config)
+    if config.extender_bind is not None:
+        from extender.server.loopback import ExtenderListener
 
-def _worker_exit(server: Any, worker: Any) -> None:
-    """In the worker, on its way out: stop the watcher threads."""
-    runtime = _WORKER.get("runtime")
-    if runtime is not None:
-        shutdown_runtime(runtime)
-
-
-def _post_worker_init(worker: Any) -> None:
-    runtime = _WORKER.get("runtime")
-    if runtime is not None:
-        log.info(
-            "worker %d ready: catalog %s, cache %s",
-            os.getpid(),
-            runtime.catalogs.current.version,
-            runtime.cluster.source,
-        )
-
-
-def _bound_body_reads(timeout: float) -> Callable[[Any, Any], None]:
-    """A ``pre_request`` hook: a read timeout on the connection's socket for the body.
-
-    gthread puts the socket back into plain blocking mode (no timeout) for every request it
-    hands a thread, so this bounds exactly the body reads of this request. A stalled body
-    then ends as werkzeug's ClientDisconnected: a 400 with a JSON error.
-    """
-
-    def hook(worker: Any, req: Any) -> None:
-        sock = getattr(getattr(req, "unreader", None), "sock", None)
-        if sock is not None:
-            sock.settimeout(timeout)
-
-    return hook
-
-
-_WORKER: dict[str, Runtime] = {}
-
-
-def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "bind": [config.bind],
-        "workers": 1,  # one process owns the state: see the module docstring
-        # gthread, with no thread parked on a connection that has not sent a request: the
-        # webhook stall of issue 17 (extender/server/worker.py).
-        "worker_class": WORKER_CLASS,
-        "threads": config.threads,
-        "keepalive": KEEPALIVE,
-        "graceful_timeout": GRACEFUL_TIMEOUT,
-        "timeout": 30,
-        "accesslog": "-" if config.access_log else None,
-        "errorlog": "-",
-        "loglevel": config.log_level.lower(),
-        "proc_name": "machine-catalog",
-        "preload_app": False,  # the worker builds the runtime after the fork
-        "worker_exit": _worker_exit,
-        "post_worker_init": _post_worker_init,
-        "pre_request": _bound_body_reads(config.body_timeout),
-        # gunicorn >= 25.1 opens a control socket in $HOME by default: two servers on one
-        # host (or one test run beside another) would fight over it, and nothing uses it.
-        "control_socket_disable": True,
-    }
-    if config.certfile:
-        options.update(certfile=config.certfile, keyfile=config.keyfile, ssl_context=_ssl_context)
-    if os.path.isdir("/dev/shm"):
-        # Worker heartbeats are file writes; on a container's overlay fs they can stall.
-        options["worker_tmp_dir"] = "/dev/shm"
-    return options
-
-
-def _application(config: ServeConfig, options: dict[str, Any]) -> Any:
-    from gunicorn.app.base import BaseApplication
-
-    class Application(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in options.items():
-                if key in self.cfg.settings and value is not None:
-                    self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            from extender.server.app import create_app
-
-            memory.limit_malloc_arenas()  # before build_runtime starts the watcher threads
-            runtime = build_runtime(config)
-            _WORKER["runtime"] = runtime
-            if config.extender_bind is not None:
-                from extender.server.loopback import ExtenderListener
-
-                listener = ExtenderListener(runtime, config.extender_bind).start()
-                _STOPPERS.setdefault(id(runtime), []).insert(0, listener.stop)
-            app = create_app(runtime)
-            _tune_gc(runtime)
-            return app
-
-    return Application()
+        listener = ExtenderListener(runtime, config.extender_bind).start()
+        _STOPPERS.setdefault(id(runtime), []).insert(0, listener.stop)
+    app = create_app(runtime)
+    _tune_gc(runtime)
+    return app, runtime
 
 
 def _tune_gc(runtime: Runtime) -> None:
@@ -568,70 +475,41 @@ def _tune_gc(runtime: Runtime) -> None:
     threading.Thread(target=freeze_when_synced, name="gc-freeze", daemon=True).start()
 
 
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter(
-                "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-                "%Y-%m-%d %H:%M:%S %z",
-            )
-        )
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-
-
 def serve(config: ServeConfig) -> int:
-    """Run the server until SIGTERM/SIGINT; return the process exit code."""
-    _configure_logging(config.log_level)
+    """Validate, then become the replica's gunicorn master (:mod:`extender.server.master`,
+    by ``exec``: same pid, none of this process's imports). Returns only on a bad
+    configuration (exit code 1), with every problem logged."""
+    master.configure_logging(config.log_level)
     cleanup: list[str] = []
-    # The worker leaves by raising SystemExit through this very frame (gunicorn forks it
-    # inside application.run()): only the master may clean up, or the worker's exit would
-    # delete the last-good-catalog directory under its successor.
-    master = os.getpid()
+    if config.state_dir is None:
+        state_dir = tempfile.mkdtemp(prefix="machine-catalog-state-")
+        cleanup.append(state_dir)
+        config = replace(config, state_dir=state_dir)
     try:
-        if config.state_dir is None:
-            state_dir = tempfile.mkdtemp(prefix="machine-catalog-state-")
-            cleanup.append(state_dir)
-            config = replace(config, state_dir=state_dir)
-        try:
-            catalogs = preflight(config)
-        except ServeError as exc:
-            for line in str(exc).splitlines():
-                log.error("%s", line)
-            return 1
+        catalogs = preflight(config)
+    except ServeError as exc:
+        for line in str(exc).splitlines():
+            log.error("%s", line)
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        return 1
 
-        source = cache_source(config)
-        tls = "on (TLS >= 1.2)" if config.certfile else "off"
-        if config.extender_bind is not None:
-            log.info("extender routes also on %s (plain HTTP, loopback)", config.extender_bind)
-        log.info(
-            "machine-catalog serving on %s: one process x %d threads, tls %s, catalog %s (%s),"
-            " cache %s",
-            config.bind,
-            config.threads,
-            tls,
-            catalogs.current.version,
-            catalogs.path,
-            source.describe(),
-        )
-        application = _application(config, gunicorn_options(config))
-        try:
-            application.run()
-        except SystemExit as exc:
-            return _exit_code(exc.code)
-        return 0
-    finally:
-        if os.getpid() == master:
-            for path in cleanup:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _exit_code(code: Any) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    log.error("%s", code)
-    return 1
+    source = cache_source(config)
+    tls = "on (TLS >= 1.2)" if config.certfile else "off"
+    if config.extender_bind is not None:
+        log.info("extender routes also on %s (plain HTTP, loopback)", config.extender_bind)
+    log.info(
+        "machine-catalog serving on %s: one process x %d threads, tls %s, catalog %s (%s),"
+        " cache %s",
+        config.bind,
+        config.threads,
+        tls,
+        catalogs.current.version,
+        catalogs.path,
+        source.describe(),
+    )
+    argv = master.command(asdict(config), cleanup)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+    raise AssertionError("unreachable: exec does not return")  # pragma: no cover
