@@ -41,6 +41,7 @@ def pod_manifest(
     annotations: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     scheduler: str | None = None,
+    memory: str = "64Mi",
     **spec: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -52,7 +53,7 @@ def pod_manifest(
                 {
                     "name": "app",
                     "image": "registry.k8s.io/pause:3.10",
-                    "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+                    "resources": {"requests": {"cpu": cpu, "memory": memory}},
                 }
             ],
             "terminationGracePeriodSeconds": 0,

@@ -47,6 +47,17 @@ def e2e_catalog(directory: Path, scoring: dict[str, Any] | None = None) -> Path:
         catalog["spec"]["families"].append(
             {"name": name, "scuPerCore": factor, "instanceTypes": [f"{name}.2xlarge"]}
         )
+    # Memory that only one family's nodes have (test_memory_fit.py) and a family whose only
+    # node is deleted with pods bound to it (test_node_deleted.py): no other test's.
+    for name, factor in (
+        ("e2e-mem-compute", 1.3),
+        ("e2e-mem-general", 1.1),
+        ("e2e-gone", 1.0),
+        ("e2e-stay", 1.25),
+    ):
+        catalog["spec"]["families"].append(
+            {"name": name, "scuPerCore": factor, "instanceTypes": [f"{name}.2xlarge"]}
+        )
     for name in ("e2e-twin-a", "e2e-twin-b"):
         catalog["spec"]["families"].append(
             {

@@ -11,10 +11,16 @@ the true speeds). The HPA targets 50% CPU.
   what the work needs in SCU;
 - with the webhook off, the same pods ask 1000m of any family: utilisation 75%, desired 6.
   The HPA under-provisions by a quarter because new hardware looks idle.
+
+The replicas the HPA adds are pods its ReplicaSet creates like any other: the webhook pins
+each to a family and rewrites its 1 SCU for it (910m on c5, 770m on m7i), and kube-scheduler
+binds it to a node of that family; the two 8.8-SCU nodes have room for all eight 1-SCU
+replicas.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -23,8 +29,13 @@ from harness.kube import eventually
 from kubernetes import client
 
 FAMILIES = "machine-catalog.io/families"
+FAMILY = "machine-catalog.io/family"
+SCU_PER_CORE = "machine-catalog.io/scu-per-core"
+STANDARD = "machine-catalog.io/standard-resources"
+FAMILY_SOURCE = "machine-catalog.io/family-source"
 WORK_SCU = 900  # per replica, in milli-SCU
 SPEED = {"c5.2xlarge": 1.10, "m7i.2xlarge": 1.30}
+FAMILY_OF = {"c5.2xlarge": "aws-c5", "m7i.2xlarge": "aws-m7i"}  # the packaged catalog's
 TARGET = 50
 REPLICAS = 4
 
@@ -159,7 +170,38 @@ def run(plane, api, metrics_api, namespace: str, annotations: dict[str, str], ra
     utilization = sum(usage.values()) * 100 // requests
     expected = math.ceil(utilization / TARGET * REPLICAS)
     size, message = first_rescale(plane, api, namespace, "work")
-    return size, expected, utilization, sorted(node_type.values()), message
+    first = {p.metadata.name for p in pods}
+    return size, expected, utilization, sorted(node_type.values()), message, first
+
+
+def check_added_replicas(api, namespace: str, size: int, first: set[str]) -> None:
+    """The replicas the HPA added run, each normalized for the family it was pinned to and
+    on a node of that family."""
+    pods = eventually(
+        lambda: api.list_namespaced_pod(namespace, label_selector="app=work").items,
+        lambda items: (
+            len(items) == size
+            and all(p.status.phase == "Running" and p.spec.node_name for p in items)
+        ),
+        90,
+        f"{size} running replicas",
+    )
+    added = [p for p in pods if p.metadata.name not in first]
+    assert len(added) == size - len(first)
+    for pod in added:
+        annotations = pod.metadata.annotations or {}
+        node_type = api.read_node(pod.spec.node_name).metadata.labels[objects.INSTANCE_TYPE]
+        where = (pod.metadata.name, pod.spec.node_name, annotations)
+        # The webhook admitted it and chose the family (the template names none).
+        assert annotations.get(FAMILY) == FAMILY_OF[node_type], where
+        assert FAMILY_SOURCE not in annotations, where
+        assert float(annotations[SCU_PER_CORE]) == SPEED[node_type], where
+        assert json.loads(annotations[STANDARD]) == {
+            "containers": {"app": {"requests": {"cpu": "1"}}}
+        }, where
+        # 1 SCU in that family's vCPUs, rounded up to a millicore.
+        cpu = pod.spec.containers[0].resources.requests["cpu"]
+        assert objects.millis(cpu) == math.ceil(1000 / SPEED[node_type]), where
 
 
 def test_the_hpa_sees_the_same_utilisation_on_old_and_new_hardware(
@@ -173,16 +215,17 @@ def test_the_hpa_sees_the_same_utilisation_on_old_and_new_hardware(
         ],
     )
     normalized_ns = objects.opted_in_namespace(plane, "hpa-normalized")
-    size, expected, utilization, types, message = run(
+    size, expected, utilization, types, message, first = run(
         plane, api, metrics_api, normalized_ns, {FAMILIES: "aws-c5,aws-m7i"}, raw=False
     )
     assert set(types) == set(SPEED), types  # replicas on both families
     # What the work needs in SCU: 4 replicas x 0.9 SCU at a 50% target.
     needs = math.ceil(REPLICAS * WORK_SCU / 10 / TARGET)
     assert (size, expected) == (needs, needs), (message, utilization)
+    check_added_replicas(api, normalized_ns, size, first)
 
     api.create_namespace({"metadata": {"name": "hpa-raw"}})
-    raw_size, raw_expected, raw_utilization, raw_types, raw_message = run(
+    raw_size, raw_expected, raw_utilization, raw_types, raw_message, _ = run(
         plane, api, metrics_api, "hpa-raw", {}, raw=True
     )
     assert sorted(raw_types) == sorted(SPEED) * 2 or set(raw_types) == set(SPEED)
