@@ -387,8 +387,9 @@ class Scoring(_Model):
         default=DEFAULT_HOT_SPOT_USAGE,
         description=(
             "loadAware only: a node whose load (usage plus pods bound since its last sample) "
-            "is above this fraction of its allocatable SCU is rejected by the filter as a "
-            "resolvable FailedNodes entry. Only nodes with a fresh sample are judged. "
+            "is above this fraction of its allocatable SCU is rejected by the filter (as "
+            "unresolvable: preemption cannot lower usage). Only nodes with a fresh sample "
+            "are judged. "
             "null turns the filter off. Default 0.8."
         ),
         json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
