@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from support.helpers import run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "tools" / "gen_chart.py"
@@ -23,13 +23,7 @@ CHART = ROOT / "charts" / "machine-catalog"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(GENERATOR), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    return run_tool(GENERATOR, *args)
 
 
 def test_the_committed_chart_is_what_the_generator_writes() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from support.helpers import run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "tools" / "gen_demo_snapshot.py"
@@ -12,13 +13,7 @@ SNAPSHOT = ROOT / "machine_catalog" / "data" / "demo-snapshot.json"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(GENERATOR), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    return run_tool(GENERATOR, *args)
 
 
 def test_the_packaged_demo_snapshot_is_what_the_generator_writes() -> None:

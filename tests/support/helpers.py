@@ -404,3 +404,14 @@ class Load:
 def failures(samples: Sequence[Sample], allowed: Sequence[str]) -> list[Sample]:
     """Samples that are not a 200 judged as one of ``allowed``."""
     return [s for s in samples if s.status != 200 or s.verdict not in allowed]
+
+
+def run_tool(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python tools/SCRIPT *args`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
