@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from fractions import Fraction
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -329,9 +330,11 @@ class Family(_Model):
             raise ValueError(NO_MATCH_RULES)
         return self
 
-    @property
+    @cached_property
     def factor(self) -> Fraction:
-        """``scuPerCore`` as an exact fraction, for arithmetic without float drift."""
+        """``scuPerCore`` as an exact fraction, for arithmetic without float drift. Cached:
+        the webhook reads every family's factor on every admission, and building a
+        Fraction from a Decimal is most of the cost of reading it."""
         return Fraction(self.scu_per_core)
 
 

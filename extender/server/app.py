@@ -53,7 +53,7 @@ def create_app(runtime: Runtime) -> Flask:
             message = f"request body larger than the server's limit of {max_body} bytes"
         elif isinstance(exc, ClientDisconnected):
             # Also what a stalled body becomes once server.BODY_READ_TIMEOUT expires.
-            message = "request body incomplete: the client stopped sending it"
+            message = routes.INCOMPLETE
         elif status == 404:
             message = f"no route {request.path}"
         elif status == 405:
@@ -75,5 +75,6 @@ def create_app(runtime: Runtime) -> Flask:
     routes.register_webhook(app, runtime)
     health.register(app, runtime)
     metrics.register(app, runtime)
+    routes.fast_path(app, runtime)  # after every route: it falls back on them
     metrics.instrument(app)  # last: it needs every route registered to label them
     return app
