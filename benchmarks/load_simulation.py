@@ -13,11 +13,16 @@ Every scheduling decision goes through the project's own code: the cache
 as the metrics poller would, :meth:`~extender.state.cluster.ClusterState.set_usage`), the filter
 (:func:`extender.scheduler.filtering.filter_nodes`, with its hot-spot rule under ``loadAware``) and
 the scores (:func:`extender.scheduler.scoring.node_scores` for ``balanced``,
-:func:`extender.scheduler.verbs.load_aware_view_scores` for ``loadAware``). kube-scheduler adds
-the extender's 0..10 score x 10 x its weight (5, manifests/base/scheduler-config.yaml) to
-its own default scores, NodeResourcesFit LeastAllocated on cpu and memory and
-NodeResourcesBalancedAllocation (0..100 each, weight 1): :func:`in_tree_scores` computes
-those, so pods carry a memory request and nodes their memory. The only model code here is
+:func:`extender.scheduler.verbs.load_aware_view_scores` for ``loadAware``). kube-scheduler's
+sum of scores is that of the configuration shipped for each strategy (``--scores
+shipped``, :func:`shipped_scores`): ``balanced`` is the base configuration, no extender,
+NodeResourcesFit LeastAllocated on cpu at weight 5 plus NodeResourcesBalancedAllocation;
+``loadAware`` is ``components/scheduler-load-aware``, the extender's 0..10 score x 10 x
+its weight 5 with the in-tree request scorers off. ``--scores extender`` is the
+configuration that calls the extender for every strategy and keeps kube-scheduler's
+default scorers (NodeResourcesFit LeastAllocated on cpu and memory and
+NodeResourcesBalancedAllocation, 0..100 each, weight 1: :func:`in_tree_scores`), so pods
+carry a memory request and nodes their memory. The only model code here is
 the workload (how much CPU each replica uses, minute by minute), the churn, the metrics
 pipeline's delay, the in-tree scores and the measurements. Every assumption is in
 ``README.md``.
@@ -56,7 +61,11 @@ STRATEGIES = ("balanced", "loadAware")
 #: to the rule that acts on it flatters the rule.
 HOT_LEVELS = (0.7, 0.9)
 HOT = HOT_LEVELS[0]  # for "pods placed on a hot node"
-EXTENDER_WEIGHT = 5  # manifests/base/scheduler-config.yaml; score * weight * 10
+EXTENDER_WEIGHT = 5  # manifests/components/scheduler-*; score * weight * 10
+#: NodeResourcesFit's weight in the base configuration (balanced, in-tree).
+FIT_WEIGHT = 5
+#: How kube-scheduler sums scores (see the module docstring).
+SCORES = ("shipped", "extender", "cpu-only")
 #: kube-scheduler's MaxNodeScore / MaxExtenderPriority: an extender's 0..10 becomes 0..100.
 EXTENDER_SCALE = 10
 MEMORY_PER_CORE = 4 * 1024  # MiB per vCPU of the nodes (m-family: 4 GiB per vCPU)
@@ -189,6 +198,27 @@ def _memory_mib(quantity: str) -> int:
     return int(quantity.removesuffix("Ki")) // 1024
 
 
+def least_allocated(alloc: np.ndarray, requested: np.ndarray, pod: int) -> np.ndarray:
+    """NodeResourcesFit ``LeastAllocated`` for one resource, 0..100:
+    ``(allocatable - requested - pod) * 100 // allocatable`` (``least_allocated.go``)."""
+    alloc = np.maximum(alloc, 1)
+    return np.maximum(alloc - requested - pod, 0) * 100 // alloc
+
+
+def balanced_allocation(
+    cpu_alloc: np.ndarray,
+    cpu_after: np.ndarray,
+    mem_alloc: np.ndarray,
+    mem_after: np.ndarray,
+) -> np.ndarray:
+    """NodeResourcesBalancedAllocation, 0..100: ``(1 - std) * 100`` of the two requested
+    fractions after the pod, each capped at 1; for two resources the standard deviation is
+    half their difference (``balanced_allocation.go``)."""
+    cpu = np.minimum(cpu_after / np.maximum(cpu_alloc, 1), 1.0)
+    mem = np.minimum(mem_after / np.maximum(mem_alloc, 1), 1.0)
+    return ((1 - np.abs(cpu - mem) / 2) * 100).astype(np.int64)
+
+
 def in_tree_scores(
     cpu_alloc: np.ndarray,
     cpu_requested: np.ndarray,
@@ -197,26 +227,40 @@ def in_tree_scores(
     mem_requested: np.ndarray,
     mem_pod: int,
 ) -> np.ndarray:
-    """kube-scheduler's default scores for the pod on each node, summed (weight 1 each).
-
-    NodeResourcesFit ``LeastAllocated`` on cpu and memory (weight 1 each): per resource
-    ``(allocatable - requested - pod) * 100 // allocatable``, averaged
-    (``least_allocated.go``). NodeResourcesBalancedAllocation: ``(1 - std) * 100`` of the
-    two requested fractions after the pod, each capped at 1; for two resources the
-    standard deviation is half their difference (``balanced_allocation.go``). 0..200.
-    """
-    cpu_alloc = np.maximum(cpu_alloc, 1)
-    mem_alloc = np.maximum(mem_alloc, 1)
-    cpu_after = cpu_requested + cpu_pod
-    mem_after = mem_requested + mem_pod
+    """kube-scheduler's default scores for the pod on each node, summed (weight 1 each):
+    NodeResourcesFit ``LeastAllocated`` on cpu and memory, averaged, and
+    NodeResourcesBalancedAllocation. 0..200."""
     least = (
-        np.maximum(cpu_alloc - cpu_after, 0) * 100 // cpu_alloc
-        + np.maximum(mem_alloc - mem_after, 0) * 100 // mem_alloc
+        least_allocated(cpu_alloc, cpu_requested, cpu_pod)
+        + least_allocated(mem_alloc, mem_requested, mem_pod)
     ) // 2
-    fractions = np.minimum(cpu_after / cpu_alloc, 1.0), np.minimum(mem_after / mem_alloc, 1.0)
-    std = np.abs(fractions[0] - fractions[1]) / 2
-    balanced = ((1 - std) * 100).astype(np.int64)
-    return least + balanced
+    return least + balanced_allocation(
+        cpu_alloc, cpu_requested + cpu_pod, mem_alloc, mem_requested + mem_pod
+    )
+
+
+def shipped_scores(
+    load_aware: bool,
+    extender: np.ndarray,
+    cpu_alloc: np.ndarray,
+    cpu_requested: np.ndarray,
+    cpu_pod: int,
+    mem_alloc: np.ndarray,
+    mem_requested: np.ndarray,
+    mem_pod: int,
+) -> np.ndarray:
+    """kube-scheduler's sum under the configuration shipped for the strategy.
+
+    ``loadAware`` (components/scheduler-load-aware): the extender's score x 10 x 5, the
+    request scorers off. ``balanced`` (the base): no extender; NodeResourcesFit
+    LeastAllocated on cpu alone at weight 5, ``(allocatable - requested - pod) * 100 //
+    allocatable``, plus NodeResourcesBalancedAllocation (cpu and memory) at weight 1.
+    """
+    if load_aware:
+        return extender * EXTENDER_WEIGHT * EXTENDER_SCALE
+    return FIT_WEIGHT * least_allocated(cpu_alloc, cpu_requested, cpu_pod) + balanced_allocation(
+        cpu_alloc, cpu_requested + cpu_pod, mem_alloc, mem_requested + mem_pod
+    )
 
 
 @dataclass(slots=True)
@@ -260,11 +304,11 @@ class Run:
         seed: int,
         scoring: dict[str, Any] | None = None,
         *,
-        in_tree: bool = True,
+        scores: str = "shipped",
     ) -> None:
         self.strategy = strategy
         self.world = world
-        self.in_tree = in_tree
+        self.scores = scores
         self.mem_requested = np.zeros(len(world.names), dtype=np.int64)
         self.catalog = catalog_for(strategy, **(scoring or {}))
         self.state = ClusterState(self.catalog)
@@ -374,20 +418,23 @@ class Run:
             extender = node_scores(
                 "balanced", view.allocatable[passing], view.requested[passing], pod.request
             )
-        if self.in_tree:
-            at = slots[fits[passing]]
-            default = in_tree_scores(
-                view.allocatable[passing],
-                view.requested[passing],
-                pod.request,
-                world.memory[at],
-                self.mem_requested[at],
-                memory,
-            )
-        else:  # the earlier harness: LeastAllocated on CPU alone
+        at = slots[fits[passing]]
+        resources = (
+            view.allocatable[passing],
+            view.requested[passing],
+            pod.request,
+            world.memory[at],
+            self.mem_requested[at],
+            memory,
+        )
+        if self.scores == "shipped":
+            scores = shipped_scores(load_aware, extender, *resources)
+        elif self.scores == "extender":
+            scores = in_tree_scores(*resources) + extender * EXTENDER_WEIGHT * EXTENDER_SCALE
+        else:  # the earlier harness: LeastAllocated on CPU alone, plus the extender
             alloc = np.maximum(view.allocatable[passing], 1)
             default = (alloc - view.requested[passing] - pod.request) * 100 // alloc
-        scores = default + extender * EXTENDER_WEIGHT * EXTENDER_SCALE
+            scores = default + extender * EXTENDER_WEIGHT * EXTENDER_SCALE
         best = np.flatnonzero(scores == scores.max())
         node = names[int(passing[best[self.tie_rng.randrange(best.size)]])]
         self.decision_seconds += time.process_time() - started
@@ -484,7 +531,7 @@ def simulate(args: argparse.Namespace, log: Any = None) -> list[Result]:
             for variant in VARIANTS:
                 strategy = "balanced" if variant == NOISE_FLOOR else variant
                 tie_seed = seed + 1000 if variant == NOISE_FLOOR else seed
-                result = Run(strategy, world, tie_seed, scoring, in_tree=not args.cpu_only).run(
+                result = Run(strategy, world, tie_seed, scoring, scores=args.scores).run(
                     args.minutes
                 )
                 result.seed, result.variant, result.churn = seed, variant, churn
@@ -549,21 +596,27 @@ def verdict(results: Sequence[Result], churn: float, level: float) -> str:
 def render(results: Sequence[Result], args: argparse.Namespace) -> str:
     seeds = ", ".join(str(s) for s in args.seeds)
     nodes = args.nodes_per_family * len(fleets.FAMILIES)
-    scores = (
-        "LeastAllocated on CPU alone"
-        if args.cpu_only
-        else "NodeResourcesFit LeastAllocated (cpu, memory) + NodeResourcesBalancedAllocation, "
-        "0..100 each, weight 1"
-    )
+    scores = {
+        "shipped": "the configuration shipped for each strategy: `balanced` scored in-tree "
+        f"(no extender; NodeResourcesFit LeastAllocated on cpu x {FIT_WEIGHT} + "
+        "NodeResourcesBalancedAllocation x 1), `loadAware` by the extender alone "
+        f"(0..10 x {EXTENDER_SCALE} x weight {EXTENDER_WEIGHT}, the in-tree request scorers "
+        "off)",
+        "extender": "kube-scheduler's default scorers (NodeResourcesFit LeastAllocated on cpu "
+        "and memory + NodeResourcesBalancedAllocation, 0..100 each, weight 1) plus the "
+        f"extender's 0..10 x {EXTENDER_SCALE} x weight {EXTENDER_WEIGHT} for both strategies",
+        "cpu-only": "LeastAllocated on CPU alone plus the extender's 0..10 x "
+        f"{EXTENDER_SCALE} x weight {EXTENDER_WEIGHT}",
+    }[args.scores]
     lines = [
-        f"Run {report.stamp()} on {report.machine()}: `python benchmarks/load_simulation.py` "
-        f"({args.seconds:.0f} s).",
+        f"Run {report.stamp()} on {report.machine()}: `python benchmarks/load_simulation.py"
+        + ("" if args.scores == "shipped" else f" --scores {args.scores}")
+        + f"` ({args.seconds:.0f} s).",
         "",
         f"{nodes} nodes (m4 0.8, m5 1.0, m7i 1.35 SCU/core, 16 vCPU each), "
         f"{args.minutes} simulated minutes, requests filled to {100 * args.fill:g}% per "
         f"family, usage/request per Deployment {args.ratio_low:g}-{args.ratio_high:g}; seeds "
-        f"{seeds}. Every placement scores kube-scheduler's defaults ({scores}) plus the "
-        f"extender's 0..10 x {EXTENDER_SCALE} x weight {EXTENDER_WEIGHT}. Hot-spot "
+        f"{seeds}. kube-scheduler's sum of scores: {scores}. Hot-spot "
         "node-minutes count nodes above "
         + " and ".join(f"{level:.0%}" for level in HOT_LEVELS)
         + " of allocatable CPU at the end of a minute (the filter's own `hotSpotUsage` is "
@@ -679,7 +732,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--request-weight", default=None, help="loadAware requestWeight")
     p.add_argument("--hot-spot-usage", default=None, help="loadAware hotSpotUsage")
     p.add_argument(
-        "--cpu-only", action="store_true", help="score LeastAllocated on CPU alone (old harness)"
+        "--scores",
+        choices=SCORES,
+        default="shipped",
+        help="kube-scheduler's sum: the shipped configuration per strategy (default), the "
+        "extender on every pod beside the default scorers, or LeastAllocated on CPU alone",
     )
     return p.parse_args(argv)
 

@@ -367,6 +367,33 @@ def test_in_tree_scores_are_kube_schedulers_defaults(
     assert int(score[0]) == expected
 
 
+@pytest.mark.parametrize(
+    ("load_aware", "extender", "cpu", "mem", "expected"),
+    [
+        # balanced, the base configuration: LeastAllocated on cpu x 5 + BalancedAllocation;
+        # the extender's score is not called for, so it does not count.
+        (False, 7, (1000, 0, 500), (1000, 0, 500), 5 * 50 + 100),
+        (False, 0, (1000, 0, 500), (1000, 0, 100), 5 * 50 + 80),
+        (False, 3, (1000, 900, 100), (1000, 0, 0), 5 * 0 + 50),
+        # loadAware, components/scheduler-load-aware: the extender's score x 10 x 5 alone.
+        (True, 7, (1000, 0, 500), (1000, 0, 500), 350),
+        (True, 0, (1000, 900, 100), (1000, 0, 0), 0),
+    ],
+)
+def test_shipped_scores_are_the_shipped_configurations_sums(
+    load_aware: bool,
+    extender: int,
+    cpu: tuple[int, int, int],
+    mem: tuple[int, int, int],
+    expected: int,
+) -> None:
+    score = load_simulation.shipped_scores(
+        load_aware, np.array([extender]), np.array([cpu[0]]), np.array([cpu[1]]), cpu[2],
+        np.array([mem[0]]), np.array([mem[1]]), mem[2],
+    )  # fmt: skip
+    assert int(score[0]) == expected
+
+
 def test_load_simulation_places_through_the_hot_spot_filter() -> None:
     """A node above hotSpotUsage gets no pod under loadAware, and may under balanced."""
     args = load_simulation.parse_args(["--nodes-per-family", "3", "--minutes", "1"])
