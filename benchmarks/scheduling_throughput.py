@@ -819,6 +819,12 @@ def ratio_text(res: SizeResult, mode: str, num: str, den: str, seed: int) -> str
     return f"**{mid:.0%}** ({lo:.0%} – {hi:.0%})"
 
 
+def measured_components(results: Sequence[SizeResult]) -> list[str]:
+    """The components every round has CPU for: a configuration left out of the run has no
+    kube-scheduler process to charge."""
+    return [c for c in COMPONENTS if all(c in r.cpu for res in results for r in res.rounds)]
+
+
 def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[str, str]:
     lines = [
         f"Run {meta['stamp']} on {meta['machine']}, load average {meta['load_before']} before / "
@@ -932,18 +938,19 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
         "",
     ]
     rows = []
+    measured = measured_components(results)
     for res in results:
         for mode in res.modes():
             for sched in res.configs():
                 rs = res.of(sched, mode)
-                per = {c: med(1000 * r.cpu[c] / max(r.bound, 1) for r in rs) for c in COMPONENTS}
+                per = {c: med(1000 * r.cpu[c] / max(r.bound, 1) for r in rs) for c in measured}
                 rows.append(
                     [f"{res.nodes:,}", mode, f"`{sched}`"]
-                    + [fmt(per[c], 2) for c in COMPONENTS]
+                    + [fmt(per[c], 2) for c in measured]
                     + [f"**{fmt(sum(per.values()), 2)}**"]
                 )
     lines += [
-        report.table(["nodes", "mode", "round of", *COMPONENTS, "total"], rows),
+        report.table(["nodes", "mode", "round of", *measured, "total"], rows),
         "",
         "Where a scheduling cycle goes (means over the rounds' pods from each component's own "
         "histograms: `scheduler_scheduling_algorithm_duration_seconds` (the serial part: "
@@ -1095,7 +1102,9 @@ def plot(results: list[SizeResult], path: Path) -> None:
     )
     bars = [(res, sched) for res in results for sched in configs]
     bottoms = np.zeros(len(bars))
-    for comp, color in zip(COMPONENTS, colors, strict=True):
+    color_of = dict(zip(COMPONENTS, colors, strict=True))
+    for comp in measured_components(results):
+        color = color_of[comp]
         vals = np.array(
             [
                 med(1000 * r.cpu[comp] / max(r.bound, 1) for r in res.of(sched, "stream"))
@@ -1279,12 +1288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, meta = run(args, lambda s: print(s, flush=True))
         command = " ".join(sys.argv[1:] if argv is None else argv)
         meta["command"] = f"python benchmarks/scheduling_throughput.py {command}".strip()
+        if args.json:  # before rendering: a run's data outlives a bug in the tables
+            args.json.write_text(
+                json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
+            )
     body, summary = render(results, meta, args.seed)
     print(body)
-    if args.json and not args.render_from:
-        args.json.write_text(
-            json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
-        )
     if not args.no_readme:
         plot(results, args.out / f"{args.section}.png")
         report.replace_section(args.readme, args.section, body)

@@ -87,3 +87,27 @@ def test_refused_creates_are_reported_in_the_table():
 )
 def test_only_the_schedulers_the_configurations_use_are_started(configs, processes):
     assert st.schedulers_for(configs) == processes
+
+
+def test_a_run_of_some_configurations_renders_and_plots_the_components_it_had(tmp_path):
+    """Only the kube-schedulers of the configurations run exist: their CPU is what the
+    tables and the plot show (a run of four configurations once crashed in the render)."""
+    run = (st.DEFAULT_SCHEDULER, st.PINNED, st.MC_SCHEDULER)
+    absent = {st.MC_EXTENDER, st.MC_LOOPBACK}
+    rounds = []
+    for i in (1, 2):
+        for config in run:
+            r = rnd(config, i, 100.0)
+            r.cpu = {c: v for c, v in r.cpu.items() if c not in absent}
+            rounds.append(r)
+    cost = st.CreateCost(100, 10, 1.0, 2.0, 2.0, 3.0, 1.0, 0.5)
+    meta = {
+        "stamp": "now", "machine": "test", "load_before": "0", "load_after": "0",
+        "seconds": 60, "command": "x", "settings": {}, "pods": 100, "rounds": 2, "clients": 4,
+    }  # fmt: skip
+    results = [st.SizeResult(100, 1.0, rounds, cost)]
+    assert st.measured_components(results) == [c for c in st.COMPONENTS if c not in absent]
+    body, _ = st.render(results, meta, seed=1)
+    assert st.MC_LOOPBACK not in body
+    st.plot(results, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
