@@ -347,23 +347,39 @@ def start_cluster(workdir: Path, clients: int, schedulers: Sequence[str] = SCHED
 
 
 def scheduler_settings(cluster: Cluster) -> dict[str, Any]:
-    """What the extender configurations' kube-scheduler runs with, from its written config."""
+    """What the machine-catalog kube-scheduler runs with, from its written config: the
+    extender configuration's when the run had one, else the shipped one's (no extender)."""
+    return settings_of(
+        [cluster.plane.workdir / f"{PROCESS[c]}-config.yaml" for c in (MC_EXTENDER, MC_SCHEDULER)]
+    )
+
+
+def settings_of(paths: Sequence[Path]) -> dict[str, Any]:
+    """The settings of the first of ``paths`` that exists (the configurations a run did not
+    start were never written); {} when none does."""
     import yaml
 
-    config = yaml.safe_load(
-        (cluster.plane.workdir / f"{PROCESS[MC_EXTENDER]}-config.yaml").read_text()
-    )
-    ext = config["extenders"][0]
-    return {
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
+        return {}
+    config = yaml.safe_load(path.read_text())
+    settings: dict[str, Any] = {
         "percentageOfNodesToScore": config.get("percentageOfNodesToScore", "unset (adaptive)"),
         "parallelism": config.get("parallelism", "unset (16)"),
-        "extender weight": ext.get("weight"),
-        "httpTimeout": ext.get("httpTimeout"),
-        "nodeCacheCapable": ext.get("nodeCacheCapable"),
-        "ignorable": ext.get("ignorable"),
-        "enableHTTPS": ext.get("enableHTTPS"),
-        "qps/burst": f"{config['clientConnection']['qps']}/{config['clientConnection']['burst']}",
     }
+    for ext in config.get("extenders") or []:
+        settings.update(
+            {
+                "extender weight": ext.get("weight"),
+                "httpTimeout": ext.get("httpTimeout"),
+                "nodeCacheCapable": ext.get("nodeCacheCapable"),
+                "ignorable": ext.get("ignorable"),
+                "enableHTTPS": ext.get("enableHTTPS"),
+            }
+        )
+    client = config.get("clientConnection") or {}
+    settings["qps/burst"] = f"{client.get('qps')}/{client.get('burst')}"
+    return settings
 
 
 # -- one round --------------------------------------------------------------------------------

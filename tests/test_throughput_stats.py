@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -111,3 +112,22 @@ def test_a_run_of_some_configurations_renders_and_plots_the_components_it_had(tm
     assert st.MC_LOOPBACK not in body
     st.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_settings_come_from_the_configurations_the_run_wrote(tmp_path):
+    """A run without the extender configuration reads the shipped one's settings (a run of
+    the shipped configuration alone once crashed at the end, reading a file never written)."""
+    extender = tmp_path / "extender.yaml"
+    shipped = tmp_path / "shipped.yaml"
+    client = {"clientConnection": {"qps": 500, "burst": 1000}}
+    shipped.write_text(yaml.safe_dump({"profiles": [{"schedulerName": "x"}], **client}))
+    assert st.settings_of([extender, shipped]) == {
+        "percentageOfNodesToScore": "unset (adaptive)",
+        "parallelism": "unset (16)",
+        "qps/burst": "500/1000",
+    }
+    extender.write_text(
+        yaml.safe_dump({"extenders": [{"weight": 5, "httpTimeout": "2s"}], **client})
+    )
+    assert st.settings_of([extender, shipped])["extender weight"] == 5
+    assert st.settings_of([tmp_path / "none.yaml"]) == {}
