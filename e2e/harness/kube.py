@@ -81,3 +81,16 @@ def failed_scheduling(
 def events_for(api: Any, namespace: str, name: str, reason: str | None = None) -> list[Any]:
     items = api.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
     return [e for e in items if reason is None or e.reason == reason]
+
+
+def recreated_pod(api: Any, namespace: str, selector: str, gone_uid: str, timeout: float) -> Any:
+    """The one pod ``selector`` matches once it is not the pod ``gone_uid`` and is bound: a
+    controller's re-creation of a deleted pod, scheduled."""
+    return eventually(
+        lambda: api.list_namespaced_pod(namespace, label_selector=selector).items,
+        lambda items: (
+            len(items) == 1 and items[0].metadata.uid != gone_uid and bool(items[0].spec.node_name)
+        ),
+        timeout,
+        "the controller's pod re-created and bound",
+    )[0]

@@ -22,7 +22,14 @@ import json
 
 import pytest
 from harness import objects
-from harness.kube import bound, events_for, eventually, failed_scheduling, pod_manifest
+from harness.kube import (
+    bound,
+    events_for,
+    eventually,
+    failed_scheduling,
+    pod_manifest,
+    recreated_pod,
+)
 from kubernetes import client
 
 # Also run on the oldest supported Kubernetes (make e2e-oldest).
@@ -138,16 +145,9 @@ def test_a_pod_whose_family_lost_the_memory_is_recreated_on_the_family_that_has_
     assert "Insufficient memory" in events[0].message, events[0].message
     assert "Insufficient cpu" not in events[0].message, events[0].message
 
-    replacement = eventually(
-        lambda: api.list_namespaced_pod(namespace, label_selector="app=mem").items,
-        lambda items: (
-            len(items) == 1
-            and items[0].metadata.uid != original.metadata.uid
-            and bool(items[0].spec.node_name)
-        ),
-        AFTER + 2 * CYCLE + 30,
-        "the ReplicaSet's pod re-created and bound",
-    )[0]
+    replacement = recreated_pod(
+        api, namespace, "app=mem", original.metadata.uid, AFTER + 2 * CYCLE + 30
+    )
     assert replacement.metadata.annotations[FAMILY] == "e2e-mem-general"
     assert replacement.spec.containers[0].resources.requests == {"cpu": "910m", "memory": "2Gi"}
     assert replacement.spec.node_name == GENERAL_NODE

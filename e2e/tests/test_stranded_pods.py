@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import pytest
 from harness import objects
-from harness.kube import events_for, eventually, pod_manifest
+from harness.kube import events_for, eventually, pod_manifest, recreated_pod
 from kubernetes import client
 
 # Also run on the oldest supported Kubernetes (make e2e-oldest).
@@ -132,16 +132,9 @@ def test_a_replicaset_pod_stranded_on_a_full_family_is_recreated_on_one_with_roo
         "both pods reported unschedulable",
     )
 
-    replacement = eventually(
-        lambda: api.list_namespaced_pod(namespace, label_selector="app=web").items,
-        lambda items: (
-            len(items) == 1
-            and items[0].metadata.uid != original.metadata.uid
-            and bool(items[0].spec.node_name)
-        ),
-        AFTER + 2 * CYCLE + 30,
-        "the ReplicaSet's pod re-created and bound",
-    )[0]
+    replacement = recreated_pod(
+        api, namespace, "app=web", original.metadata.uid, AFTER + 2 * CYCLE + 30
+    )
     assert replacement.metadata.annotations[FAMILY] == "tencent-sa2"
     assert replacement.spec.containers[0].resources.requests["cpu"] == "1905m"  # 2 SCU on sa2
     assert replacement.spec.node_name == SA2_NODE
