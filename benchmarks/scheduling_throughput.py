@@ -841,7 +841,12 @@ def measured_components(results: Sequence[SizeResult]) -> list[str]:
     return [c for c in COMPONENTS if all(c in r.cpu for res in results for r in res.rounds)]
 
 
-def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[str, str]:
+def render(
+    results: list[SizeResult],
+    meta: dict[str, Any],
+    seed: int,
+    plot_name: str = "scheduling_throughput",
+) -> tuple[str, str]:
     lines = [
         f"Run {meta['stamp']} on {meta['machine']}, load average {meta['load_before']} before / "
         f"{meta['load_after']} after: `{meta['command']}` ({meta['seconds'] / 60:.1f} min in "
@@ -1041,7 +1046,7 @@ def render(results: list[SizeResult], meta: dict[str, Any], seed: int) -> tuple[
             rows,
         ),
         "",
-        "![scheduling throughput](results/scheduling_throughput.png)",
+        f"![scheduling throughput](results/{plot_name}.png)",
     ]
     summary = []
     for res in results:
@@ -1213,6 +1218,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Size
     start = time.perf_counter()
     load_before = loadavg()
     schedulers = schedulers_for(args.configs)
+    machine = report.machine()  # before --isolate-serve narrows this process to one CPU
     cluster = start_cluster(workdir, args.clients, schedulers)
     if args.isolate_serve:
         isolate_serve(cluster)
@@ -1253,7 +1259,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Size
             shutil.rmtree(workdir, ignore_errors=True)
     meta = {
         "stamp": report.stamp(),
-        "machine": report.machine(),
+        "machine": machine,
         "load_before": load_before,
         "load_after": loadavg(),
         "seconds": time.perf_counter() - start,
@@ -1308,7 +1314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.json.write_text(
                 json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
             )
-    body, summary = render(results, meta, args.seed)
+    body, summary = render(results, meta, args.seed, args.section)
     print(body)
     if not args.no_readme:
         plot(results, args.out / f"{args.section}.png")
