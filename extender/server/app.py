@@ -69,7 +69,7 @@ def create_app(runtime: Runtime) -> Flask:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal server error (see the server log)")
+        return json_error(500, routes.INTERNAL)
 
     routes.register_scheduler(app, runtime)
     routes.register_webhook(app, runtime)

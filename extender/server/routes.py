@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: What a body cut short becomes (also a stalled body, once the body timeout expires).
 INCOMPLETE = "request body incomplete: the client stopped sending it"
+#: What an unexpected error becomes (the traceback goes to the log, never to the caller).
+INTERNAL = "internal server error (see the server log)"
 
 
 def _body() -> bytes:
@@ -98,7 +100,7 @@ def fast_path(app: Flask, runtime: Runtime) -> None:
                 status, out = verb(body)
             except Exception:
                 log.exception("unhandled error on POST %s", environ.get("PATH_INFO"))
-                status, out = 500, error_body("internal server error (see the server log)")
+                status, out = 500, error_body(INTERNAL)
         start_response(
             f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", JSON), ("Content-Length", str(len(out)))],
