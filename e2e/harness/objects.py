@@ -270,6 +270,31 @@ def millis(quantity: str) -> int:
     return to_millis(quantity)
 
 
+def controller(
+    kind: str,
+    name: str,
+    replicas: int,
+    pod_spec: dict[str, Any],
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ``Deployment`` or ``ReplicaSet`` (``kind``) of ``replicas`` pods with ``pod_spec``,
+    selected by ``app: name``, the template carrying ``annotations``."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": dict(annotations or {})},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
 def spread_deployment(name: str, replicas: int, cpu: str, types: Sequence[str]) -> dict[str, Any]:
     """A Deployment of pause pods held to ``types`` and spread evenly over them (one
     topology domain per instance type): what the calibrate tests need, replicas on

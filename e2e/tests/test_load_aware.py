@@ -207,20 +207,9 @@ def binding_order(api, namespace: str, names: list[str]) -> list[str]:
 
 
 def deployment(name: str, replicas: int, family: str) -> dict:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {FAMILIES: family}},
-                "spec": pod_manifest(name, "1")["spec"],
-            },
-        },
-    }
+    return objects.controller(
+        "Deployment", name, replicas, pod_manifest(name, "1")["spec"], {FAMILIES: family}
+    )
 
 
 def test_a_burst_between_two_samples_does_not_all_land_on_the_idle_node(

@@ -91,19 +91,8 @@ def test_a_pod_whose_memory_only_one_family_has_is_pinned_there_and_runs(
 
 
 def held_replica_set(name: str, memory: str) -> dict:
-    labels = {"app": name}
     template = pod_manifest(name, "1", memory=memory, schedulingGates=[{"name": GATE}])
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": BOTH},
-                "spec": template["spec"],
-            },
-        },
-    }
+    return objects.controller("ReplicaSet", name, 1, template["spec"], BOTH)
 
 
 def test_a_pod_whose_family_lost_the_memory_is_recreated_on_the_family_that_has_it(

@@ -55,19 +55,7 @@ def held_pod(name: str) -> dict:
 
 
 def replica_set(name: str) -> dict:
-    labels = {"app": name}
-    template = held_pod(name)
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": BOTH},
-                "spec": template["spec"],
-            },
-        },
-    }
+    return objects.controller("ReplicaSet", name, 1, held_pod(name)["spec"], BOTH)
 
 
 def release(api, namespace: str, name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from harness import objects
 from harness.kube import cpu_requests, eventually, pod_manifest
 from kubernetes import client
 
@@ -20,20 +21,9 @@ FITS_NOT = "may stay Pending"
 
 
 def deployment(name: str, replicas: int, cpu: str, annotations: dict[str, str]) -> dict:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": pod_manifest(name, cpu)["spec"],
-            },
-        },
-    }
+    return objects.controller(
+        "Deployment", name, replicas, pod_manifest(name, cpu)["spec"], annotations
+    )
 
 
 def test_a_deployment_becomes_a_replicaset_and_normalized_pods_that_land_on_their_family(
