@@ -11,9 +11,11 @@ Pod annotations written by the webhook:
 - ``machine-catalog.io/standard-resources``: the CPU values the user wrote, in SCU (JSON).
 - ``machine-catalog.io/catalog``: the catalog version (``name@hash``) of the conversion.
 - ``machine-catalog.io/family-source``: ``user`` when the pod came with its own
-  ``machine-catalog.io/family`` (the webhook then overwrites that annotation with the same
-  name, so this is the only trace that the family was the user's hard restriction and
-  not the webhook's choice: the stranded-pod remedy never moves such a pod).
+  ``machine-catalog.io/family`` annotation, or with the family label in its nodeSelector
+  (the webhook overwrites the annotation with the same name, and its own pin is that same
+  nodeSelector entry, so this is the only trace that the family was the user's hard
+  restriction and not the webhook's choice: the stranded-pod remedy never moves such a
+  pod).
 
 Read from pods, written by users:
 
@@ -25,7 +27,8 @@ Labels:
   namespaceSelector); on a pod, ``disabled`` opts it out.
 - ``machine-catalog.io/family``: on a node, the one schedulable family the catalog maps it
   to, kept by the leader (:mod:`extender.loops.labelling`); absent on unknown, ambiguous
-  and retired nodes. The webhook pins pods to it once every node of the family has it.
+  and retired nodes. The webhook pins pods to it (in ``spec.nodeSelector``) once every
+  node of the family has it.
 """
 
 from __future__ import annotations

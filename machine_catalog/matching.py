@@ -93,13 +93,13 @@ def _requirement(key: str, operator: str, values: Sequence[str] = ()) -> dict[st
 
 
 def family_label_term(family: Family) -> list[dict[str, Any]]:
-    """The one term that selects the family's nodes once they carry the family label."""
+    """The one term that selects the family's nodes once they carry the family label: the
+    pin written before it moved to ``spec.nodeSelector``, still recognized on pods admitted
+    then (:mod:`extender.admission.reinvocation`)."""
     return [_requirement(FAMILY_LABEL, "In", [family.name])]
 
 
-def family_selector_terms(
-    family: Family, *, beta: bool = True, labelled: bool = False
-) -> list[list[dict[str, Any]]]:
+def family_selector_terms(family: Family, *, beta: bool = True) -> list[list[dict[str, Any]]]:
     """The family's match rules as ORed ``nodeSelectorTerms`` (each a list of ANDed rules).
 
     Instance types give ``GA In types``, and with ``beta`` a second term, because matching
@@ -111,14 +111,10 @@ def family_selector_terms(
     exactly the nodes :func:`match_families` assigns. A nodeSelector gives one term:
     ``matchLabels`` become ``In [value]`` rules.
 
-    ``labelled``: every node of the family carries ``machine-catalog.io/family`` (the leader
-    keeps it, and never on unknown, ambiguous or retired nodes): the label's one term is
-    the whole pin. It is one requirement for kube-scheduler to check per node, and it
-    leaves out nodes the rules alone would not (an ambiguous node with the family's
-    instance type).
+    These rules are the webhook's pin only while some node of the family lacks the family
+    label; once every node carries it, the pin is the label in the pod's nodeSelector
+    (:mod:`extender.admission.patching`).
     """
-    if labelled:
-        return [family_label_term(family)]
     terms: list[list[dict[str, Any]]] = []
     if family.instance_types:
         types = sorted(family.instance_types)

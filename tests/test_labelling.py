@@ -8,6 +8,7 @@ Catalog: ``std`` (m5 instance types), ``fast`` (c7 types), ``old`` retired (m4 t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from support.fakeapi import FakeApiServer, make_node, write_kubeconfig
@@ -74,23 +75,24 @@ def test_a_family_is_labelled_once_every_node_of_it_carries_the_label():
     assert state.family_labelled("std")
 
 
-def test_the_pin_is_the_label_term_once_the_family_is_labelled():
+def test_the_pin_is_the_label_in_the_nodeselector_once_the_family_is_labelled():
     pod = {
         "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
     }
     family = CATALOG.by_name["std"]
 
-    def pin(labelled: bool) -> list:
+    def pin(labelled: bool) -> dict[str, Any]:
         ops = normalize_ops(pod, read_cpu_values(pod), family, "v", labelled=labelled)
-        (affinity,) = [op["value"] for op in ops if op["path"] == "/spec/affinity"]
-        return affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-            "nodeSelectorTerms"
-        ]
+        return {
+            op["path"]: op["value"]
+            for op in ops
+            if not op["path"].startswith(("/spec/containers", "/metadata"))
+        }
 
-    expression = {"key": FAMILY_LABEL, "operator": "In", "values": ["std"]}
-    assert pin(True) == [{"matchExpressions": [expression]}]
-    assert all(expression not in term["matchExpressions"] for term in pin(False))
+    assert pin(True) == {"/spec/nodeSelector": {FAMILY_LABEL: "std"}}
+    unlabelled = pin(False)
+    assert "/spec/nodeSelector" not in unlabelled and "/spec/affinity" in unlabelled
 
 
 @pytest.fixture

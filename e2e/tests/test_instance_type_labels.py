@@ -5,7 +5,8 @@ deprecated since v1.17; use "node.kubernetes.io/instance-type" instead``), and k
 prints that warning. The webhook's pin names it only while the cluster has a node that
 only the beta label makes the family's and the family is not yet labelled; once the leader
 has put ``machine-catalog.io/family`` on every node of the family (beta-only ones
-included), the pin is that one label term and no pod draws the warning. Either way such a
+included), the pin is that one label in the pod's nodeSelector and no pod draws the
+warning. Either way such a
 node must still get the family's pods.
 
 The family is gcp-n1 (0.8 SCU per vCPU), with nodes made for this test only.
@@ -49,8 +50,13 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
         )
         return out.stderr, json.loads(out.stdout) if out.returncode == 0 else None
 
-    def affinity(pod: dict | None) -> str:
-        return json.dumps(pod["spec"]["affinity"]) if pod else ""
+    def rules(pod: dict | None) -> str:
+        """The pod's node rules (affinity and nodeSelector) as text, to look for a label."""
+        spec = pod["spec"] if pod else {}
+        return json.dumps([spec.get("affinity"), spec.get("nodeSelector")])
+
+    def label_pinned(pod: dict | None) -> bool:
+        return bool(pod) and pod["spec"].get("nodeSelector", {}).get(FAMILY_LABEL) == "gcp-n1"
 
     # A cloud node carries both labels: the GA term selects it, the beta term is not needed.
     both = {objects.INSTANCE_TYPE: TYPE, BETA: TYPE}
@@ -63,8 +69,8 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
     )
     warnings, pod = create("plain")
     assert "deprecated" not in warnings, warnings
-    assert BETA not in affinity(pod)
-    assert objects.INSTANCE_TYPE in affinity(pod) or FAMILY_LABEL in affinity(pod)
+    assert BETA not in rules(pod)
+    assert objects.INSTANCE_TYPE in rules(pod) or label_pinned(pod)
     placed = eventually(
         lambda: api.read_namespaced_pod("plain", namespace).spec.node_name,
         bool,
@@ -74,7 +80,7 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
     assert placed == "n1-ga"
 
     # A node labelled the old way only (no GA label), and the GA node cordoned. Once the
-    # leader has labelled it with its family, the pin is the family label alone: no beta
+    # leader has labelled it with its family, the pin is the family label's nodeSelector: no beta
     # term, no warning, and the pod lands on the beta-only node.
     objects.create_nodes(plane, [objects.node("n1-beta", {BETA: TYPE}, "4")])
     api.patch_node("n1-ga", {"spec": {"unschedulable": True}})
@@ -86,7 +92,7 @@ def test_a_normalized_pod_draws_no_deprecation_warning_and_a_beta_only_node_stil
     )
     eventually(
         lambda: create("probe", "--dry-run=server")[1],
-        lambda p: FAMILY_LABEL in affinity(p) and BETA not in affinity(p),
+        lambda p: label_pinned(p) and BETA not in rules(p),
         30,
         "the webhook to pin gcp-n1 by its label",
     )

@@ -101,8 +101,7 @@ def test_pods_land_on_their_family_with_no_extender_call(
         pod = api.create_namespaced_pod(
             namespace, pod_manifest("p", "1", annotations={FAMILIES: "e2e-cfg"})
         )
-        terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
-        assert [e.key for t in terms.node_selector_terms for e in t.match_expressions] == [FAMILY]
+        assert pod.spec.node_selector == {FAMILY: "e2e-cfg"} and pod.spec.affinity is None
         assert bound(api, namespace, "p").spec.node_name == node
         assert calls(server) == before
         assert server.readyz()["scheduling"]["state"] == "in-tree"

@@ -131,8 +131,9 @@ def test_a_full_family_gives_failed_scheduling_events_with_the_extenders_reasons
         api, namespace, "more", "FailedScheduling for the pod that does not fit"
     )
     message = events[-1].message
-    # The pinned pod's required affinity leaves one candidate node, full in vCPU too, so the
-    # in-tree fit names it; every other node is excluded by the affinity the webhook wrote.
+    # The pin leaves one candidate node, full in vCPU too, so the in-tree fit names it; every
+    # other node is excluded by the pin the webhook wrote (the family label's nodeSelector,
+    # or the affinity before the leader labelled the family's nodes).
     assert "0/" in message and ("Insufficient cpu" in message or "needs 4 SCU" in message)
     assert "didn't match Pod's node affinity/selector" in message
     assert not api.read_namespaced_pod("more", namespace).spec.node_name

@@ -16,14 +16,22 @@ What changes:
   ``request < limit`` survive, so the QoS class never changes. Memory, other resources,
   ``ephemeralContainers`` and ``spec.overhead`` (set by RuntimeClass admission, in
   physical units) are not touched;
-- the pod is pinned to the family by a required node affinity: the family's ORed terms
-  are ANDed into *every* existing required term (a cross product), never appended as a
-  new OR branch, which would let the pod escape its own constraints. The term for the
-  deprecated beta instance-type label is there only when the cluster has a node that
-  only it selects (``beta``), so ordinary pods draw no deprecation warning;
+- the pod is pinned to the family. Once every node of the family carries the family
+  label (``labelled``; the leader keeps it, :mod:`extender.loops.labelling`), the pin is
+  one ``spec.nodeSelector`` entry, ``machine-catalog.io/family: <name>``: kube-scheduler
+  ANDs a nodeSelector with the pod's own affinity, and checks it per node with a plain
+  label lookup, where a node-affinity term costs a field-set allocation per node in its
+  Filter (``LazyErrorNodeSelector.Match``), which the throughput benchmark measured as a
+  gap to the hand-pinned pod's one-label nodeSelector. Until then the pin is a required
+  node affinity: the family's ORed terms are ANDed into *every* existing required term (a
+  cross product), never appended as a new OR branch, which would let the pod escape its
+  own constraints. The term for the deprecated beta instance-type label is there only
+  when the cluster has a node that only it selects (``beta``), so ordinary pods draw no
+  deprecation warning;
 - ``spec.schedulerName`` (only when asked to, see :mod:`extender.admission.webhook`);
 - four annotations that record the decision (see :func:`standard_resources_annotation`),
-  and a fifth, ``machine-catalog.io/family-source: user``, when the user named the family.
+  and a fifth, ``machine-catalog.io/family-source: user``, when the user named the family
+  (in the family annotation, or the family label in the nodeSelector).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from extender.admission.converting import CpuValue, convert, keeps_whole_cores
 from machine_catalog.annotations import (
     CATALOG_ANNOTATION,
     FAMILY_ANNOTATION,
+    FAMILY_LABEL,
     FAMILY_SOURCE_ANNOTATION,
     FAMILY_SOURCE_USER,
     SCU_PER_CORE_ANNOTATION,
@@ -156,7 +165,6 @@ def pin_terms(
     family: Family,
     *,
     beta: bool = True,
-    labelled: bool = False,
 ) -> list[dict[str, Any]]:
     """Each existing required term ANDed with each family term (their cross product).
 
@@ -164,7 +172,7 @@ def pin_terms(
     concatenated, ``matchFields`` (DaemonSet pods' node name) and any other key are kept.
     ``beta``: include the beta instance-type term (see :func:`family_selector_terms`).
     """
-    family_terms = family_selector_terms(family, beta=beta, labelled=labelled)
+    family_terms = family_selector_terms(family, beta=beta)
     out = []
     for term in existing:
         expressions = list(term.get("matchExpressions") or [])
@@ -180,13 +188,24 @@ def pin_terms(
     return out
 
 
-def pinning_ops(
-    spec: Mapping[str, Any], family: Family, *, beta: bool = True, labelled: bool = False
-) -> list[Op]:
-    """Require the family's nodes, creating only the missing part of the affinity tree."""
-    fresh = [
-        {"matchExpressions": t} for t in family_selector_terms(family, beta=beta, labelled=labelled)
+def selector_pin_ops(spec: Mapping[str, Any], family: Family) -> list[Op]:
+    """Require the family label in ``spec.nodeSelector`` (the pin once the family is
+    labelled). ``add`` on an existing member replaces it; placement already checked that a
+    value the user wrote there is this family's, so it never changes a user's choice."""
+    selector = spec.get("nodeSelector")
+    if not isinstance(selector, dict):
+        return [{"op": "add", "path": "/spec/nodeSelector", "value": {FAMILY_LABEL: family.name}}]
+    if selector.get(FAMILY_LABEL) == family.name:
+        return []
+    return [
+        {"op": "add", "path": f"/spec/nodeSelector/{escape(FAMILY_LABEL)}", "value": family.name}
     ]
+
+
+def affinity_pin_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> list[Op]:
+    """Require the family's nodes by their match rules in the required node affinity,
+    creating only the missing part of the affinity tree."""
+    fresh = [{"matchExpressions": t} for t in family_selector_terms(family, beta=beta)]
     required: dict[str, Any] = {"nodeSelectorTerms": fresh}
     affinity = spec.get("affinity")
     if not isinstance(affinity, dict):
@@ -207,9 +226,19 @@ def pinning_ops(
         {
             "op": "replace",
             "path": f"{base}/nodeSelectorTerms",
-            "value": pin_terms(terms, family, beta=beta, labelled=labelled),
+            "value": pin_terms(terms, family, beta=beta),
         }
     ]
+
+
+def pinning_ops(
+    spec: Mapping[str, Any], family: Family, *, beta: bool = True, labelled: bool = False
+) -> list[Op]:
+    """Require the family's nodes: by the family label's nodeSelector once every node of
+    the family carries it (``labelled``), by their match rules in the affinity until then."""
+    if labelled:
+        return selector_pin_ops(spec, family)
+    return affinity_pin_ops(spec, family, beta=beta)
 
 
 def annotation_ops(pod: Mapping[str, Any], annotations: Mapping[str, str]) -> list[Op]:
@@ -248,7 +277,7 @@ def normalize_ops(
     ``beta``: pin with the beta instance-type term too; the webhook passes whether the
     cluster has a node of the family that only the beta label selects (the API server
     warns about every pod that names the deprecated label). ``labelled``: every node of
-    the family carries the family label, so the pin is that one term.
+    the family carries the family label, so the pin is that label in the nodeSelector.
     """
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     annotations = {
@@ -259,9 +288,11 @@ def normalize_ops(
     }
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     own = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
-    if FAMILY_ANNOTATION in own:
+    selector = spec.get("nodeSelector")
+    if FAMILY_ANNOTATION in own or (isinstance(selector, dict) and FAMILY_LABEL in selector):
         # The user named the family (placement checked it is this one): say so, since our
-        # own family annotation replaces theirs (see machine_catalog.annotations).
+        # own family annotation replaces theirs, and our nodeSelector pin is theirs to the
+        # letter (see machine_catalog.annotations).
         annotations[FAMILY_SOURCE_ANNOTATION] = FAMILY_SOURCE_USER
     return (
         cpu_ops(values, family, whole_cores=keeps_whole_cores(pod))

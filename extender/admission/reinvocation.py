@@ -40,10 +40,12 @@ CPU value a later webhook gives it is read as SCU (as a new container's). VPA do
 for containers without requests; the documented advice is to let VPA control memory only
 in opted-in namespaces (docs/operations.md, "Other admission plugins and webhooks").
 
-The pin is checked too: every required node-affinity term must still carry one of the
-family's terms. A later webhook that replaced the affinity, or ORed in a term of its own,
-gets the family ANDed back into the terms that lost it (a term without the pin would let
-the pod escape its family, whose factor its requests were converted with). Whether the
+The pin is checked too: the family label in ``spec.nodeSelector`` (the pin once the family
+is labelled), or else every required node-affinity term still carrying one of the
+family's terms. A later webhook that dropped the pin, replaced the affinity or ORed in a
+term of its own gets the family back (a term without the pin would let the pod escape its
+family, whose factor its requests were converted with): as the nodeSelector entry if the
+family is labelled now, ANDed into the terms that lost it if not. Whether the
 pod's node rules still leave a node of the family is a question about nodes, answered by
 the caller (:mod:`extender.admission.webhook`), which denies the pod if none is left.
 """
@@ -60,6 +62,7 @@ import orjson
 
 from extender.admission.converting import CPU_CONVERSION_ANNOTATION, EXACT, convert
 from extender.admission.patching import (
+    FAMILY_LABEL,
     REQUIRED,
     SCU_PER_CORE_ANNOTATION,
     STANDARD_RESOURCES_ANNOTATION,
@@ -68,6 +71,7 @@ from extender.admission.patching import (
     escape,
     pin_terms,
     pinning_ops,
+    selector_pin_ops,
     standard_resources_annotation,
 )
 from machine_catalog.matching import family_label_term, family_selector_terms
@@ -208,19 +212,33 @@ def _has_pin(term: Mapping[str, Any], family_terms: Sequence[frozenset[Any]]) ->
     return any(ft <= expressions for ft in family_terms)
 
 
-def repin_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> list[Op]:
-    """Ops that put the family back into every required term that lost it; [] if none did.
+def _selector_pinned(spec: Mapping[str, Any], family: Family) -> bool:
+    selector = spec.get("nodeSelector")
+    return isinstance(selector, dict) and selector.get(FAMILY_LABEL) == family.name
 
-    An empty term (it selects no node) is left alone, as :func:`patching.pin_terms` does.
-    A pin is recognized with or without the beta instance-type term (the first call wrote
-    it only if a node needed it then); a restored one carries it only when ``beta``.
+
+def repin_ops(
+    spec: Mapping[str, Any], family: Family, *, beta: bool = True, labelled: bool = False
+) -> list[Op]:
+    """Ops that put the family back where the pin was lost; [] if it holds.
+
+    The family label in the nodeSelector pins whatever the affinity says (kube-scheduler
+    ANDs the two). Otherwise every required term must carry a family term: one recognized
+    with or without the beta instance-type term (the first call wrote it only if a node
+    needed it then), or the family label's (pods admitted before the pin moved to the
+    nodeSelector). An empty term (it selects no node) is left alone, as
+    :func:`patching.pin_terms` does. A lost pin comes back as :func:`pinning_ops` writes
+    one now: the nodeSelector entry if ``labelled``, the family ANDed into the terms that
+    lost it if not (its beta term only when ``beta``).
     """
+    if _selector_pinned(spec, family):
+        return []
     affinity = spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
     required = node_affinity.get(REQUIRED) if isinstance(node_affinity, dict) else None
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     if not isinstance(terms, list) or not terms:
-        return pinning_ops(spec, family, beta=beta)
+        return pinning_ops(spec, family, beta=beta, labelled=labelled)
     family_terms = [
         _canonical(t) for t in (*family_selector_terms(family), family_label_term(family))
     ]
@@ -228,7 +246,8 @@ def repin_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> 
     changed = False
     for term in terms:
         if not isinstance(term, dict):
-            return pinning_ops(spec, family, beta=beta)  # malformed: the API server says so
+            # malformed: the API server says so
+            return pinning_ops(spec, family, beta=beta, labelled=labelled)
         empty = not term.get("matchExpressions") and not term.get("matchFields")
         if empty or _has_pin(term, family_terms):
             new_terms.append(term)
@@ -237,6 +256,8 @@ def repin_ops(spec: Mapping[str, Any], family: Family, *, beta: bool = True) -> 
             changed = True
     if not changed:
         return []
+    if labelled:
+        return selector_pin_ops(spec, family)
     path = f"/spec/affinity/nodeAffinity/{REQUIRED}/nodeSelectorTerms"
     return [{"op": "replace", "path": path, "value": new_terms}]
 
@@ -248,9 +269,10 @@ def second_look(
     family: Family,
     *,
     beta: bool = True,
+    labelled: bool = False,
 ) -> Second:
-    """Everything a reinvocation changes on ``pod`` (see the module docstring); ``beta`` as
-    for :func:`extender.admission.patching.normalize_ops`."""
+    """Everything a reinvocation changes on ``pod`` (see the module docstring); ``beta`` and
+    ``labelled`` as for :func:`extender.admission.patching.normalize_ops`."""
     factor = recorded_factor(annotations)
     record, containers = read_record(annotations)
     opted_out = str(annotations.get(CPU_CONVERSION_ANNOTATION, "")).strip().lower() == EXACT
@@ -258,7 +280,7 @@ def second_look(
         values, record, containers, factor, family.name, whole_cores_possible=not opted_out
     )
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    ops += repin_ops(spec, family, beta=beta)
+    ops += repin_ops(spec, family, beta=beta, labelled=labelled)
     text = standard_resources_annotation(new_record)
     if orjson.loads(text) != orjson.loads(annotations[STANDARD_RESOURCES_ANNOTATION]):
         path = f"/metadata/annotations/{escape(STANDARD_RESOURCES_ANNOTATION)}"
@@ -270,11 +292,20 @@ def without_pin(spec: Mapping[str, Any], family: Family) -> dict[str, Any]:
     """``spec`` with the family's pin taken out of its required terms: the node rules the
     pod had before the webhook (used to ask which family it would get now).
 
-    Each term loses the expressions of the family term it carries; terms that become the
-    same are merged; if every term was only the pin, the required affinity goes. Terms
-    without the pin are kept as they are.
+    The nodeSelector loses the family label if it names this family (the nodeSelector
+    goes if that was all of it). Each term loses the expressions of the family term it
+    carries; terms that become the same are merged; if every term was only the pin, the
+    required affinity goes. Terms without the pin are kept as they are. A family the user
+    named is not lost this way: the webhook records it (``family-source: user``), and the
+    caller keeps it as a restriction.
     """
     out = dict(spec)
+    if _selector_pinned(spec, family):
+        selector = {k: v for k, v in spec["nodeSelector"].items() if k != FAMILY_LABEL}
+        if selector:
+            out["nodeSelector"] = selector
+        else:
+            del out["nodeSelector"]
     affinity = spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
     required = node_affinity.get(REQUIRED) if isinstance(node_affinity, dict) else None

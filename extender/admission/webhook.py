@@ -500,7 +500,8 @@ class Admitter:
             if contradiction is not None:
                 return _denied(contradiction)
         beta = self.runtime.cluster.beta_label_only(family.name)
-        second = second_look(pod, annotations, values, family, beta=beta)
+        labelled = self.runtime.cluster.family_labelled(family.name)
+        second = second_look(pod, annotations, values, family, beta=beta, labelled=labelled)
         if not second.ops:
             return _skipped(*second.warnings)
         return Verdict(
