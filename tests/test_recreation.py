@@ -31,6 +31,8 @@ from extender.loops.recreation import EVENT_REASON, Recreator, room_for
 from extender.loops.stranding import Choice, Room, Settings, pending_pod
 from extender.server.serve import ServeConfig, build_runtime, shutdown_runtime
 from extender.state.cluster import ClusterState
+from machine_catalog.annotations import FAMILY_ANNOTATION as FAMILY
+from machine_catalog.annotations import FAMILY_LABEL
 from machine_catalog.loading import parse_catalog
 
 IT = "node.kubernetes.io/instance-type"
@@ -80,8 +82,10 @@ def normalized(
     spec: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
     unschedulable: bool = True,
+    labelled: bool = False,
 ) -> dict[str, Any]:
-    """A pod as the webhook left it, then as kube-scheduler marked it."""
+    """A pod as the webhook left it (``labelled``: pinned by the family label's
+    nodeSelector, else by the family's affinity), then as kube-scheduler marked it."""
     pod: dict[str, Any] = {
         "metadata": {
             "name": name,
@@ -107,7 +111,9 @@ def normalized(
             }
         ]
     fam = CATALOG.by_name[family]
-    ops = normalize_ops(pod, read_cpu_values(pod), fam, CATALOG.version, "machine-catalog")
+    ops = normalize_ops(
+        pod, read_cpu_values(pod), fam, CATALOG.version, "machine-catalog", labelled=labelled
+    )
     pod = jsonpatch.JsonPatch(orjson.loads(orjson.dumps(ops))).apply(pod)
     if unschedulable:
         pod["status"]["conditions"] = [
@@ -394,13 +400,34 @@ def test_the_replacement_is_sized_as_the_webhook_will_size_it():
     assert room == Room(family_fits=False, elsewhere="std")
 
 
-def test_a_family_the_user_named_is_never_left_for_another():
+LABELLED = [
+    {**n, "metadata": {**n["metadata"], "labels": {**n["metadata"]["labels"], FAMILY_LABEL: f}}}
+    for n, f in zip(NODES, ("std", "fast"), strict=True)
+]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "labelled", "named"),
+    [
+        pytest.param(NODES, False, {"annotations": {FAMILY: "std"}}, id="affinity pin, annotation"),
+        pytest.param(
+            LABELLED, True, {"annotations": {FAMILY: "std"}}, id="nodeSelector pin, annotation"
+        ),
+        pytest.param(
+            LABELLED,
+            True,
+            {"spec": {"nodeSelector": {FAMILY_LABEL: "std"}}},
+            id="nodeSelector pin, the user's own nodeSelector on the family label",
+        ),
+    ],
+)
+def test_a_family_the_user_named_is_never_left_for_another(nodes, labelled, named):
     cluster = ClusterState(CATALOG)
-    cluster.replace(NODES, [FILLER])
-    named = normalized("named", annotations={"machine-catalog.io/family": "std"})
-    assert named["metadata"]["annotations"]["machine-catalog.io/family-source"] == "user"
-    assert room_for(Fleet(cluster), named) == Room(family_fits=False, elsewhere=None)
-    chosen = normalized("chosen")
+    cluster.replace(nodes, [FILLER])
+    pod = normalized("named", labelled=labelled, **named)
+    assert pod["metadata"]["annotations"]["machine-catalog.io/family-source"] == "user"
+    assert room_for(Fleet(cluster), pod) == Room(family_fits=False, elsewhere=None)
+    chosen = normalized("chosen", labelled=labelled)
     assert "machine-catalog.io/family-source" not in chosen["metadata"]["annotations"]
     assert room_for(Fleet(cluster), chosen) == Room(family_fits=False, elsewhere="fast")
 
