@@ -1,6 +1,6 @@
 """The scheduling throughput benchmark's ``--quick`` path against a real control plane.
 
-The benchmark starts its own etcd, kube-apiserver, serve and two kube-schedulers (it needs
+The benchmark starts its own etcd, kube-apiserver, serve and its kube-schedulers (it needs
 both schedulers and a webhook installed on a cluster no other test writes to), so this test
 runs it as a subprocess and checks the shape of what it reports, not its speed: every pod of
 every round bound, both schedulers (and the default one with pinned pods) measured in
@@ -23,6 +23,7 @@ COMPONENTS = {
     "kube-apiserver",
     "default-scheduler",
     "machine-catalog",
+    "machine-catalog load-aware",
     "machine-catalog extender",
     "machine-catalog loopback",
     "machine-catalog serve",
@@ -31,13 +32,14 @@ CONFIGS = [
     "default-scheduler",
     "default-scheduler pinned",
     "machine-catalog",
+    "machine-catalog load-aware",
     "machine-catalog extender",
     "machine-catalog loopback",
 ]
 #: The kube-scheduler process charged with each configuration's rounds.
 PROCESS = {c: c for c in CONFIGS} | {"default-scheduler pinned": "default-scheduler"}
 #: Configurations that call the extender (over HTTPS, over loopback HTTP).
-EXTENDER = {"machine-catalog extender", "machine-catalog loopback"}
+EXTENDER = {"machine-catalog load-aware", "machine-catalog extender", "machine-catalog loopback"}
 
 
 def test_quick_run_measures_both_schedulers(tmp_path: Path, binaries: Path) -> None:
