@@ -442,9 +442,10 @@ def mean_of(repeats: Sequence[Repeat], attr: str, kind: str) -> float:
 def render(results: Sequence[SizeResult], meta: Mapping[str, Any], seed: int = 0) -> str:
     lines = [
         f"Run {meta['stamp']} on {meta['machine']}; load average {meta['load_before']} before, "
-        f"{meta['load_after']} after (the machine is shared: other work was running). "
+        f"{meta['load_after']} after (the machine is shared: other work was running, which "
+        f"inflates every latency; a difference, paired within an iteration, less so). "
         f"One client thread creating sequentially, so every difference below is **latency** "
-        f"(the machine's other CPU absorbs the servers' work), not CPU. "
+        f"(how much longer a create waits), not CPU; the run's processes were not niced. "
         f"{meta['repeats']} repeats x {meta['samples']} iterations per size (after "
         f"{meta['warmup']} unmeasured creates per namespace); an iteration creates one pod "
         f"in each namespace, in an order drawn anew each time. Intervals: 95% bootstrap "
@@ -502,48 +503,56 @@ def render(results: Sequence[SizeResult], meta: Mapping[str, Any], seed: int = 0
             )
         )
         lines.append("")
-        lines.append(prose(res, diffs))
+        lines.append(prose(res, diffs, seed))
         lines.append("")
     return "\n".join(lines)
 
 
-def prose(res: SizeResult, diffs: Mapping[str, tuple[float, float, float]]) -> str:
+def prose(res: SizeResult, diffs: Mapping[str, tuple[float, float, float]], seed: int = 0) -> str:
+    """The size's conclusion, from its numbers: what the floor adds, where it goes (the
+    call, the patch, the handler), what ours adds beyond it, and whether the target holds."""
     reps = res.repeats
+    lat = [r.latencies_ms for r in reps]
     call = {k: mean_of(reps, "apiserver_ms", k) for k in HOOKED}
     handler = {k: mean_of(reps, "handler_ms", k) for k in HOOKED}
     floor, ours, bare = diffs[FLOOR], diffs[OURS], diffs[NO_PATCH]
+    patch = difference(lat, FLOOR, base=NO_PATCH, seed=seed)
+    beyond = difference(lat, OURS, base=FLOOR, seed=seed)
     same = (
-        "a pod created through the floor came out as through ours (same annotations, "
-        "resources, pin and schedulerName)"
+        "a pod created through the floor comes out as through ours: same annotations, "
+        "resources, pin and schedulerName"
         if res.floor_matches_ours
-        else "**a pod created through the floor did not come out as through ours** "
-        "(see the JSON's `check`)"
+        else "**a pod created through the floor did not come out as through ours**, "
+        "see the JSON's `check`"
     )
     text = [
-        f"At {res.nodes:,} nodes a webhook that does nothing but parse the review and answer "
-        f"(serve's recorded answer, {res.patch_ops} patch operations, {res.answer_bytes} "
-        f"bytes; {same}), served like ours, adds **{interval(floor)} ms** to a create's p50; "
-        f"ours adds **{interval(ours)} ms**; the floor answering without a patch adds "
-        f"{interval(bare)} ms.",
-        f"The API server spends {fmt(call[FLOOR])} ms per call in the floor's webhook, of "
-        f"which the floor's own handler is {fmt(handler[FLOOR], 3)} ms: the other "
-        f"{fmt(call[FLOOR] - handler[FLOOR])} ms are the call itself (the API server encoding "
-        f"the review, TLS and HTTP on loopback, gunicorn's worker thread, decoding the "
-        f"answer). Ours: {fmt(call[OURS])} ms in the call, {fmt(handler[OURS], 3)} ms in "
-        f"serve's handler, so our own work costs {fmt(handler[OURS] - handler[FLOOR], 3)} ms "
-        f"more than the floor's parse-and-answer and the call around it "
-        f"{fmt((call[OURS] - handler[OURS]) - (call[FLOOR] - handler[FLOOR]))} ms more.",
+        f"At {res.nodes:,} nodes a webhook that does nothing but parse the review and answer, "
+        f"served like ours, adds **{interval(floor)} ms** to a create's p50 (serve's recorded "
+        f"answer: {res.patch_ops} patch operations, {res.answer_bytes} bytes; {same}); "
+        f"ours adds **{interval(ours)} ms**.",
+        f"Of the floor's, the call alone (*floor-no-patch*) is {interval(bare)} ms and the API "
+        f"server applying the patch {interval(patch)} ms. The API server's own timing of the "
+        f"call (which includes applying the patch) is {fmt(call[FLOOR])} ms with the patch "
+        f"and {fmt(call[NO_PATCH])} ms without; the floor's handler is {fmt(handler[FLOOR], 3)}"
+        f" ms of it, so {fmt(call[NO_PATCH] - handler[NO_PATCH])} ms of a call without a "
+        f"patch are the API server's side (encoding the review, TLS and HTTP on loopback, "
+        f"decoding the answer) and gunicorn's path to the handler (reading the request), "
+        f"which no handler, however fast, removes.",
+        f"Ours adds {interval(beyond)} ms beyond the floor: serve's handler takes "
+        f"{fmt(handler[OURS], 3)} ms against the floor's {fmt(handler[FLOOR], 3)} (our own "
+        f"work: the cache view, the family's choice, the patch), and the API server times our "
+        f"call at {fmt(call[OURS])} ms.",
     ]
     if floor[0] > TARGET_MS:
         text.append(
             f"**The floor alone is above issue 18's {TARGET_MS:g} ms** on this machine: no "
-            f"webhook served this way (Python, gunicorn gthread, TLS) meets the target here; "
-            f"what ours adds beyond the floor is {fmt(ours[0] - floor[0])} ms."
+            f"webhook served this way (Python, gunicorn gthread, TLS) meets that target here, "
+            f"and even the call without a patch adds {fmt(bare[0])} ms."
         )
     else:
         text.append(
             f"The floor is within issue 18's {TARGET_MS:g} ms; ours is "
-            f"{fmt(ours[0] - floor[0])} ms above it."
+            f"{fmt(beyond[0])} ms above it."
         )
     return " ".join(text)
 

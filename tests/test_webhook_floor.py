@@ -191,6 +191,7 @@ def test_prose_says_whether_the_floor_alone_misses_the_target(
     assert verdict in text
     assert f"adds **{floor_adds:+.2f} [" in text
     assert "ours adds **+3.00 [" in text
-    # The call's own share: the API server's time in the floor's call minus its handler.
-    assert "the other 1.60 ms are the call itself" in text
+    # The call's own share: the API server's time in the bare call minus the handler's.
+    assert "1.10 ms of a call without a patch are the API server's side" in text
+    assert "the API server applying the patch +" in text
     assert "**latency**" in text and "load average 2.0 before, 2.2 after" in text
