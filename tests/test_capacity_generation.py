@@ -5,7 +5,8 @@ burst of creates), so the webhook reuses its arrays, per-family totals and per-s
 across them and reads only the pending totals afresh. These tests drive random event
 sequences and check, after every event, that (1) an unchanged capacity generation means
 ``all_nodes()`` is unchanged, and (2) the long-lived admitter decides exactly as a fresh
-one (nothing cached) does, for an unconstrained pod and one with a nodeSelector.
+one (nothing cached) does, for an unconstrained pod and two sizes of one with a
+nodeSelector (per-family totals kept per constraints, room per constraints and size).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from support.nodes import NODES
+from support.nodes import NODES, node
 from support.webhook import CATALOG, make_review
 
 from extender.admission.patching import FAMILY_ANNOTATION
@@ -25,6 +26,7 @@ from extender.admission.webhook import Admitter, decode_review
 from extender.state.cluster import ClusterState
 from extender.state.runtime import Runtime, Settings
 from machine_catalog.loading import CatalogSource
+from machine_catalog.matching import INSTANCE_TYPE_LABEL as IT
 
 FAMILIES = [f.name for f in CATALOG.families if f.schedulable]
 NODE_NAMES = [n["metadata"]["name"] for n in NODES]
@@ -90,7 +92,11 @@ def requests() -> list[dict]:
     plain = make_review(dryRun=True)
     zoned = make_review(dryRun=True)
     zoned["request"]["object"]["spec"]["nodeSelector"] = {"topology.kubernetes.io/zone": "z1"}
-    return [decode_review(orjson.dumps(r)) for r in (plain, zoned)]
+    bigger = copy.deepcopy(zoned)  # another shape under the same constraints
+    for container in bigger["request"]["object"]["spec"]["containers"]:
+        container.setdefault("resources", {}).setdefault("requests", {})["cpu"] = "3"
+        container["resources"].pop("limits", None)
+    return [decode_review(orjson.dumps(r)) for r in (plain, zoned, bigger)]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -126,7 +132,7 @@ def test_a_pending_pod_moves_the_choice_without_a_rebuild():
         catalogs=CatalogSource(initial=CATALOG), cluster=cluster, settings=Settings("mc")
     )
     admitter = Admitter(runtime)
-    (plain, _) = requests()
+    plain = requests()[0]
     first = admitter.admit(plain).family
     snapshot = admitter.fleet.snapshot()
     # Enough pending on the chosen family to make another family the most free.
@@ -137,3 +143,33 @@ def test_a_pending_pod_moves_the_choice_without_a_rebuild():
     cluster.apply("Pod", "MODIFIED", pod("burst", "1", node=NODE_NAMES[0]))
     assert admitter.fleet.snapshot() is not snapshot  # a binding changes a node's room
     assert np.array_equal(admitter.fleet.snapshot().view.family, snapshot.view.family)
+
+
+def sized(cpu: str) -> dict:
+    review = make_review(dryRun=True)
+    for container in review["request"]["object"]["spec"]["containers"]:
+        container["resources"] = {"requests": {"cpu": cpu, "memory": "1Gi"}}
+    return decode_review(orjson.dumps(review))
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        (("500m", "6"), ("aws-m5", "aws-c5")),
+        (("6", "500m"), ("aws-c5", "aws-m5")),
+        (("6", "6", "500m", "500m"), ("aws-c5", "aws-c5", "aws-m5", "aws-m5")),
+    ],
+)
+def test_the_room_kept_per_generation_is_per_pod_size(order, expected):
+    """m5 has the most free SCU (ten 2-core nodes) but no node holds 6 SCU there; c5's one
+    16-core node does. Pods of both sizes admitted on one snapshot, in any order, each get
+    the room of their own size, not the first one's."""
+    nodes = [node(f"m5-{i}", {IT: "m5.large"}, "2") for i in range(10)]
+    nodes.append(node("c5-0", {IT: "c5.large"}, "16"))
+    cluster = ClusterState(CATALOG)
+    cluster.replace(nodes, [])
+    runtime = Runtime(
+        catalogs=CatalogSource(initial=CATALOG), cluster=cluster, settings=Settings("mc")
+    )
+    admitter = Admitter(runtime)
+    assert tuple(admitter.admit(sized(cpu)).family for cpu in order) == expected
