@@ -601,6 +601,7 @@ def choose_family(
     pod_physical: Sequence[int] | None = None,
     spread: Callable[[Sequence[int]], int] | None = None,
     needs: Mapping[str, int] | None = None,
+    holdable: Sequence[int] | None = None,
 ) -> Decision:
     """Pick the family (see the module docstring for the rules), or say why none fits.
 
@@ -609,7 +610,9 @@ def choose_family(
     warnings are judged on exactly that. None: ``ceil(pod_scu / f)``. ``needs``: the pod's
     other counted resources (:func:`pod_needs`); a family fits only if one of its nodes
     holds them all. ``spread`` (rule 5) picks an index among the fitting families given
-    their room for whole pods; None keeps the family with the most free SCU.
+    their room for whole pods; None keeps the family with the most free SCU. ``holdable``:
+    :func:`holdable_scu` of these arguments when the caller has it already (it caches it
+    per pod shape: O(nodes) to compute, the rest of the choice is O(families)).
     """
     catalog = view.catalog
     fixed_nodes = constraints.fixed_nodes
@@ -619,7 +622,8 @@ def choose_family(
     factors = _factors(catalog)
     if pod_physical is None:
         pod_physical = [scu_to_physical_millis(pod_scu, f) for f in factors]
-    holdable = holdable_scu(capacity, factors, pod_scu, pod_physical, needs)
+    if holdable is None:
+        holdable = holdable_scu(capacity, factors, pod_scu, pod_physical, needs)
     for i, family in enumerate(catalog.families):
         name = family.name
         if requested is not None and name not in requested:

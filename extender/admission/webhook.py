@@ -78,6 +78,7 @@ from extender.admission.placement import (
     Toleration,
     choose_family,
     family_capacity,
+    holdable_scu,
     low_discrepancy,
     node_mask,
     pod_constraints,
@@ -183,15 +184,15 @@ def encode_response(uid: str, verdict: Verdict) -> bytes:
 
 @dataclass
 class FleetSnapshot:
-    """The node facts of one cache generation, and what derives from them."""
+    """The node facts of one capacity generation, and what derives from them."""
 
+    #: ``ClusterState.capacity_generation`` (events of pods without a node leave it).
     generation: int
     node_generation: int
     names: list[str]
     #: Read on the first pod with node constraints (most pods have none).
     labels: list[Mapping[str, str] | None] | None
     view: NodeView
-    pending: dict[str, int]
     #: Node masks per pod constraints and per pod tolerations; shared by snapshots of one
     #: node generation, since they depend on names, labels and taints only.
     masks: OrderedDict[Hashable, np.ndarray]
@@ -199,14 +200,30 @@ class FleetSnapshot:
     taints: list[tuple[Taint, ...] | None] | None = None
     tainted: bool = False
     _unconstrained: FamilyCapacity | None = field(default=None, repr=False)
+    #: Per-family totals over a constrained pod's allowed nodes, per what its mask derives
+    #: from (constraints, tolerations); and :func:`holdable_scu` per that and the pod's
+    #: shape (SCU, physical request per family, other needs). A ReplicaSet's burst
+    #: computes each once per generation.
+    capacities: OrderedDict[Hashable, FamilyCapacity] = field(default_factory=OrderedDict)
+    holdable: OrderedDict[Hashable, list[int]] = field(default_factory=OrderedDict)
+    cluster: ClusterState | None = field(default=None, repr=False)
+
+    @property
+    def pending(self) -> dict[str, int]:
+        """Physical millicores pinned to each family and not yet bound, read *now*: a pod
+        created Pending changes these and leaves the rest of the snapshot as it is."""
+        return {} if self.cluster is None else self.cluster.pending_millis()
 
 
 class Fleet:
-    """The cluster as the webhook reads it, cached per cache generation.
+    """The cluster as the webhook reads it, cached per capacity generation.
 
     At 5,000 nodes, copying the arrays out of the cache costs ~0.2 ms, reading every
     node's labels ~0.5 ms and evaluating a selector over them ~0.5 ms. So the arrays and
-    per-family totals are kept per cache *generation* (any event), and the labels and the
+    per-family totals are kept per *capacity generation* (an event that can change a node's
+    free room: a node event, a pod on a node; not a pod created Pending, which is every
+    event of a burst of creates: pending totals are read per admission, O(families)),
+    the room per pod shape (:func:`holdable_scu`) with them, and the labels and the
     node masks computed from them per *node generation*, which only the node set, a
     node's labels or the catalog bump: not pod events, not node status heartbeats. A
     ReplicaSet's pods share one constraints key, so its burst evaluates the selector once.
@@ -215,6 +232,9 @@ class Fleet:
     """
 
     MAX_MASKS = 256
+    MAX_SHAPES = 64
+    #: Each holds a few arrays over the allowed nodes (~0.3 MB at 5,000 nodes).
+    MAX_CAPACITIES = 32
 
     def __init__(self, cluster: ClusterState) -> None:
         self.cluster = cluster
@@ -225,7 +245,7 @@ class Fleet:
         cluster = self.cluster
         # Read the generations *before* the data: a snapshot may be newer than its key
         # (rebuilt once more next time), never older.
-        generation, node_generation = cluster.generation, cluster.node_generation
+        generation, node_generation = cluster.capacity_generation, cluster.node_generation
         current = self._snapshot
         if current is not None and current.generation == generation:
             return current
@@ -248,8 +268,8 @@ class Fleet:
             names=view.names,  # all_nodes() hands out a list of its own
             labels=labels,
             view=view,
-            pending=cluster.pending_millis(),
             masks=masks,
+            cluster=cluster,
             taints=taints,
             tainted=tainted,
         )
@@ -271,6 +291,23 @@ class Fleet:
             while len(snapshot.masks) > self.MAX_MASKS:
                 snapshot.masks.popitem(last=False)
         return mask
+
+    def holdable(
+        self, snapshot: FleetSnapshot, key: Hashable, compute: Callable[[], list[int]]
+    ) -> list[int]:
+        """``compute()`` (the pod's room per family over its allowed nodes) once per
+        ``key`` (what the mask derives from, and the pod's shape) and snapshot."""
+        with self._lock:
+            cached = snapshot.holdable.get(key)
+            if cached is not None:
+                snapshot.holdable.move_to_end(key)
+                return cached
+        holdable = compute()
+        with self._lock:
+            snapshot.holdable[key] = holdable
+            while len(snapshot.holdable) > self.MAX_SHAPES:
+                snapshot.holdable.popitem(last=False)
+        return holdable
 
     def mask(
         self,
@@ -304,10 +341,29 @@ class Fleet:
         return mask
 
     def capacity(
-        self, snapshot: FleetSnapshot, mask: np.ndarray | None, *, fixed: bool
+        self,
+        snapshot: FleetSnapshot,
+        mask: np.ndarray | None,
+        *,
+        fixed: bool,
+        key: Hashable | None = None,
     ) -> FamilyCapacity:
+        """Per-family totals over ``mask``'s nodes; kept per snapshot under ``key`` (what
+        the mask derives from) when given, and always for the unconstrained pod."""
         if mask is not None:
-            return family_capacity(snapshot.view.catalog, snapshot.view, mask, fixed=fixed)
+            if key is None:
+                return family_capacity(snapshot.view.catalog, snapshot.view, mask, fixed=fixed)
+            with self._lock:
+                cached = snapshot.capacities.get(key)
+                if cached is not None:
+                    snapshot.capacities.move_to_end(key)
+                    return cached
+            capacity = family_capacity(snapshot.view.catalog, snapshot.view, mask, fixed=fixed)
+            with self._lock:
+                snapshot.capacities[key] = capacity
+                while len(snapshot.capacities) > self.MAX_CAPACITIES:
+                    snapshot.capacities.popitem(last=False)
+            return capacity
         if snapshot._unconstrained is None:
             snapshot._unconstrained = family_capacity(
                 snapshot.view.catalog, snapshot.view, None, fixed=False
@@ -400,7 +456,16 @@ class Admitter:
 
         fixed = constraints.fixed_nodes is not None
         mask = self.fleet.mask(snapshot, constraints, tolerations)
-        capacity = self.fleet.capacity(snapshot, mask, fixed=fixed)
+        # The mask derives from these alone (the snapshot fixes the nodes, labels, taints).
+        derives = (constraints, tolerations, fixed)
+        capacity = self.fleet.capacity(snapshot, mask, fixed=fixed, key=derives)
+        shape = (pod_scu, tuple(physical), tuple(sorted(needs.items())))
+        holdable = self.fleet.holdable(
+            snapshot,
+            (derives, shape),
+            lambda: holdable_scu(capacity, factors, pod_scu, physical, needs),
+        )
+        pending = snapshot.pending  # read now, O(families)
         with self._deciding:
             decision = choose_family(
                 view,
@@ -408,12 +473,13 @@ class Admitter:
                 constraints=constraints,
                 allowed_nodes=mask,
                 requested=requested,
-                pending_physical=snapshot.pending,
+                pending_physical=pending,
                 reserved_scu=self.ledger.totals(),
                 pod_scu=pod_scu,
                 pod_physical=physical,
                 spread=self._spread,
                 needs=needs,
+                holdable=holdable,
             )
             if isinstance(decision, Placement) and req.get("dryRun") is not True:
                 self.ledger.reserve(decision.family.name, decision.held_scu or pod_scu)

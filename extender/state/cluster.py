@@ -747,6 +747,13 @@ class ClusterState:
         #: (not on pod events nor on node status updates): readers cache per-node label
         #: evaluations (the webhook's affinity masks) on it.
         self.node_generation = 0
+        #: Bumped when anything :meth:`all_nodes` returns may have changed: a node event
+        #: (status included), a pod event on a node (its requests), a relist, the catalog.
+        #: Not by an event of a pod without a node, which changes only
+        #: :meth:`pending_millis`: a burst of creates is a stream of such events, and the
+        #: webhook keeps its per-family totals (O(nodes) to build) per this generation, so
+        #: each of those admissions costs O(families), not a rebuild over every node.
+        self.capacity_generation = 0
         #: Pods seen going from pending with a family pin to bound: the machine-catalog
         #: scheduler's bindings (the evidence :mod:`extender.state.pairing` weighs).
         self.scheduled_bindings = 0
@@ -822,6 +829,7 @@ class ClusterState:
         for kind in kinds:
             self._activity[kind] = self.last_activity
         self.generation += 1
+        self.capacity_generation += 1
         if "Node" in kinds:
             self.node_generation += 1
 
@@ -836,6 +844,7 @@ class ClusterState:
         with self._lock:
             t = self._t
             nodes_changed = False
+            on_nodes = True  # the event may change what all_nodes() returns
             if kind == "Node":
                 if event_type == "DELETED":
                     nodes_changed = t.delete_node(_name(obj))
@@ -846,6 +855,9 @@ class ClusterState:
                 key = _pod_key(obj)
                 old = t.pods.get(key)
                 t.set_pod(key, entry)
+                on_nodes = (old is not None and old.node is not None) or (
+                    entry is not None and entry.node is not None
+                )
                 self._note_binding(t, key, old, entry)
                 if (
                     old is not None
@@ -860,6 +872,8 @@ class ClusterState:
                 self.resource_version = resource_version
             self.last_activity = self._activity[kind] = time.monotonic()
             self.generation += 1
+            if on_nodes:
+                self.capacity_generation += 1
             if nodes_changed:  # not on status-only updates (heartbeats, conditions)
                 self.node_generation += 1
 
@@ -879,6 +893,7 @@ class ClusterState:
             self._catalog = catalog
             self._t.rematch(catalog)
             self.generation += 1
+            self.capacity_generation += 1
             self.node_generation += 1
 
     # -- reading -----------------------------------------------------------------------
