@@ -6,13 +6,16 @@ so the two harnesses (and the hand-written prose around them) never overwrite ea
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR / "README.md"
@@ -53,6 +56,30 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_or_load(
+    script: str,
+    argv: Sequence[str] | None,
+    render_from: Path | None,
+    json_out: Path | None,
+    run: Callable[[], tuple[list[Any], dict[str, Any]]],
+    load: Callable[[Path], tuple[list[Any], dict[str, Any]]],
+) -> tuple[list[Any], dict[str, Any]]:
+    """A harness's results and metadata: those of ``render_from`` (a ``--json`` file of an
+    earlier run, rendered again without running), or a new ``run()``, whose command line is
+    recorded and whose JSON is written to ``json_out`` before anything is rendered, so a
+    run's data outlives a bug in its tables."""
+    if render_from is not None:
+        return load(render_from)
+    results, meta = run()
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    meta["command"] = f"python benchmarks/{script} {command}".strip()
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
+        )
+    return results, meta
 
 
 def replace_section(readme: Path, name: str, content: str) -> None:

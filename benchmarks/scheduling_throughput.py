@@ -51,7 +51,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -1337,16 +1337,14 @@ def isolate_serve(cluster: Cluster) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.render_from:
-        results, meta = load_results(args.render_from)
-    else:
-        results, meta = run(args, lambda s: print(s, flush=True))
-        command = " ".join(sys.argv[1:] if argv is None else argv)
-        meta["command"] = f"python benchmarks/scheduling_throughput.py {command}".strip()
-        if args.json:  # before rendering: a run's data outlives a bug in the tables
-            args.json.write_text(
-                json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
-            )
+    results, meta = report.run_or_load(
+        "scheduling_throughput.py",
+        argv,
+        args.render_from,
+        args.json,
+        lambda: run(args, lambda s: print(s, flush=True)),
+        load_results,
+    )
     body, summary = render(results, meta, args.seed, args.section)
     print(body)
     if not args.no_readme:

@@ -45,7 +45,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -591,16 +591,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.render_from:
-        results, meta = load_results(args.render_from)
-    else:
-        results, meta = run(args, lambda s: print(s, flush=True))
-        command = " ".join(sys.argv[1:] if argv is None else argv)
-        meta["command"] = f"python benchmarks/webhook_floor.py {command}".strip()
-        if args.json:  # before rendering: a run's data outlives a bug in the tables
-            args.json.write_text(
-                json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1)
-            )
+    results, meta = report.run_or_load(
+        "webhook_floor.py",
+        argv,
+        args.render_from,
+        args.json,
+        lambda: run(args, lambda s: print(s, flush=True)),
+        load_results,
+    )
     body = render(results, meta, args.seed)
     print(body)
     if not args.no_readme:

@@ -277,37 +277,34 @@ class Fleet:
             self._snapshot = snapshot
         return snapshot
 
-    def _cached(
-        self, snapshot: FleetSnapshot, key: Hashable, compute: Callable[[], np.ndarray]
-    ) -> np.ndarray:
+    def _memo(
+        self,
+        table: OrderedDict[Hashable, Any],
+        limit: int,
+        key: Hashable,
+        compute: Callable[[], Any],
+    ) -> Any:
+        """``table[key]``, computed once by ``compute()`` (outside the lock: two threads may
+        both compute it, and either result is right) and kept as the ``limit`` most recently
+        used of ``table``, one of a snapshot's caches."""
         with self._lock:
-            cached = snapshot.masks.get(key)
+            cached = table.get(key)
             if cached is not None:
-                snapshot.masks.move_to_end(key)
+                table.move_to_end(key)
                 return cached
-        mask = compute()
+        value = compute()
         with self._lock:
-            snapshot.masks[key] = mask
-            while len(snapshot.masks) > self.MAX_MASKS:
-                snapshot.masks.popitem(last=False)
-        return mask
+            table[key] = value
+            while len(table) > limit:
+                table.popitem(last=False)
+        return value
 
     def holdable(
         self, snapshot: FleetSnapshot, key: Hashable, compute: Callable[[], list[int]]
     ) -> list[int]:
         """``compute()`` (the pod's room per family over its allowed nodes) once per
         ``key`` (what the mask derives from, and the pod's shape) and snapshot."""
-        with self._lock:
-            cached = snapshot.holdable.get(key)
-            if cached is not None:
-                snapshot.holdable.move_to_end(key)
-                return cached
-        holdable = compute()
-        with self._lock:
-            snapshot.holdable[key] = holdable
-            while len(snapshot.holdable) > self.MAX_SHAPES:
-                snapshot.holdable.popitem(last=False)
-        return holdable
+        return self._memo(snapshot.holdable, self.MAX_SHAPES, key, compute)
 
     def mask(
         self,
@@ -331,11 +328,14 @@ class Fleet:
                     snapshot.labels = self.cluster.labels_of(snapshot.names)
                 return node_mask(constraints, snapshot.names, snapshot.labels)
 
-            mask = self._cached(snapshot, constraints, by_labels)
+            mask = self._memo(snapshot.masks, self.MAX_MASKS, constraints, by_labels)
         if snapshot.tainted and constraints.fixed_nodes is None:
             taints = snapshot.taints or []
-            tolerated = self._cached(
-                snapshot, ("tolerations", tolerations), lambda: toleration_mask(tolerations, taints)
+            tolerated = self._memo(
+                snapshot.masks,
+                self.MAX_MASKS,
+                ("tolerations", tolerations),
+                lambda: toleration_mask(tolerations, taints),
             )
             mask = tolerated if mask is None else mask & tolerated
         return mask
@@ -351,19 +351,13 @@ class Fleet:
         """Per-family totals over ``mask``'s nodes; kept per snapshot under ``key`` (what
         the mask derives from) when given, and always for the unconstrained pod."""
         if mask is not None:
-            if key is None:
+
+            def totals() -> FamilyCapacity:
                 return family_capacity(snapshot.view.catalog, snapshot.view, mask, fixed=fixed)
-            with self._lock:
-                cached = snapshot.capacities.get(key)
-                if cached is not None:
-                    snapshot.capacities.move_to_end(key)
-                    return cached
-            capacity = family_capacity(snapshot.view.catalog, snapshot.view, mask, fixed=fixed)
-            with self._lock:
-                snapshot.capacities[key] = capacity
-                while len(snapshot.capacities) > self.MAX_CAPACITIES:
-                    snapshot.capacities.popitem(last=False)
-            return capacity
+
+            if key is None:
+                return totals()
+            return self._memo(snapshot.capacities, self.MAX_CAPACITIES, key, totals)
         if snapshot._unconstrained is None:
             snapshot._unconstrained = family_capacity(
                 snapshot.view.catalog, snapshot.view, None, fixed=False
