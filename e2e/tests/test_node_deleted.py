@@ -33,6 +33,10 @@ GONE_NODE, STAY_NODE = "gone-0", "stay-0"
 STAY_FACTOR = Fraction("1.25")  # e2e-stay's scuPerCore (harness.objects.e2e_catalog)
 POD_GC = 40 + 20 + 60  # quarantine, the GC period, then the ReplicaSet and the scheduler
 
+# Also run on the oldest supported Kubernetes (make e2e-oldest): PodGC of pods on a deleted
+# node and the webhook's view of a missing node are behaviours a release can change.
+pytestmark = pytest.mark.every_version
+
 
 @pytest.fixture(scope="module")
 def two_families(plane, api, server, kubelet):
