@@ -188,15 +188,20 @@ def pin_terms(
     return out
 
 
+def selector_pinned(spec: Mapping[str, Any], family: Family) -> bool:
+    """The nodeSelector names ``family``'s label: the pod is pinned whatever its affinity."""
+    selector = spec.get("nodeSelector")
+    return isinstance(selector, dict) and selector.get(FAMILY_LABEL) == family.name
+
+
 def selector_pin_ops(spec: Mapping[str, Any], family: Family) -> list[Op]:
     """Require the family label in ``spec.nodeSelector`` (the pin once the family is
     labelled). ``add`` on an existing member replaces it; placement already checked that a
     value the user wrote there is this family's, so it never changes a user's choice."""
-    selector = spec.get("nodeSelector")
-    if not isinstance(selector, dict):
-        return [{"op": "add", "path": "/spec/nodeSelector", "value": {FAMILY_LABEL: family.name}}]
-    if selector.get(FAMILY_LABEL) == family.name:
+    if selector_pinned(spec, family):
         return []
+    if not isinstance(spec.get("nodeSelector"), dict):
+        return [{"op": "add", "path": "/spec/nodeSelector", "value": {FAMILY_LABEL: family.name}}]
     return [
         {"op": "add", "path": f"/spec/nodeSelector/{escape(FAMILY_LABEL)}", "value": family.name}
     ]

@@ -72,6 +72,7 @@ from extender.admission.patching import (
     pin_terms,
     pinning_ops,
     selector_pin_ops,
+    selector_pinned,
     standard_resources_annotation,
 )
 from machine_catalog.matching import family_label_term, family_selector_terms
@@ -212,11 +213,6 @@ def _has_pin(term: Mapping[str, Any], family_terms: Sequence[frozenset[Any]]) ->
     return any(ft <= expressions for ft in family_terms)
 
 
-def _selector_pinned(spec: Mapping[str, Any], family: Family) -> bool:
-    selector = spec.get("nodeSelector")
-    return isinstance(selector, dict) and selector.get(FAMILY_LABEL) == family.name
-
-
 def repin_ops(
     spec: Mapping[str, Any], family: Family, *, beta: bool = True, labelled: bool = False
 ) -> list[Op]:
@@ -231,7 +227,7 @@ def repin_ops(
     one now: the nodeSelector entry if ``labelled``, the family ANDed into the terms that
     lost it if not (its beta term only when ``beta``).
     """
-    if _selector_pinned(spec, family):
+    if selector_pinned(spec, family):
         return []
     affinity = spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
@@ -242,22 +238,21 @@ def repin_ops(
     family_terms = [
         _canonical(t) for t in (*family_selector_terms(family), family_label_term(family))
     ]
-    new_terms: list[Any] = []
-    changed = False
-    for term in terms:
-        if not isinstance(term, dict):
-            # malformed: the API server says so
-            return pinning_ops(spec, family, beta=beta, labelled=labelled)
+    if not all(isinstance(term, dict) for term in terms):
+        # malformed: the API server says so
+        return pinning_ops(spec, family, beta=beta, labelled=labelled)
+
+    def holds(term: Mapping[str, Any]) -> bool:
         empty = not term.get("matchExpressions") and not term.get("matchFields")
-        if empty or _has_pin(term, family_terms):
-            new_terms.append(term)
-        else:
-            new_terms.extend(pin_terms([term], family, beta=beta))
-            changed = True
-    if not changed:
+        return empty or _has_pin(term, family_terms)
+
+    if all(holds(term) for term in terms):
         return []
-    if labelled:
+    if labelled:  # one nodeSelector entry pins every term
         return selector_pin_ops(spec, family)
+    new_terms: list[Any] = []
+    for term in terms:
+        new_terms.extend([term] if holds(term) else pin_terms([term], family, beta=beta))
     path = f"/spec/affinity/nodeAffinity/{REQUIRED}/nodeSelectorTerms"
     return [{"op": "replace", "path": path, "value": new_terms}]
 
@@ -300,7 +295,7 @@ def without_pin(spec: Mapping[str, Any], family: Family) -> dict[str, Any]:
     caller keeps it as a restriction.
     """
     out = dict(spec)
-    if _selector_pinned(spec, family):
+    if selector_pinned(spec, family):
         selector = {k: v for k, v in spec["nodeSelector"].items() if k != FAMILY_LABEL}
         if selector:
             out["nodeSelector"] = selector

@@ -206,13 +206,6 @@ class FleetSnapshot:
     #: computes each once per generation.
     capacities: OrderedDict[Hashable, FamilyCapacity] = field(default_factory=OrderedDict)
     holdable: OrderedDict[Hashable, list[int]] = field(default_factory=OrderedDict)
-    cluster: ClusterState | None = field(default=None, repr=False)
-
-    @property
-    def pending(self) -> dict[str, int]:
-        """Physical millicores pinned to each family and not yet bound, read *now*: a pod
-        created Pending changes these and leaves the rest of the snapshot as it is."""
-        return {} if self.cluster is None else self.cluster.pending_millis()
 
 
 class Fleet:
@@ -269,7 +262,6 @@ class Fleet:
             labels=labels,
             view=view,
             masks=masks,
-            cluster=cluster,
             taints=taints,
             tainted=tainted,
         )
@@ -459,7 +451,8 @@ class Admitter:
             (derives, shape),
             lambda: holdable_scu(capacity, factors, pod_scu, physical, needs),
         )
-        pending = snapshot.pending  # read now, O(families)
+        # Not part of the snapshot: a pod created Pending changes these and nothing else.
+        pending = cluster.pending_millis()  # O(families)
         with self._deciding:
             decision = choose_family(
                 view,

@@ -151,7 +151,7 @@ def room_for(fleet: Fleet, pod: Mapping[str, Any]) -> Room:
         constraints=constraints,
         allowed_nodes=mask,
         requested=requested,
-        pending_physical=snapshot.pending,
+        pending_physical=fleet.cluster.pending_millis(),
         reserved_scu={},
         pod_scu=min(pod_scu, MAX_CPU_MILLIS),
         pod_physical=[min(n, MAX_CPU_MILLIS) for n in cpu_needs],
