@@ -551,6 +551,21 @@ def metric_sum(sample: dict[tuple[str, tuple], float], metric: str, **labels: st
     return sum(v for (n, lab), v in sample.items() if n == metric and want <= set(lab))
 
 
+def histogram_mean(
+    before: dict[tuple[str, tuple], float],
+    after: dict[tuple[str, tuple], float],
+    metric: str,
+    **labels: str,
+) -> float:
+    """The mean (ms) of histogram ``metric``'s observations between two scrapes of one
+    component; nan when it observed nothing."""
+    s = metric_sum(after, metric + "_sum", **labels) - metric_sum(before, metric + "_sum", **labels)
+    c = metric_sum(after, metric + "_count", **labels) - metric_sum(
+        before, metric + "_count", **labels
+    )
+    return 1000 * s / c if c else float("nan")
+
+
 def round_metrics(
     before: dict[str, dict], after: dict[str, dict], scheduler: str
 ) -> dict[str, float]:
@@ -560,10 +575,7 @@ def round_metrics(
     def mean(component: str, base: str, **labels: str) -> float:
         if component not in before or component not in after:
             return float("nan")
-        b, a = before[component], after[component]
-        s = metric_sum(a, base + "_sum", **labels) - metric_sum(b, base + "_sum", **labels)
-        c = metric_sum(a, base + "_count", **labels) - metric_sum(b, base + "_count", **labels)
-        return 1000 * s / c if c else float("nan")
+        return histogram_mean(before[component], after[component], base, **labels)
 
     out = {
         "attempt_ms": mean(

@@ -262,16 +262,9 @@ def handler_means(
     before: Mapping[str, Any], after: Mapping[str, Any], fb: Mapping, fa: Mapping
 ) -> dict[str, float]:
     """kind -> the server's own mean time per answer (ms) over the repeat."""
-    out = {}
     serve = "machine-catalog serve"
     hist = "machine_catalog_http_request_duration_seconds"
-    s = st.metric_sum(after[serve], hist + "_sum", route=MUTATE) - st.metric_sum(
-        before[serve], hist + "_sum", route=MUTATE
-    )
-    c = st.metric_sum(after[serve], hist + "_count", route=MUTATE) - st.metric_sum(
-        before[serve], hist + "_count", route=MUTATE
-    )
-    out[OURS] = 1000 * s / c if c else float("nan")
+    out = {OURS: st.histogram_mean(before[serve], after[serve], hist, route=MUTATE)}
     for kind, path in FLOOR_PATH.items():
         c = fa[path]["count"] - fb[path]["count"]
         out[kind] = 1000 * (fa[path]["sum"] - fb[path]["sum"]) / c if c else float("nan")
@@ -282,16 +275,7 @@ def apiserver_means(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict
     """kind -> the API server's mean time in its webhook call (ms) over the repeat."""
     metric = "apiserver_admission_webhook_admission_duration_seconds"
     b, a = before["kube-apiserver"], after["kube-apiserver"]
-    out = {}
-    for kind, name in WEBHOOK.items():
-        s = st.metric_sum(a, metric + "_sum", name=name) - st.metric_sum(
-            b, metric + "_sum", name=name
-        )
-        c = st.metric_sum(a, metric + "_count", name=name) - st.metric_sum(
-            b, metric + "_count", name=name
-        )
-        out[kind] = 1000 * s / c if c else float("nan")
-    return out
+    return {kind: st.histogram_mean(b, a, metric, name=name) for kind, name in WEBHOOK.items()}
 
 
 def create(cluster: st.Cluster, namespace: str, name: str) -> tuple[float, dict[str, Any]]:

@@ -299,54 +299,38 @@ def spread_deployment(name: str, replicas: int, cpu: str, types: Sequence[str]) 
     """A Deployment of pause pods held to ``types`` and spread evenly over them (one
     topology domain per instance type): what the calibrate tests need, replicas on
     every family they compare."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": 0,
-                    "containers": [
+    spec = {
+        "terminationGracePeriodSeconds": 0,
+        "containers": [
+            {
+                "name": "app",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+            }
+        ],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
                         {
-                            "name": "app",
-                            "image": "registry.k8s.io/pause:3.10",
-                            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+                            "matchExpressions": [
+                                {"key": INSTANCE_TYPE, "operator": "In", "values": list(types)}
+                            ]
                         }
-                    ],
-                    "affinity": {
-                        "nodeAffinity": {
-                            "requiredDuringSchedulingIgnoredDuringExecution": {
-                                "nodeSelectorTerms": [
-                                    {
-                                        "matchExpressions": [
-                                            {
-                                                "key": INSTANCE_TYPE,
-                                                "operator": "In",
-                                                "values": list(types),
-                                            }
-                                        ]
-                                    }
-                                ]
-                            }
-                        }
-                    },
-                    "topologySpreadConstraints": [
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": INSTANCE_TYPE,
-                            "whenUnsatisfiable": "DoNotSchedule",
-                            "labelSelector": {"matchLabels": labels},
-                        }
-                    ],
-                },
-            },
+                    ]
+                }
+            }
         },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": INSTANCE_TYPE,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": name}},
+            }
+        ],
     }
+    return controller("Deployment", name, replicas, spec)
 
 
 CRD = "crd/machinecatalogs.machine-catalog.io"

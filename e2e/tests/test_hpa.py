@@ -41,7 +41,9 @@ REPLICAS = 4
 
 
 def workload(name: str, annotations: dict[str, str], raw: bool) -> dict:
-    labels = {"app": name}
+    if raw:
+        # No webhook: keep the raw pods on the same two families, two on each.
+        return objects.spread_deployment(name, REPLICAS, "1", SPEED)
     spec: dict = {
         "containers": [
             {
@@ -52,43 +54,7 @@ def workload(name: str, annotations: dict[str, str], raw: bool) -> dict:
         ],
         "terminationGracePeriodSeconds": 0,
     }
-    if raw:
-        # No webhook: keep the raw pods on the same two families, two on each.
-        spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {
-                                    "key": objects.INSTANCE_TYPE,
-                                    "operator": "In",
-                                    "values": list(SPEED),
-                                }
-                            ]
-                        }
-                    ]
-                }
-            }
-        }
-        spec["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": objects.INSTANCE_TYPE,
-                "whenUnsatisfiable": "DoNotSchedule",
-                "labelSelector": {"matchLabels": labels},
-            }
-        ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec},
-        },
-    }
+    return objects.controller("Deployment", name, REPLICAS, spec, annotations)
 
 
 def hpa(name: str) -> dict:
